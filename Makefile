@@ -1,0 +1,38 @@
+# Mustangs: two commands do all the set-up on a fresh Debian/Ubuntu machine (Python >= 3.10).
+#   make quickstart   train a small grid -> optimize an ensemble -> export ONNX -> sample
+#   make test         the whole test suite (what CI runs)
+# On a GPU host: make quickstart EXTRAS=gpu,serve,dev  (onnxruntime-gpu instead of onnxruntime)
+
+PYTHON ?= python3
+VENV   ?= .venv
+EXTRAS ?= cpu,serve,dev
+PY     := $(VENV)/bin/python
+RUN    ?= runs/quickstart
+
+.PHONY: setup data quickstart test test-fast clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(VENV)/.installed data
+
+# Fashion-MNIST from Debian's package when we are root and it is missing (no download at run time).
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+quickstart: setup
+	bash scripts/quickstart.sh $(RUN)
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

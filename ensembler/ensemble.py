@@ -1,0 +1,189 @@
+"""The ensemble: chosen generators with mixture weights, and the ``ensemble.json`` format.
+
+``ensemble.json`` records, for each member, the pool it came from, its weights file (path
+relative to the JSON file when possible) and sha256, and its mixture weight, plus how the
+weights were found (method, objective, budget, seed, time) and the metrics, both
+``estimated`` from statistics and ``verified`` by sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.atomic import write_text_atomic
+from trainer.errors import UserError
+from trainer.networks import NetSpec
+from trainer.pool import Pool, load_generator_file
+
+ENSEMBLE_FORMAT = "mustangs-ensemble/1"
+
+
+@dataclass
+class Member:
+    """One generator of an ensemble and where its weights live."""
+
+    id: str
+    path: Path
+    sha256: str
+    weight: float
+    pool: str = ""
+    origin: dict[str, Any] = field(default_factory=dict)
+
+
+def _normalise(weights) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise UserError(f"mixture weights must be finite, non-negative and not all zero; got {w.tolist()}")
+    return w / w.sum()
+
+
+class Ensemble:
+    """A mixture of generators that samples like one generator.
+
+    Each sample first draws its component ``k`` with probability ``weights[k]``, then runs
+    generator ``k`` on a standard normal latent. Only generators that receive rows run.
+    """
+
+    def __init__(self, spec: NetSpec, generators: list[nn.Module], weights, members: list[Member] | None = None,
+                 meta: dict[str, Any] | None = None):
+        if len(generators) != len(np.asarray(weights)):
+            raise UserError(f"{len(generators)} generators but {len(np.asarray(weights))} weights")
+        self.spec = spec
+        self.generators = [g.eval() for g in generators]
+        self.weights = _normalise(weights)
+        self.members = members or []
+        self.meta = dict(meta or {})
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pool(cls, pool: Pool, weights=None, *, indices: list[int] | None = None, drop_zero: bool = True,
+                  meta: dict[str, Any] | None = None) -> "Ensemble":
+        """An ensemble over a pool's generators (uniform weights unless given)."""
+        indices = list(range(len(pool))) if indices is None else list(indices)
+        weights = np.ones(len(indices)) if weights is None else np.asarray(weights, dtype=np.float64)
+        keep = [i for i, w in zip(indices, weights) if (w > 0 or not drop_zero)]
+        kept_w = [w for w in weights if (w > 0 or not drop_zero)]
+        members = [Member(pool.entries[i].id, pool.path(pool.entries[i]), pool.entries[i].sha256, float(w),
+                          str(pool.root), pool.entries[i].origin) for i, w in zip(keep, _normalise(kept_w))]
+        gens = [pool.load_generator(i) for i in keep]
+        return cls(pool.spec, gens, kept_w, members, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Ensemble":
+        """Load ``ensemble.json`` and its generators, checking every file's hash."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != ENSEMBLE_FORMAT:
+            raise UserError(f"{path} is not a Mustangs ensemble file (format != {ENSEMBLE_FORMAT})")
+        spec = NetSpec.from_json(data.get("network", {}))
+        members, gens = [], []
+        try:
+            raw_members = list(data["members"])
+        except (KeyError, TypeError):
+            raise UserError(f"{path}: no 'members' list") from None
+        if not raw_members:
+            raise UserError(f"{path}: the ensemble has no members")
+        for m in raw_members:
+            try:
+                file = Path(m["path"])
+                file = file if file.is_absolute() else (path.parent / file)
+                member = Member(str(m["id"]), file.resolve(), str(m["sha256"]), float(m["weight"]),
+                                str(m.get("pool", "")), dict(m.get("origin", {})))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UserError(f"{path}: malformed member {m!r} ({exc})") from None
+            members.append(member)
+            gens.append(load_generator_file(member.path, spec, expected_sha256=member.sha256))
+        meta = {k: v for k, v in data.items() if k not in ("format", "network", "members")}
+        return cls(spec, gens, [m.weight for m in members], members, meta)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``ensemble.json`` atomically; member paths are stored relative to it when possible."""
+        path = Path(path)
+        base = path.parent.resolve()
+        members = []
+        for m, w in zip(self.members, self.weights):
+            try:
+                rel = os.path.relpath(m.path, base)
+            except ValueError:  # different drive
+                rel = str(m.path)
+            members.append({"id": m.id, "path": rel, "sha256": m.sha256, "weight": float(w), "pool": m.pool,
+                            "origin": m.origin})
+        data = {"format": ENSEMBLE_FORMAT, "network": self.spec.to_json(), "members": members, **self.meta}
+        write_text_atomic(path, json.dumps(data, indent=2))
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def latent_dim(self) -> int:
+        return self.spec.latent_dim
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.spec.sample_shape)
+
+    def to(self, device: str | torch.device) -> "Ensemble":
+        """Move every generator to ``device``."""
+        self.generators = [g.to(device) for g in self.generators]
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generators[0].parameters()).device
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Run component ``k[i]`` on latent ``z[i]`` for every row; each generator sees only its rows."""
+        out = torch.empty(z.shape[0], *self.sample_shape, device=z.device)
+        for j, g in enumerate(self.generators):
+            rows = (k == j).nonzero().squeeze(1)
+            if rows.numel():
+                out[rows] = g(z[rows])
+        return out
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw components and latents for ``n`` samples (on the CPU, so results do not depend on device)."""
+        w = torch.as_tensor(self.weights, dtype=torch.float64)
+        k = torch.multinomial(w, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        return z, k
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | int | None = None,
+               output: Literal["tensor", "numpy", "pil"] = "tensor", batch_size: int = 4096):
+        """Draw ``n`` samples from the mixture.
+
+        Args:
+            n: number of samples.
+            generator: a ``torch.Generator`` or an int seed, for reproducible draws.
+            output: ``"tensor"`` (float in [-1, 1], ``[n, *sample_shape]``), ``"numpy"`` (same as
+                array) or ``"pil"`` (a list of PIL images; images only).
+            batch_size: rows per forward pass, to bound memory.
+        """
+        if isinstance(generator, int):
+            generator = torch.Generator().manual_seed(generator)
+        z, k = self.draw(n, generator)
+        dev = self.device
+        parts = [self.generate(z[i:i + batch_size].to(dev), k[i:i + batch_size].to(dev)).cpu()
+                 for i in range(0, n, batch_size)]
+        x = torch.cat(parts) if parts else torch.empty(0, *self.sample_shape)
+        if output == "tensor":
+            return x
+        if output == "numpy":
+            return x.numpy()
+        if output == "pil":
+            from trainer.images import to_pil_images
+
+            return to_pil_images(x)
+        raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', not {output!r}")

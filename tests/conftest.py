@@ -1,0 +1,32 @@
+"""Shared test fixtures. Tests never download anything (MUSTANGS_OFFLINE=1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("MUSTANGS_OFFLINE", "1")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def has_fashion_mnist() -> bool:
+    """Whether Fashion-MNIST can be found locally (Debian's package or $MUSTANGS_DATA)."""
+    from trainer.data import load_dataset
+    from trainer.errors import UserError
+
+    try:
+        load_dataset("fashion-mnist", "test")
+    except UserError:
+        return False
+    return True
+
+
+needs_fashion = pytest.mark.skipif(not (FASHION_DIR.is_dir() or os.environ.get("MUSTANGS_DATA")),
+                                   reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

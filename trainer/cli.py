@@ -1,0 +1,45 @@
+"""``trainer``: train a grid of GANs, train/evaluate the evaluation classifier, score samples.
+
+Each verb lives in its own module (``trainer/commands/*.py``) exposing ``register(subparsers)``;
+this file only wires them together and turns user errors into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trainer.errors import exit_on_user_error
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults (``[default: …]``) and keeps description line breaks."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that exits with code 2 and one line on bad usage (as argparse does), plus a hint."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``trainer`` argument parser."""
+    from trainer.commands import classifier, score, train
+
+    parser = ArgumentParser(prog="trainer", description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    for module in (train, classifier, score):
+        module.register(sub)
+    return parser
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``trainer`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

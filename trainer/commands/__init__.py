@@ -1,0 +1,1 @@
+"""One module per ``trainer`` verb; each exposes ``register(subparsers)``."""

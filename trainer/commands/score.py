@@ -1,0 +1,9 @@
+"""``trainer score``: (not implemented yet)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    """Add the ``score`` verb to the ``trainer`` CLI."""
+    p = sub.add_parser("score", help="(not implemented yet)")
+    p.set_defaults(func=lambda args: print("not implemented yet") or 1)

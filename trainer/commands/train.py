@@ -1,0 +1,9 @@
+"""``trainer train``: (not implemented yet)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    """Add the ``train`` verb to the ``trainer`` CLI."""
+    p = sub.add_parser("train", help="(not implemented yet)")
+    p.set_defaults(func=lambda args: print("not implemented yet") or 1)

@@ -1,0 +1,147 @@
+"""Metric primitives on the evaluation classifier: FID, TVD over classes, IS.
+
+Everything is computed from :class:`FeatureStats`, the per-sample-set statistics that also
+mix linearly over a mixture of generators (design.md §5): class histogram, mean softmax,
+mean of Σ p log p, feature mean and feature second moment. Metric names carry their
+protocol: ``fid_cls10k`` = Fréchet distance on classifier features with 10k samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians (pytorch-fid's implementation), clipped at 0."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    d = calculate_frechet_distance(np.asarray(mu1, np.float64), np.asarray(sigma1, np.float64),
+                                   np.asarray(mu2, np.float64), np.asarray(sigma2, np.float64))
+    return max(float(d), 0.0)
+
+
+def tvd(p: Sequence[float] | np.ndarray, target: Sequence[float] | np.ndarray | None = None) -> float:
+    """Total variation distance ½ Σ |target − p| (target uniform when None)."""
+    p = np.asarray(p, np.float64)
+    q = np.full_like(p, 1.0 / p.size) if target is None else np.asarray(target, np.float64)
+    if q.shape != p.shape:
+        raise ValueError(f"histogram has {p.size} classes but the target has {q.size}")
+    return float(0.5 * np.abs(q - p).sum())
+
+
+def inception_score_from_moments(mean_probs: np.ndarray, mean_plogp: float) -> float:
+    """IS = exp(E_x[KL(p(y|x) ‖ p(y))]) = exp(E[Σ p log p] − Σ p̄ log p̄)."""
+    pbar = np.clip(np.asarray(mean_probs, np.float64), 1e-12, None)
+    return float(np.exp(mean_plogp - (pbar * np.log(pbar)).sum()))
+
+
+@dataclass
+class FeatureStats:
+    """Statistics of a sample set on the evaluation classifier.
+
+    All fields are expectations over samples, so the statistics of a mixture with weights
+    ``w`` are the ``w``-weighted sums of its components' statistics (see :meth:`mix`).
+    """
+
+    n: int                 # number of samples behind these statistics
+    mu: np.ndarray         # [d] feature mean
+    second: np.ndarray     # [d, d] feature second moment E[f fᵀ]
+    hist: np.ndarray       # [C] histogram of argmax labels (sums to 1)
+    mean_probs: np.ndarray  # [C] mean softmax p̄(y)
+    mean_plogp: float      # E[Σ_y p(y|x) log p(y|x)]
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """Feature covariance (unbiased when n > 1)."""
+        cov = self.second - np.outer(self.mu, self.mu)
+        return cov * (self.n / (self.n - 1)) if self.n > 1 else cov
+
+    @classmethod
+    def mix(cls, stats: Sequence["FeatureStats"], weights: Sequence[float] | np.ndarray) -> "FeatureStats":
+        """Exact (in expectation) statistics of the mixture Σ w_k · component_k."""
+        w = np.asarray(weights, np.float64)
+        w = w / w.sum()
+        n = int(round(sum(wk * s.n for wk, s in zip(w, stats))))
+        return cls(
+            n=max(n, 2),
+            mu=sum(wk * s.mu for wk, s in zip(w, stats)),
+            second=sum(wk * s.second for wk, s in zip(w, stats)),
+            hist=sum(wk * s.hist for wk, s in zip(w, stats)),
+            mean_probs=sum(wk * s.mean_probs for wk, s in zip(w, stats)),
+            mean_plogp=float(sum(wk * s.mean_plogp for wk, s in zip(w, stats))),
+        )
+
+    def to_npz(self) -> dict[str, np.ndarray]:
+        """Arrays for ``np.savez`` (no pickle needed to read them back)."""
+        return {"n": np.array(self.n), "mu": self.mu, "second": self.second, "hist": self.hist,
+                "mean_probs": self.mean_probs, "mean_plogp": np.array(self.mean_plogp)}
+
+    @classmethod
+    def from_npz(cls, data) -> "FeatureStats":
+        """Inverse of :meth:`to_npz` (``data`` from ``np.load(..., allow_pickle=False)``)."""
+        return cls(int(data["n"]), np.asarray(data["mu"]), np.asarray(data["second"]), np.asarray(data["hist"]),
+                   np.asarray(data["mean_probs"]), float(data["mean_plogp"]))
+
+
+class StatsAccumulator:
+    """Accumulates :class:`FeatureStats` batch by batch (float64 sums, constant memory)."""
+
+    def __init__(self, feature_dim: int, num_classes: int):
+        self.n = 0
+        self.sum_f = torch.zeros(feature_dim, dtype=torch.float64)
+        self.sum_ff = torch.zeros(feature_dim, feature_dim, dtype=torch.float64)
+        self.counts = torch.zeros(num_classes, dtype=torch.float64)
+        self.sum_p = torch.zeros(num_classes, dtype=torch.float64)
+        self.sum_plogp = 0.0
+
+    def update(self, features: torch.Tensor, logits: torch.Tensor) -> None:
+        """Add a batch of classifier features ``[B, d]`` and logits ``[B, C]``."""
+        f = features.detach().to("cpu", torch.float64)
+        logp = torch.log_softmax(logits.detach().to("cpu", torch.float64), 1)
+        p = logp.exp()
+        self.n += f.shape[0]
+        self.sum_f += f.sum(0)
+        self.sum_ff += f.T @ f
+        self.counts += torch.bincount(logp.argmax(1), minlength=self.counts.numel()).to(torch.float64)
+        self.sum_p += p.sum(0)
+        self.sum_plogp += float((p * logp).sum())
+
+    def result(self) -> FeatureStats:
+        """The statistics of everything added so far."""
+        if self.n == 0:
+            raise ValueError("no samples were accumulated")
+        n = self.n
+        return FeatureStats(n, (self.sum_f / n).numpy(), (self.sum_ff / n).numpy(), (self.counts / n).numpy(),
+                            (self.sum_p / n).numpy(), self.sum_plogp / n)
+
+
+def protocol_suffix(n: int) -> str:
+    """``10000`` → ``"10k"``, ``2500`` → ``"2.5k"``, ``500`` → ``"500"``: the sample count in metric names."""
+    if n >= 1000:
+        k = n / 1000
+        return f"{k:g}k"
+    return str(n)
+
+
+def score(fake: FeatureStats, real: FeatureStats, target: np.ndarray | None = None,
+          metrics: Iterable[str] = ("fid", "tvd", "is")) -> dict[str, float]:
+    """Metrics of ``fake`` against ``real``, named with their protocol (e.g. ``fid_cls10k``).
+
+    ``target`` is the class distribution TVD is measured against (uniform when None).
+    """
+    tag = f"cls{protocol_suffix(fake.n)}"
+    out: dict[str, float] = {}
+    for m in metrics:
+        if m == "fid":
+            out[f"fid_{tag}"] = frechet_distance(fake.mu, fake.sigma, real.mu, real.sigma)
+        elif m == "tvd":
+            out[f"tvd_{tag}"] = tvd(fake.hist, target)
+        elif m == "is":
+            out[f"is_{tag}"] = inception_score_from_moments(fake.mean_probs, fake.mean_plogp)
+        else:
+            raise ValueError(f"unknown metric {m!r}")
+    return out

@@ -1,0 +1,173 @@
+"""The pool format: the generators a training run leaves behind.
+
+A pool is a folder::
+
+    pool/manifest.json        format, network spec, dataset, generators (id, file, sha256,
+                              origin, scores), per-cell mixtures
+    pool/<id>.safetensors     one generator's weights (no pickle)
+
+Pools are written atomically (a crash leaves the old pool or none) and every load checks
+the manifest, the files' hashes and that weights are finite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from trainer.atomic import atomic_dir
+from trainer.errors import UserError
+from trainer.networks import NetSpec, build_generator
+
+POOL_FORMAT = "mustangs-pool/1"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class PoolEntry:
+    """One generator of a pool: its id, weights file, hash, where it came from and its scores."""
+
+    id: str
+    file: str
+    sha256: str
+    origin: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pool:
+    """A loaded pool manifest; generators are built on demand with :meth:`load_generator`."""
+
+    root: Path
+    spec: NetSpec
+    dataset: str
+    entries: list[PoolEntry]
+    mixtures: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def path(self, entry: PoolEntry) -> Path:
+        """Absolute path of an entry's weights file."""
+        return (self.root / entry.file).resolve()
+
+    def load_generator(self, index: int, *, check_hash: bool = True) -> nn.Module:
+        """Build generator ``index`` with its weights, in eval mode, on the CPU."""
+        entry = self.entries[index]
+        return load_generator_file(self.path(entry), self.spec,
+                                   expected_sha256=entry.sha256 if check_hash else None)
+
+    def load_generators(self) -> list[nn.Module]:
+        """All generators of the pool, in manifest order."""
+        return [self.load_generator(i) for i in range(len(self))]
+
+
+def load_generator_file(path: str | Path, spec: NetSpec, *, expected_sha256: str | None = None) -> nn.Module:
+    """Build a generator for ``spec`` from a safetensors file, refusing corrupt or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"generator file {path} does not exist")
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        raise UserError(f"generator file {path} does not match the hash in its manifest (changed or corrupt)")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable safetensors file: {exc}") from None
+    model = build_generator(spec)
+    expected = model.state_dict()
+    if set(state) != set(expected):
+        missing = sorted(set(expected) - set(state))[:3]
+        unexpected = sorted(set(state) - set(expected))[:3]
+        raise UserError(f"{path} does not hold a '{spec.arch}' generator "
+                        f"(missing {missing}, unexpected {unexpected})")
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise UserError(f"{path}: tensor '{key}' has shape {tuple(tensor.shape)}, "
+                            f"expected {tuple(expected[key].shape)} for {spec}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"{path}: tensor '{key}' holds NaN or infinite values")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def save_generator_file(path: str | Path, model: nn.Module) -> None:
+    """Write a generator's state dict as safetensors (contiguous CPU tensors)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+
+
+def write_pool(root: str | Path, spec: NetSpec, dataset: str, generators: list[tuple[str, nn.Module, Mapping]],
+               *, mixtures: list[dict] | None = None, extra: Mapping[str, Any] | None = None) -> Pool:
+    """Write a pool atomically.
+
+    ``generators`` holds ``(id, module, info)`` where ``info`` may carry ``origin`` and
+    ``scores`` dicts. ``mixtures`` lists per-cell mixture weights over generator ids.
+    """
+    if not generators:
+        raise UserError("refusing to write an empty pool")
+    root = Path(root)
+    with atomic_dir(root) as tmp:
+        entries = []
+        for gid, model, info in generators:
+            fname = f"{gid}.safetensors"
+            save_generator_file(tmp / fname, model)
+            entries.append(PoolEntry(gid, fname, sha256_file(tmp / fname),
+                                     dict(info.get("origin", {})), dict(info.get("scores", {}))))
+        manifest = {
+            "format": POOL_FORMAT,
+            "network": spec.to_json(),
+            "dataset": dataset,
+            "generators": [e.__dict__ for e in entries],
+            "mixtures": list(mixtures or []),
+            **dict(extra or {}),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return read_pool(root)
+
+
+def read_pool(root: str | Path) -> Pool:
+    """Read and check a pool's manifest (weights are loaded lazily)."""
+    root = Path(root)
+    manifest_path = root / "manifest.json" if root.is_dir() else root
+    if root.is_dir():
+        pass
+    elif root.name == "manifest.json" and root.is_file():
+        root = root.parent
+    else:
+        raise UserError(f"{root} is not a pool folder (expected {root}/manifest.json)")
+    if not manifest_path.is_file():
+        raise UserError(f"{root} is not a pool folder: manifest.json is missing")
+    try:
+        data = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{manifest_path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != POOL_FORMAT:
+        raise UserError(f"{manifest_path} is not a Mustangs pool manifest (format != {POOL_FORMAT})")
+    spec = NetSpec.from_json(data.get("network", {}))
+    try:
+        entries = [PoolEntry(str(g["id"]), str(g["file"]), str(g["sha256"]), dict(g.get("origin", {})),
+                             dict(g.get("scores", {}))) for g in data["generators"]]
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{manifest_path}: malformed generator list ({exc})") from None
+    if not entries:
+        raise UserError(f"pool {root} holds no generators")
+    known = {"format", "network", "dataset", "generators", "mixtures"}
+    extra = {k: v for k, v in data.items() if k not in known}
+    return Pool(root.resolve(), spec, str(data.get("dataset", "")), entries, list(data.get("mixtures", [])), extra)
