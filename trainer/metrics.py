@@ -145,3 +145,47 @@ def score(fake: FeatureStats, real: FeatureStats, target: np.ndarray | None = No
         else:
             raise ValueError(f"unknown metric {m!r}")
     return out
+
+
+def parse_target(spec: str | None, num_classes: int, real_hist: np.ndarray | None = None) -> np.ndarray:
+    """The class distribution TVD is measured against, from a command-line spec.
+
+    ``None``/``"uniform"`` → uniform over ``num_classes``; ``"real"`` → ``real_hist`` (the real
+    split's predicted histogram); ``"0:0.5,3:0.5"`` → the given classes with the given weights
+    (others 0); ``"0.1,0.2,…"`` → one weight per class. Weights are normalised to sum to 1.
+    Raises ``UserError`` (one line, with the legal forms) for anything else.
+    """
+    from trainer.errors import UserError
+
+    legal = "legal: uniform, real, 'CLASS:WEIGHT,...' (e.g. '0:0.5,3:0.5') or one weight per class"
+    text = "uniform" if spec is None else str(spec).strip()
+    if text == "uniform":
+        return np.full(num_classes, 1.0 / num_classes)
+    if text == "real":
+        if real_hist is None:
+            raise UserError("target 'real' needs the real split's statistics, which are not available here")
+        hist = np.asarray(real_hist, np.float64)
+        if hist.shape != (num_classes,):
+            raise UserError(f"the real histogram has {hist.size} classes, expected {num_classes}")
+        return hist / hist.sum()
+    target = np.zeros(num_classes)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if parts and all(":" in p for p in parts):
+            for p in parts:
+                cls_text, _, w_text = p.partition(":")
+                c, w = int(cls_text), float(w_text)
+                if not 0 <= c < num_classes:
+                    raise UserError(f"target class {c} out of range 0..{num_classes - 1}")
+                target[c] += w
+        elif parts and not any(":" in p for p in parts):
+            if len(parts) != num_classes:
+                raise UserError(f"target lists {len(parts)} weights, expected one per class ({num_classes}); {legal}")
+            target[:] = [float(p) for p in parts]
+        else:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"cannot parse target '{text}'; {legal}") from None
+    if not np.all(np.isfinite(target)) or np.any(target < 0) or target.sum() <= 0:
+        raise UserError(f"target '{text}' needs non-negative weights with a positive sum")
+    return target / target.sum()
