@@ -1,0 +1,152 @@
+"""A population of same-architecture networks with stacked parameters, and a batched Adam.
+
+Every tensor of a :class:`NetState` has a leading population axis ``[P, ...]``: parameters,
+buffers (BatchNorm running stats), Adam moments and step counts. :class:`StackedNet`
+applies all members at once (``torch.func.vmap`` over ``functional_call``) or, as the
+reference/fallback, one after the other (``engine="loop"``); both give the same numbers.
+:func:`adam_step` is Adam written over the population axis with a per-member learning
+rate tensor, so a mutated learning rate is by construction the one the next step uses.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+ENGINES = ("vmap", "loop")
+
+
+@dataclass
+class NetState:
+    """Stacked state of ``P`` networks: params, buffers, Adam moments ``m``/``v``, Adam ``step`` [P]."""
+
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    m: dict[str, torch.Tensor]
+    v: dict[str, torch.Tensor]
+    step: torch.Tensor  # [P] float64, Adam steps taken
+
+    @classmethod
+    def from_modules(cls, modules: list[nn.Module]) -> "NetState":
+        """Stack freshly built modules (fresh Adam state: zero moments, step 0)."""
+        params, buffers = stack_module_state(modules)
+        params = {k: v.detach().clone() for k, v in params.items()}
+        buffers = {k: v.detach().clone() for k, v in buffers.items()}
+        device = next(iter(params.values())).device
+        return cls(params, buffers, {k: torch.zeros_like(v) for k, v in params.items()},
+                   {k: torch.zeros_like(v) for k, v in params.items()},
+                   torch.zeros(len(modules), dtype=torch.float64, device=device))
+
+    def __len__(self) -> int:
+        return int(self.step.shape[0])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All tensors under flat names (``params.x``, ``buffers.x``, ``m.x``, ``v.x``, ``step``)."""
+        out = {f"params.{k}": t for k, t in self.params.items()}
+        out.update({f"buffers.{k}": t for k, t in self.buffers.items()})
+        out.update({f"m.{k}": t for k, t in self.m.items()})
+        out.update({f"v.{k}": t for k, t in self.v.items()})
+        out["step"] = self.step
+        return out
+
+    @classmethod
+    def from_tensors(cls, flat: dict[str, torch.Tensor]) -> "NetState":
+        """Inverse of :meth:`tensors`."""
+        parts: dict[str, dict[str, torch.Tensor]] = {"params": {}, "buffers": {}, "m": {}, "v": {}}
+        for name, t in flat.items():
+            if name == "step":
+                continue
+            kind, _, key = name.partition(".")
+            parts[kind][key] = t
+        return cls(parts["params"], parts["buffers"], parts["m"], parts["v"], flat["step"])
+
+    def map(self, fn) -> "NetState":
+        """A new state with ``fn`` applied to every tensor."""
+        return NetState({k: fn(t) for k, t in self.params.items()}, {k: fn(t) for k, t in self.buffers.items()},
+                        {k: fn(t) for k, t in self.m.items()}, {k: fn(t) for k, t in self.v.items()}, fn(self.step))
+
+    def index(self, idx: torch.Tensor) -> "NetState":
+        """Copies of members ``idx`` (a long tensor), Adam state included."""
+        idx = idx.to(self.step.device)
+        return self.map(lambda t: t.index_select(0, idx))
+
+    def where(self, take: torch.Tensor, other: "NetState") -> "NetState":
+        """Member-wise choice: ``self`` where ``take`` [P] is true, else ``other``."""
+        take = take.to(self.step.device)
+
+        def pick(a, b):
+            return torch.where(take.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+        return NetState({k: pick(a, other.params[k]) for k, a in self.params.items()},
+                        {k: pick(a, other.buffers[k]) for k, a in self.buffers.items()},
+                        {k: pick(a, other.m[k]) for k, a in self.m.items()},
+                        {k: pick(a, other.v[k]) for k, a in self.v.items()}, pick(self.step, other.step))
+
+    def to(self, device) -> "NetState":
+        """The state on ``device``."""
+        return self.map(lambda t: t.to(device))
+
+    def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i`` as an ordinary ``state_dict`` (params and buffers)."""
+        out = {k: t[i].detach().clone() for k, t in self.params.items()}
+        out.update({k: t[i].detach().clone() for k, t in self.buffers.items()})
+        return out
+
+
+class StackedNet:
+    """Applies a population of networks with stacked parameters to per-member inputs.
+
+    ``apply(params, buffers, x)`` maps ``x [P, B, ...]`` to ``[P, B, ...]``. In train mode,
+    BatchNorm buffers (running stats) are updated in place in ``buffers``.
+    """
+
+    def __init__(self, template: nn.Module, engine: str = "vmap"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.engine = engine
+        base = copy.deepcopy(template).to("meta")
+        self._train = base.train()
+        self._eval = copy.deepcopy(base).eval()
+
+    def apply(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+              train: bool) -> torch.Tensor:
+        """Run member ``i`` on ``x[i]`` for every member (train or eval mode)."""
+        module = self._train if train else self._eval
+
+        def one(p, b, xi):
+            return functional_call(module, (p, b), (xi,))
+
+        if self.engine == "vmap":
+            return vmap(one, in_dims=(0, 0, 0), randomness="error")(params, buffers, x)
+        outs = []
+        for i in range(x.shape[0]):
+            outs.append(one({k: t[i] for k, t in params.items()}, {k: t[i] for k, t in buffers.items()}, x[i]))
+        return torch.stack(outs)
+
+
+@torch.no_grad()
+def adam_step(state: NetState, grads: dict[str, torch.Tensor], lr: torch.Tensor,
+              betas: Iterable[float] = (0.5, 0.999), eps: float = 1e-8) -> None:
+    """One Adam step (torch.optim.Adam's formula) for every member, in place.
+
+    ``lr`` is ``[P]`` (float64): each member steps with its own learning rate, read at this
+    call, so whatever rate the cell holds now is the rate applied.
+    """
+    b1, b2 = betas
+    state.step.add_(1.0)
+    bc1 = 1.0 - b1 ** state.step
+    bc2_sqrt = (1.0 - b2 ** state.step).sqrt()
+    step_size = lr.to(torch.float64) / bc1
+    for k, p in state.params.items():
+        g = grads[k]
+        m, v = state.m[k], state.v[k]
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        m.lerp_(g, 1.0 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        denom = (v.sqrt() / bc2_sqrt.to(p.dtype).view(shape)).add_(eps)
+        p.sub_(step_size.to(p.dtype).view(shape) * (m / denom))

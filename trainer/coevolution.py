@@ -1,0 +1,418 @@
+"""One generation of spatial coevolution for the block of cells this process owns (design.md §3).
+
+The recipe, in the order of :meth:`Coevolution.step`: exchange → fitness → select → train →
+mutate → replace → mixture. (Checkpointing is the loop's job, see ``trainer/run.py``.)
+
+Scale-out seam (issue 6): a process owns a contiguous :class:`Block` of cells; everything it
+needs from other cells comes through its :class:`World` — ``gather_centres`` (all cells'
+centre G/D with optimizer state; the identity in one process, an all_gather across ranks) and
+``gather_stats``/``gather_objects`` for evaluation and metrics. Every random draw comes from
+the cell's own ``torch.Generator``s (never the global RNG, never a per-process stream), so
+results do not depend on how cells are split over processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from trainer import losses
+from trainer.batched import NetState, StackedNet, adam_step
+from trainer.config import TrainConfig
+from trainer.data import ArrayDataset
+from trainer.grid import Grid
+from trainer.metrics import FeatureStats
+from trainer.networks import NetSpec, build_discriminator, build_generator
+
+# Independent per-cell streams, derived from (seed, cell, purpose) with numpy's SeedSequence.
+STREAM_INIT, STREAM_DATA, STREAM_TRAIN, STREAM_EVAL, STREAM_FINAL, STREAM_SAMPLES = range(6)
+
+
+def cell_seed(seed: int, cell: int, purpose: int) -> int:
+    """A 63-bit seed for ``purpose`` of global cell ``cell`` (independent of process layout)."""
+    ss = np.random.SeedSequence(entropy=seed, spawn_key=(cell, purpose))
+    return int(ss.generate_state(1, np.uint64)[0]) & ((1 << 63) - 1)
+
+
+def cell_generator(seed: int, cell: int, purpose: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` for ``purpose`` of cell ``cell``."""
+    return torch.Generator().manual_seed(cell_seed(seed, cell, purpose))
+
+
+# --------------------------------------------------------------------------- world (scale-out seam)
+
+class World:
+    """The processes training one grid. This base class is the single-process case.
+
+    A distributed subclass overrides the ``gather_*`` methods with collectives and
+    :meth:`cells` with the rank's block; the generation step does not change.
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run folder (only one does)."""
+        return self.rank == 0
+
+    def cells(self, num_cells: int) -> range:
+        """The contiguous block of global cell indices this process owns."""
+        return range(num_cells)
+
+    def gather_centres(self, G: NetState, D: NetState) -> tuple[NetState, NetState]:
+        """All cells' centre G and D (with Adam state), in global cell order. Identity here."""
+        return G, D
+
+    def gather_stats(self, stats: list[FeatureStats | None]) -> list[FeatureStats | None]:
+        """All cells' generator statistics, in global cell order. Identity here."""
+        return stats
+
+    def gather_objects(self, items: list[Any]) -> list[Any]:
+        """All cells' per-cell records (metrics), in global cell order. Identity here."""
+        return items
+
+
+# --------------------------------------------------------------------------- scoring
+
+class Scorer:
+    """Scores generator samples on the evaluation classifier against cached real statistics."""
+
+    def __init__(self, classifier, real: FeatureStats, stats_fn: Callable[[Any, torch.Tensor], FeatureStats]):
+        self.classifier, self.real, self._stats_fn = classifier, real, stats_fn
+
+    def stats(self, x: torch.Tensor) -> FeatureStats:
+        """Feature statistics of samples ``x``."""
+        return self._stats_fn(self.classifier, x)
+
+    def score(self, stats: FeatureStats, metrics=("fid",)) -> dict[str, float]:
+        """Protocol-named metrics (``fid_cls1k``, ``tvd_cls10k``, …) of ``stats``."""
+        from trainer.metrics import score
+
+        return score(stats, self.real, metrics=metrics)
+
+    def fid(self, stats: FeatureStats) -> float:
+        """Fréchet distance of ``stats`` to the real statistics."""
+        return next(iter(self.score(stats, ("fid",)).values()))
+
+
+def load_scorer(dataset: str, device: torch.device, log: Callable[[str], None] = print,
+                data_dir=None) -> Scorer | None:
+    """The evaluation classifier and real test statistics, or ``None`` (with a warning) when the
+    dataset has no shipped classifier; training then runs without fid-based mixture search."""
+    from trainer.errors import UserError
+
+    try:
+        from trainer import evaluation
+        from trainer.classifier import load_classifier
+
+        clf = load_classifier(dataset, device)
+        real = evaluation.real_stats(dataset, "test", clf, data_dir=data_dir)
+    except UserError as exc:
+        log(f"warning: no evaluation classifier for {dataset} ({exc}); training without fid_cls scores "
+            f"and with uniform mixture weights")
+        return None
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("trainer."):
+            log(f"warning: evaluation module missing ({exc}); training without fid_cls scores")
+            return None
+        raise
+    return Scorer(clf, real, evaluation.stats_of_tensor)
+
+
+# --------------------------------------------------------------------------- state
+
+@dataclass
+class Block:
+    """The cells this process owns (global indices ``cells``) and all their evolving state."""
+
+    cells: list[int]
+    G: NetState                   # centre generators [C, ...]
+    D: NetState                   # centre discriminators [C, ...]
+    lr_g: torch.Tensor            # [C] float64 (on the training device)
+    lr_d: torch.Tensor            # [C] float64
+    mix_w: torch.Tensor           # [C, S] float64 mixture weights over each neighbourhood (CPU)
+    rng_train: list[torch.Generator]  # per cell: batches, latents, tournaments, loss draws, mutation
+    rng_eval: list[torch.Generator]   # per cell: scoring latents, mixture ES perturbations
+    data_idx: torch.Tensor        # [C, M] dataset indices of each cell's fixed subset (data dieting)
+    generation: int = 0           # generations completed
+    last_fid: dict[int, dict] = field(default_factory=dict)  # cell -> last scores (for the pool)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+
+def _weights(state: NetState, idx: torch.Tensor) -> tuple[dict, dict]:
+    """Params and buffers of members ``idx`` (copies; no optimizer state)."""
+    idx = idx.to(state.step.device)
+    return ({k: t.index_select(0, idx) for k, t in state.params.items()},
+            {k: t.index_select(0, idx) for k, t in state.buffers.items()})
+
+
+def tournament(fitness: torch.Tensor, size: int, generators: list[torch.Generator]) -> torch.Tensor:
+    """Per cell: ``size`` distinct contestants drawn from the cell's RNG; the lowest fitness wins.
+
+    ``fitness`` is ``[C, S]`` (lower is better); returns winner positions ``[C]``.
+    """
+    fit = fitness.detach().cpu()
+    out = []
+    for c, g in enumerate(generators):
+        contestants = torch.randperm(fit.shape[1], generator=g)[:size]
+        out.append(contestants[torch.argmin(fit[c, contestants])])
+    return torch.stack(out)
+
+
+class Coevolution:
+    """The generation step of a grid of GANs for one process's block of cells."""
+
+    def __init__(self, cfg: TrainConfig, dataset: ArrayDataset, device: torch.device,
+                 world: World | None = None, scorer: Scorer | None = None, engine: str | None = None):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.world = world or World()
+        self.scorer = scorer
+        self.grid = Grid(cfg.grid.height, cfg.grid.width)
+        self.nbr = self.grid.neighbour_table(cfg.coevolution.exchange)  # [N, S] global ids (CPU)
+        self.S = int(self.nbr.shape[1])
+        self.spec = NetSpec(cfg.network.arch, cfg.network.latent_dim, tuple(dataset.sample_shape))
+        self.dataset = dataset
+        self.data = dataset.data.to(self.device)
+        engine = engine or ("vmap" if cfg.batching in ("auto", "vmap") else "loop")
+        self.engine = engine
+        self.Gnet = StackedNet(build_generator(self.spec), engine)
+        self.Dnet = StackedNet(build_discriminator(self.spec), engine)
+        n = len(dataset)
+        self.subset_size = n if cfg.data.sampling_ratio >= 1.0 else max(cfg.data.batch_size,
+                                                                           int(round(cfg.data.sampling_ratio * n)))
+        self.subset_size = min(self.subset_size, n)
+        B = cfg.data.batch_size
+        self.batches = cfg.coevolution.batches_per_generation or max(1, self.subset_size // B)
+
+    # ------------------------------------------------------------------ set-up
+    def init_block(self, cells: list[int] | range | None = None) -> Block:
+        """Fresh state for ``cells`` (default: the world's block): per-cell seeded networks,
+        data subsets and RNG streams, initial learning rates and uniform mixture weights."""
+        cfg = self.cfg
+        cells = list(self.world.cells(self.grid.size) if cells is None else cells)
+        gens, discs = [], []
+        for c in cells:
+            with torch.random.fork_rng(devices=[]):  # isolate module init from the global RNG
+                torch.manual_seed(cell_seed(cfg.seed, c, STREAM_INIT))
+                gens.append(build_generator(self.spec))
+                discs.append(build_discriminator(self.spec))
+        G = NetState.from_modules(gens).to(self.device)
+        D = NetState.from_modules(discs).to(self.device)
+        n = len(self.dataset)
+        if self.subset_size >= n:
+            data_idx = torch.arange(n).expand(len(cells), n).clone()
+        else:
+            data_idx = torch.stack([torch.randperm(n, generator=cell_generator(cfg.seed, c, STREAM_DATA))[
+                :self.subset_size] for c in cells])
+        C = len(cells)
+        return Block(
+            cells=cells, G=G, D=D,
+            lr_g=torch.full((C,), cfg.coevolution.lr_g, dtype=torch.float64, device=self.device),
+            lr_d=torch.full((C,), cfg.coevolution.lr_d, dtype=torch.float64, device=self.device),
+            mix_w=torch.full((C, self.S), 1.0 / self.S, dtype=torch.float64),
+            rng_train=[cell_generator(cfg.seed, c, STREAM_TRAIN) for c in cells],
+            rng_eval=[cell_generator(cfg.seed, c, STREAM_EVAL) for c in cells],
+            data_idx=data_idx,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def real_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Dataset samples ``idx [C, B]`` as float ``[C, B, *shape]`` in [-1, 1] on the device."""
+        x = self.data[idx.to(self.device).reshape(-1)]
+        x = x.to(torch.float32).div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else x.to(torch.float32)
+        return x.view(*idx.shape, *x.shape[1:])
+
+    def latents(self, generators: list[torch.Generator], n: int) -> torch.Tensor:
+        """``[C, n, latent_dim]`` standard normal latents, each cell from its own stream."""
+        zd = self.spec.latent_dim
+        return torch.stack([torch.randn(n, zd, generator=g) for g in generators]).to(self.device)
+
+    def fitness(self, Gw: tuple[dict, dict], Dw: tuple[dict, dict], real: torch.Tensor, z: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every G against every D of each cell on one shared real batch and latent batch.
+
+        ``Gw`` holds ``C·Sg`` generators, ``Dw`` ``C·Sd`` discriminators (cell-major). Returns
+        ``fit_g [C, Sg]`` (mean non-saturating BCE over the cell's D's) and ``fit_d [C, Sd]``
+        (mean BCE over real and each G's fakes); lower is better. Generator fitness always
+        uses BCE, whatever loss Mustangs drew, so candidates are compared on one yardstick.
+        """
+        C, B = real.shape[0], real.shape[1]
+        Sg = next(iter(Gw[0].values())).shape[0] // C
+        Sd = next(iter(Dw[0].values())).shape[0] // C
+        with torch.no_grad():
+            zz = z.unsqueeze(1).expand(C, Sg, *z.shape[1:]).reshape(C * Sg, *z.shape[1:])
+            fake = self.Gnet.apply(*Gw, zz, train=False).reshape(C, Sg * B, *real.shape[2:])
+            x = torch.cat([fake, real], 1)
+            x = x.unsqueeze(1).expand(C, Sd, *x.shape[1:]).reshape(C * Sd, *x.shape[1:])
+            p = self.Dnet.apply(*Dw, x, train=False).reshape(C, Sd, Sg + 1, B)
+            p_fake, p_real = p[:, :, :Sg], p[:, :, Sg]
+            fit_g = losses.generator_loss(p_fake, "bce").mean(1)                 # [C, Sg]
+            fit_d = losses.discriminator_loss(p_real.unsqueeze(2), p_fake).mean(2)  # [C, Sd]
+        return fit_g, fit_d
+
+    def sample_centres(self, block: Block, z: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+        """Centre generators of the block on latents ``z [C, n, zd]`` (eval mode) → ``[C, n, ...]``."""
+        with torch.no_grad():
+            outs = [self.Gnet.apply(block.G.params, block.G.buffers, z[:, i:i + chunk], train=False)
+                    for i in range(0, z.shape[1], chunk)]
+        return torch.cat(outs, 1)
+
+    # ------------------------------------------------------------------ the generation step
+    def step(self, block: Block, on_batch: Callable[[int], None] | None = None,
+             score: bool = True) -> list[dict]:
+        """Advance every cell of ``block`` by one generation; returns one metrics record per cell."""
+        cfg, co = self.cfg, self.cfg.coevolution
+        C, S, B = len(block), self.S, cfg.data.batch_size
+        ar = torch.arange(C)
+        nbr = self.nbr[torch.tensor(block.cells)]          # [C, S] global ids, column 0 = the cell
+        betas = tuple(co.betas)
+        g_train = block.rng_train
+
+        # ---------------------------------------------------------------- exchange
+        G_all, D_all = self.world.gather_centres(block.G, block.D)
+        subG = _weights(G_all, nbr.reshape(-1))             # [C·S] neighbourhood generators
+        subD = _weights(D_all, nbr.reshape(-1))             # [C·S] neighbourhood discriminators
+
+        # ---------------------------------------------------------------- fitness
+        pick = torch.stack([torch.randint(block.data_idx.shape[1], (B,), generator=g) for g in g_train])
+        real_fit = self.real_batch(block.data_idx.gather(1, pick))
+        z_fit = self.latents(g_train, B)
+        fit_g, fit_d = self.fitness(subG, subD, real_fit, z_fit)   # [C, S] each
+
+        # ---------------------------------------------------------------- select
+        if co.selection and S > 1:
+            win_g = tournament(fit_g, co.tournament_size, g_train)
+            win_d = tournament(fit_d, co.tournament_size, g_train)
+        else:
+            win_g = win_d = torch.zeros(C, dtype=torch.long)
+        G_tr = G_all.index(nbr[ar, win_g])                  # copies, Adam state included
+        D_tr = D_all.index(nbr[ar, win_d])
+        choice = losses.draw_losses(co.loss, g_train)       # per generator, this generation
+        mask = losses.loss_mask(choice).to(self.device)
+
+        # ---------------------------------------------------------------- train
+        M = block.data_idx.shape[1]
+        per_pass = max(1, math.ceil(self.batches * B / M))
+        order = torch.stack([torch.cat([torch.randperm(M, generator=g) for _ in range(per_pass)])[
+            :self.batches * B] for g in g_train]).view(C, self.batches, B)
+        order = block.data_idx.gather(1, order.view(C, -1)).view(C, self.batches, B)
+        sum_lg = torch.zeros(C, dtype=torch.float64, device=self.device)
+        sum_ld = torch.zeros(C, dtype=torch.float64, device=self.device)
+        d_steps = 0
+        for b in range(self.batches):
+            # generator step against a random discriminator of the sub-population
+            adv = torch.stack([torch.randint(S, (), generator=g) for g in g_train])
+            Dp, Db = _weights(D_all, nbr[ar, adv])
+            z = self.latents(g_train, B)
+            params = {k: t.detach().requires_grad_(True) for k, t in G_tr.params.items()}
+            fake = self.Gnet.apply(params, G_tr.buffers, z, train=True)
+            p_fake = self.Dnet.apply(Dp, Db, fake, train=True)
+            lg = losses.generator_loss_masked(p_fake, mask)
+            grads = torch.autograd.grad(lg.sum(), list(params.values()))
+            adam_step(G_tr, dict(zip(params, grads)), block.lr_g, betas)
+            sum_lg += lg.detach().to(torch.float64)
+
+            # discriminator step against a random generator of the sub-population
+            adv = torch.stack([torch.randint(S, (), generator=g) for g in g_train])
+            z = self.latents(g_train, B)
+            skip = co.d_skip_every is not None and (b + 1) % co.d_skip_every == 0
+            if not skip:
+                Gp, Gb = _weights(G_all, nbr[ar, adv])
+                with torch.no_grad():
+                    fake = self.Gnet.apply(Gp, Gb, z, train=True)
+                x = torch.cat([self.real_batch(order[:, b]), fake], 1)
+                params = {k: t.detach().requires_grad_(True) for k, t in D_tr.params.items()}
+                p = self.Dnet.apply(params, D_tr.buffers, x, train=True)
+                ld = losses.discriminator_loss(p[:, :B], p[:, B:])
+                grads = torch.autograd.grad(ld.sum(), list(params.values()))
+                adam_step(D_tr, dict(zip(params, grads)), block.lr_d, betas)
+                sum_ld += ld.detach().to(torch.float64)
+                d_steps += 1
+            if on_batch is not None:
+                on_batch(b)
+
+        # ---------------------------------------------------------------- mutate
+        lr_g, lr_d = block.lr_g.cpu().clone(), block.lr_d.cpu().clone()
+        for c, g in enumerate(g_train):
+            u, n = torch.rand(2, generator=g, dtype=torch.float64), torch.randn(2, generator=g, dtype=torch.float64)
+            if u[0] < co.mutation_probability:
+                lr_g[c] = max(co.lr_min, float(lr_g[c] + co.mutation_scale * n[0]))
+            if u[1] < co.mutation_probability:
+                lr_d[c] = max(co.lr_min, float(lr_d[c] + co.mutation_scale * n[1]))
+        block.lr_g.copy_(lr_g)   # the tensor adam_step reads: the next step uses the new rate
+        block.lr_d.copy_(lr_d)
+
+        # ---------------------------------------------------------------- replace
+        if co.selection:
+            new_g, _ = self.fitness(_weights(G_tr, ar), subD, real_fit, z_fit)     # [C, 1]
+            _, new_d = self.fitness(subG, _weights(D_tr, ar), real_fit, z_fit)     # [C, 1]
+            take_g, take_d = new_g[:, 0] < fit_g[:, 0], new_d[:, 0] < fit_d[:, 0]
+            fit_centre_g = torch.where(take_g, new_g[:, 0], fit_g[:, 0])
+            fit_centre_d = torch.where(take_d, new_d[:, 0], fit_d[:, 0])
+        else:
+            take_g = take_d = torch.ones(C, dtype=torch.bool, device=self.device)
+            fit_centre_g, fit_centre_d = fit_g[:, 0], fit_d[:, 0]
+        block.G = G_tr.where(take_g, block.G)
+        block.D = D_tr.where(take_d, block.D)
+        block.generation += 1
+
+        records = []
+        for c in range(C):
+            r, col = self.grid.coords(block.cells[c])
+            records.append({
+                "cell": [r, col],
+                "loss_g": float(sum_lg[c] / self.batches),
+                "loss_d": float(sum_ld[c] / max(1, d_steps)),
+                "fitness_g": float(fit_centre_g[c]), "fitness_d": float(fit_centre_d[c]),
+                "selected_g": self.grid.coords(int(nbr[c, win_g[c]])),
+                "selected_d": self.grid.coords(int(nbr[c, win_d[c]])),
+                "replaced_g": bool(take_g[c]), "replaced_d": bool(take_d[c]),
+                "lr_g": float(lr_g[c]), "lr_d": float(lr_d[c]),
+                "loss_choice": losses.G_LOSSES[int(choice[c])],
+            })
+
+        # ---------------------------------------------------------------- mixture
+        if score and self.scorer is not None:
+            self.mixture_step(block, records)
+        for c in range(C):
+            records[c]["mixture_weights"] = [float(w) for w in block.mix_w[c]]
+        return records
+
+    # ------------------------------------------------------------------ mixture (1+1)-ES
+    def mixture_step(self, block: Block, records: list[dict]) -> None:
+        """Score each centre generator once (``mixture.eval_samples``) and take one (1+1)-ES
+        step on each cell's neighbourhood weights, scored exactly via :meth:`FeatureStats.mix`."""
+        cfg = self.cfg
+        n = cfg.mixture.eval_samples
+        x = self.sample_centres(block, self.latents(block.rng_eval, n))
+        local = [self.scorer.stats(x[c]) for c in range(len(block))]
+        del x
+        all_stats = self.world.gather_stats(local)
+        nbr = self.nbr[torch.tensor(block.cells)]
+        for c, g in enumerate(block.rng_eval):
+            gen_scores = self.scorer.score(local[c], ("fid", "tvd"))
+            comps = [all_stats[int(j)] for j in nbr[c]]
+            w = block.mix_w[c]
+            cur = self.scorer.fid(FeatureStats.mix(comps, w.numpy()))
+            noise = torch.randn(self.S, generator=g, dtype=torch.float64)
+            accepted = False
+            if cfg.mixture.enabled and self.S > 1:
+                cand = (w + cfg.mixture.sigma * noise).clamp(min=0.0)
+                if cand.sum() > 0:
+                    cand = cand / cand.sum()
+                    f = self.scorer.fid(FeatureStats.mix(comps, cand.numpy()))
+                    if f < cur:
+                        block.mix_w[c] = cand
+                        cur, accepted = f, True
+            fid_key = next(k for k in gen_scores if k.startswith("fid_"))
+            records[c]["scores"] = gen_scores
+            records[c]["mixture_scores"] = {fid_key: cur}
+            records[c]["mixture_accepted"] = accepted
+            block.last_fid[block.cells[c]] = {"generator": gen_scores, "mixture": {fid_key: cur}}

@@ -1,0 +1,160 @@
+"""The ``trainer train`` config: typed dataclasses with legal values next to every knob.
+
+Load with ``load_train_config(path, overrides)``; unknown keys, illegal values and impossible
+combinations raise :class:`~trainer.errors.ConfigError` (one line, exit code 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from trainer.configio import load_config, option
+from trainer.data import DATASETS
+from trainer.errors import ConfigError
+from trainer.networks import ARCH_SHAPES, ARCHS
+
+LOSSES = ("bce", "mustangs")          # loss modes of the whole run
+DEVICES = ("auto", "cpu", "cuda")
+BATCHING = ("auto", "vmap", "loop")
+
+
+@dataclass
+class GridConfig:
+    """The torus of cells."""
+
+    height: int = option(2, ge=1)  # rows of the torus; >= 1
+    width: int = option(2, ge=1)   # columns of the torus; >= 1
+
+
+@dataclass
+class NetworkConfig:
+    """Generator/discriminator pair (see trainer/networks.py)."""
+
+    arch: str = option("mlp", choices=ARCHS)  # mlp | dcgan28 (28x28x1) | dcgan64 (64x64x3) | rings-mlp (2-D points)
+    latent_dim: int = option(64, ge=1)        # size of the generator's latent z; >= 1
+
+
+@dataclass
+class DataConfig:
+    """Training data and how each cell sees it."""
+
+    dataset: str = option("fashion-mnist", choices=DATASETS)  # fashion-mnist | mnist | cifar10 | image-folder | rings
+    data_dir: str | None = None                # folder with the data files (None = default places)
+    image_size: int | None = option(None, ge=8)  # image-folder only: square side in pixels (None = 64)
+    sampling_ratio: float = option(1.0, gt=0.0, le=1.0)  # data dieting: each cell trains on its own fixed random subset of this fraction; (0, 1]
+    batch_size: int = option(100, ge=1)        # mini-batch size of every Adam step and of the fitness batch; >= 1
+
+
+@dataclass
+class CoevolutionConfig:
+    """The generation step (design.md §3)."""
+
+    generations: int = option(10, ge=1)                     # number of generations; >= 1
+    batches_per_generation: int | None = option(None, ge=1)  # Adam steps per generation (None = one pass over the cell's data)
+    loss: str = option("mustangs", choices=LOSSES)          # bce (Lipizzaner) | mustangs (per-generator draw of bce/mse/heuristic each generation)
+    tournament_size: int = option(2, ge=1)                  # tournament size of selection; 1 ..= sub-population size
+    selection: bool = True   # tournament selection + elitist replacement; false = "SPaGAN" ablation (always train and keep the centre)
+    exchange: bool = True    # exchange with the von Neumann neighbours; false = "PaGAN" ablation (isolated GANs, sub-population = the cell)
+    lr_g: float = option(0.0002, gt=0.0)                   # initial generator learning rate; > 0
+    lr_d: float = option(0.0002, gt=0.0)                   # initial discriminator learning rate; > 0
+    betas: list[float] = option([0.5, 0.999])              # Adam (beta1, beta2); each in [0, 1)
+    mutation_probability: float = option(0.5, ge=0.0, le=1.0)  # chance per cell and generation that each lr is mutated; [0, 1]
+    mutation_scale: float = option(0.0001, ge=0.0)         # std of the Gaussian added to a mutated lr; >= 0
+    lr_min: float = option(1e-6, gt=0.0)                   # a mutated lr never drops below this; > 0
+    d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never); >= 2
+
+
+@dataclass
+class MixtureConfig:
+    """Per-cell mixture weights over the neighbourhood's generators ((1+1)-ES on fid_cls)."""
+
+    enabled: bool = True                      # run the (1+1)-ES on mixture weights; false = uniform weights
+    sigma: float = option(0.05, gt=0.0)       # std of the ES perturbation of the weights; > 0
+    eval_samples: int = option(1000, ge=16)   # samples per cell generator per scored generation (cheap fid_cls); >= 16
+
+
+@dataclass
+class EvalConfig:
+    """Scoring on the evaluation classifier (fid_cls*, tvd_cls*)."""
+
+    every: int | None = option(1, ge=1)       # score cells and step the mixture ES every n generations (None = only at the end); >= 1
+    fid_samples: int = option(10000, ge=16)   # samples per generator for the final scores written to the pool; >= 16
+
+
+@dataclass
+class OutputConfig:
+    """What the run folder receives."""
+
+    checkpoint_every: int = option(1, ge=1)   # checkpoint every n generations (and always at the end); >= 1
+    sample_every: int | None = option(1, ge=1)  # PNG sample grid every n generations (None = only the last); >= 1
+    samples_per_cell: int = option(8, ge=1, le=64)  # samples per cell in each grid (one row per cell); 1 ..= 64
+    report: bool = True                       # write report.html + PNGs at the end
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``trainer train`` needs; see configs/*.yaml for worked examples."""
+
+    seed: int = option(0, ge=0)                        # master seed; every cell derives its own streams from it; >= 0
+    device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
+    batching: str = option("auto", choices=BATCHING)   # auto (vmap) | vmap (all cells in one batched call) | loop (per-cell loop; same numbers, slower on GPU)
+    threads: int | None = option(None, ge=1)           # CPU threads for torch (None = torch's default)
+    grid: GridConfig = field(default_factory=GridConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    coevolution: CoevolutionConfig = field(default_factory=CoevolutionConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def num_cells(self) -> int:
+        """Cells on the grid."""
+        return self.grid.height * self.grid.width
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """The sample shape the dataset produces (without loading it)."""
+        ds = self.data.dataset
+        if ds in ("fashion-mnist", "mnist"):
+            return (1, 28, 28)
+        if ds == "cifar10":
+            return (3, 32, 32)
+        if ds == "image-folder":
+            s = self.data.image_size or 64
+            return (3, s, s)
+        return (2,)
+
+    def validate(self) -> None:
+        """Cross-field checks, each naming the fix."""
+        from trainer.grid import Grid
+
+        b = self.coevolution.betas
+        if len(b) != 2 or not all(0.0 <= x < 1.0 for x in b):
+            raise ConfigError(f"coevolution.betas: expected two numbers in [0, 1), got {b!r}")
+        shape = self.sample_shape()
+        want = ARCH_SHAPES[self.network.arch]
+        if tuple(want) != shape:
+            fits = [a for a, s in ARCH_SHAPES.items() if tuple(s) == shape]
+            hint = f"set network.arch={fits[0]}" if fits else "no shipped arch fits this dataset"
+            raise ConfigError(f"network.arch={self.network.arch} makes samples of shape {tuple(want)} but "
+                              f"dataset {self.data.dataset} has shape {shape}; {hint}")
+        if self.data.dataset == "image-folder" and not self.data.data_dir:
+            raise ConfigError("data.dataset=image-folder needs data.data_dir (a folder of images); "
+                              "set data.data_dir=/path/to/images")
+        co = self.coevolution
+        sub = Grid(self.grid.height, self.grid.width).subpopulation_size if co.exchange else 1
+        if co.selection and co.tournament_size > sub:
+            raise ConfigError(
+                f"coevolution.tournament_size={co.tournament_size} is larger than the sub-population "
+                f"({sub} on a {self.grid.height}x{self.grid.width} grid"
+                f"{'' if co.exchange else ' without exchange'}); set coevolution.tournament_size<={sub}"
+                f"{'' if co.exchange else ' or coevolution.selection=false'}")
+        if co.lr_min > min(co.lr_g, co.lr_d):
+            raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the initial learning rates; lower it")
+
+
+def load_train_config(path: str | Path | None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Read a train config from YAML plus dotted ``key=value`` overrides, fully validated."""
+    return load_config(TrainConfig, path, overrides)

@@ -1,0 +1,327 @@
+"""The training loop and its outputs (design.md §7): generations, metrics, samples,
+checkpoints, the final pool and the report.
+
+    runs/<name>/config.yaml      resolved config
+    runs/<name>/metrics.jsonl    one line per generation (per-cell losses, fitness, lrs, loss choice,
+                                 mixture weights, fid_cls scores, best)
+    runs/<name>/samples/         gen-000001.png … (one row per cell)
+    runs/<name>/checkpoints/     latest + previous verified checkpoints
+    runs/<name>/pool/            one safetensors per distinct final centre generator + manifest.json
+    runs/<name>/report.html      heatmaps, curves, loss-choice counts, sample grids (PNGs in report/)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from trainer.atomic import write_text_atomic
+from trainer.checkpoint import block_tensors, has_checkpoint, load_checkpoint, restore_block, save_checkpoint
+from trainer.coevolution import (STREAM_FINAL, STREAM_SAMPLES, Coevolution, Scorer, World, cell_generator,
+                                 load_scorer)
+from trainer.config import TrainConfig
+from trainer.configio import to_dict, to_yaml
+from trainer.data import load_dataset
+from trainer.errors import UserError
+from trainer.metrics import FeatureStats
+
+#: Config keys that may change when a run is resumed (everything else must match).
+RESUMABLE_CHANGES = {"coevolution.generations", "device", "threads", "batching", "output.report",
+                     "output.sample_every", "eval.fid_samples"}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA GPU is available; set device=auto or device=cpu")
+    return torch.device(name)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _config_changes(old: dict, new: dict) -> list[str]:
+    a, b = _flat(old), _flat(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+
+
+def _best(records: list[dict]) -> dict:
+    """Best generator and best mixture of a generation (lowest fid)."""
+    out = {}
+    for kind, key in (("generator", "scores"), ("mixture", "mixture_scores")):
+        cands = [(v, r["cell"], k) for r in records for k, v in r.get(key, {}).items() if k.startswith("fid_")]
+        if cands:
+            v, cell, k = min(cands, key=lambda t: t[0])
+            out[kind] = {"cell": cell, k: v}
+    return out
+
+
+class Run:
+    """One training run in ``out``: set-up or resume, the loop, and the outputs."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, *, resume: bool = False, world: World | None = None,
+                 log: Callable[[str], None] | None = None, progress: bool | None = None,
+                 config_path: str | None = None, scorer: Scorer | None | str = "auto"):
+        self.cfg, self.out, self.resume = cfg, Path(out), resume
+        self.world = world or World()
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.progress = progress
+        self.config_path = config_path
+        self._scorer_arg = scorer
+
+    # ------------------------------------------------------------------ set-up
+    def _check_out(self) -> dict | None:
+        """Refuse to clobber a run; on --resume return the checkpoint (meta, tensors) or None."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} exists and is not a folder")
+        nonempty = out.is_dir() and any(out.iterdir())
+        if not self.resume:
+            if nonempty:
+                raise UserError(f"{out} already holds files (a previous run?); pass --resume to continue it, "
+                                f"or choose another --out")
+            return None
+        ck = out / "checkpoints"
+        if not has_checkpoint(ck):
+            if nonempty and (out / "metrics.jsonl").exists():
+                raise UserError(f"{out} has no checkpoint to resume from; start over with another --out")
+            self.log(f"note: nothing to resume in {out}; starting a new run")
+            return None
+        return load_checkpoint(ck, self.log)
+
+    def setup(self):
+        """Load data, classifier and state (fresh or from the checkpoint)."""
+        cfg = self.cfg
+        found = self._check_out()
+        if found is not None:
+            meta, _ = found
+            changes = _config_changes(meta.get("config", {}), to_dict(cfg))
+            if changes:
+                raise UserError(f"the config differs from the run's in {', '.join(changes[:5])}; resume with the "
+                                f"config in {self.out / 'config.yaml'} (only coevolution.generations, device, "
+                                f"threads and output settings may change)")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.log(f"resolved config ({self.device}):\n" + to_yaml(cfg).rstrip())
+        dataset = load_dataset(cfg.data.dataset, "train", data_dir=cfg.data.data_dir, image_size=cfg.data.image_size)
+        if self._scorer_arg == "auto":
+            self.scorer = load_scorer(cfg.data.dataset, self.device, self.log, data_dir=cfg.data.data_dir)
+        else:
+            self.scorer = self._scorer_arg
+        self.coev = Coevolution(cfg, dataset, self.device, self.world, self.scorer)
+        self.block = self.coev.init_block()
+        self.metrics_bytes = 0
+        if found is not None:
+            meta, tensors = found
+            restore_block(self.block, tensors, self.device)
+            self.block.generation = int(meta["generation"])
+            self.block.last_fid = {int(k): v for k, v in meta.get("last_fid", {}).items()}
+            self.metrics_bytes = int(meta.get("metrics_bytes", 0))
+            self.log(f"resuming {self.out} from the checkpoint of generation {self.block.generation}")
+        if self.world.is_writer:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out / "config.yaml", to_yaml(cfg))
+            mpath = self.out / "metrics.jsonl"
+            if mpath.exists():
+                with open(mpath, "r+b") as fh:  # drop lines written after the checkpoint
+                    fh.truncate(self.metrics_bytes)
+            else:
+                mpath.touch()
+
+    # ------------------------------------------------------------------ the loop
+    def _checkpoint(self) -> None:
+        tensors = block_tensors(self.block)  # issue 6: gather the blocks to the writer here
+        if not self.world.is_writer:
+            return
+        meta = {"config": to_dict(self.cfg), "metrics_bytes": self.metrics_bytes,
+                "last_fid": {str(k): v for k, v in self.block.last_fid.items()}, "cells": self.block.cells}
+        save_checkpoint(self.out / "checkpoints", self.block.generation, tensors, meta)
+        self._last_ckpt = self.block.generation
+
+    def _write_metrics(self, line: dict) -> None:
+        if not self.world.is_writer:
+            return
+        data = (json.dumps(line) + "\n").encode()
+        with open(self.out / "metrics.jsonl", "ab") as fh:
+            fh.write(data)
+        self.metrics_bytes += len(data)
+
+    def _samples(self, gen: int) -> None:
+        """PNG grid: one row per cell, fixed latents per cell so rows are comparable over time."""
+        from trainer.images import save_grid
+
+        k = self.cfg.output.samples_per_cell
+        z = torch.stack([torch.randn(k, self.cfg.network.latent_dim,
+                                     generator=cell_generator(self.cfg.seed, c, STREAM_SAMPLES))
+                         for c in self.block.cells]).to(self.device)
+        x = self.coev.sample_centres(self.block, z)
+        x = x.reshape(-1, *x.shape[2:]).cpu()
+        if self.world.is_writer:
+            save_grid(x, self.out / "samples" / f"gen-{gen:06d}.png", nrow=k)
+
+    def run(self) -> dict:
+        """Set up, train to ``coevolution.generations``, write pool and report; returns the summary."""
+        from tqdm import tqdm
+
+        self.setup()
+        cfg, co = self.cfg, self.cfg.coevolution
+        total, nb = co.generations, self.coev.batches
+        self._last_ckpt = self.block.generation if self.resume else -1
+        disable = None if self.progress is None else not self.progress
+        bar = tqdm(total=total * nb, initial=min(self.block.generation, total) * nb, unit="batch",
+                   disable=disable or not self.world.is_writer, dynamic_ncols=True)
+        best_str = "n/a"
+        try:
+            while self.block.generation < total:
+                gen = self.block.generation + 1
+                bar.set_description(f"gen {gen}/{total}")
+                t0 = time.perf_counter()
+                every = cfg.eval.every
+                score = every is not None and (gen % every == 0 or gen == total)
+                records = self.coev.step(self.block, on_batch=lambda b: bar.update(1), score=score)
+                records = self.world.gather_objects(records)
+                best = _best(records)
+                self._write_metrics({"generation": gen, "seconds": round(time.perf_counter() - t0, 3),
+                                     "cells": records, "best": best})
+                if "mixture" in best:
+                    k = next(k for k in best["mixture"] if k.startswith("fid_"))
+                    best_str = f"{best['mixture'][k]:.2f}"
+                    bar.set_postfix_str(f"best mixture {k}={best_str}")
+                se = cfg.output.sample_every
+                if (se is not None and gen % se == 0) or gen == total:
+                    self._samples(gen)
+                if gen % cfg.output.checkpoint_every == 0 or gen == total:
+                    self._checkpoint()
+        except KeyboardInterrupt:
+            bar.close()
+            cmd = f"trainer train {self.config_path or 'CONFIG'} --out {self.out} --resume"
+            where = (f"the checkpoint of generation {self._last_ckpt} is kept"
+                     if self._last_ckpt > 0 else "no checkpoint was written yet")
+            self.log(f"interrupted during generation {self.block.generation + 1}; {where}. Continue with: {cmd}")
+            raise
+        bar.close()
+        summary = self.finish()
+        return summary
+
+    # ------------------------------------------------------------------ outputs
+    def final_scores(self) -> tuple[list[dict], list[dict]]:
+        """Per-cell generator scores and per-cell mixture scores with ``eval.fid_samples`` samples."""
+        if self.scorer is None:
+            return [{} for _ in self.block.cells], [{} for _ in self.block.cells]
+        n = self.cfg.eval.fid_samples
+        local_stats = []
+        for i, c in enumerate(self.block.cells):
+            g = cell_generator(self.cfg.seed, c, STREAM_FINAL)
+            z = torch.randn(n, self.cfg.network.latent_dim, generator=g).to(self.device)
+            params = {k: t[i:i + 1] for k, t in self.block.G.params.items()}
+            buffers = {k: t[i:i + 1] for k, t in self.block.G.buffers.items()}
+            with torch.no_grad():
+                x = torch.cat([self.coev.Gnet.apply(params, buffers, z[None, j:j + 1000], train=False)[0]
+                               for j in range(0, n, 1000)])
+            local_stats.append(self.scorer.stats(x))
+        all_stats = self.world.gather_stats(local_stats)
+        gen_scores = [self.scorer.score(s, ("fid", "tvd", "is")) for s in all_stats]
+        mix_w = self.world.gather_objects([w.tolist() for w in self.block.mix_w])
+        nbr = self.coev.nbr
+        mix_scores = [self.scorer.score(FeatureStats.mix([all_stats[int(j)] for j in nbr[c]], mix_w[c]),
+                                        ("fid", "tvd", "is")) for c in range(len(all_stats))]
+        return gen_scores, mix_scores
+
+    def finish(self) -> dict:
+        """Final scores, the pool, the report; returns a summary (also stored in the manifest)."""
+        from trainer.pool import write_pool
+
+        cfg = self.cfg
+        if self._last_ckpt != self.block.generation:
+            self._checkpoint()
+        gen_scores, mix_scores = self.final_scores()
+        grid = self.coev.grid
+        ids = [f"r{r}c{c}" for r, c in (grid.coords(i) for i in range(grid.size))]
+        # issue 6: gather every rank's centre generators to the writer here.
+        states = [self.block.G.member_state_dict(i) for i in range(len(self.block))]
+        if not self.world.is_writer:
+            return {}
+        from trainer.networks import build_generator
+
+        gens, seen, alias = [], {}, {}
+        for i, sd in enumerate(states):
+            digest = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in sd.values())).hexdigest()
+            if digest in seen:   # identical weights: keep one file, point the duplicate's mixtures at it
+                alias[ids[i]] = seen[digest]
+                continue
+            seen[digest] = ids[i]
+            m = build_generator(self.coev.spec)
+            m.load_state_dict(sd)
+            origin = {"cell": list(grid.coords(i)), "generation": self.block.generation, "seed": cfg.seed,
+                      "run": self.out.name, "loss": cfg.coevolution.loss}
+            gens.append((ids[i], m, {"origin": origin, "scores": gen_scores[i]}))
+        nbr = self.coev.nbr
+        mixtures = []
+        for c in range(grid.size):
+            w: dict[str, float] = {}
+            for j, wj in zip(nbr[c].tolist(), self.block.mix_w[c].tolist()):
+                gid = alias.get(ids[j], ids[j])
+                w[gid] = w.get(gid, 0.0) + wj
+            mixtures.append({"cell": list(grid.coords(c)), "weights": w, "scores": mix_scores[c]})
+        summary = self._summary(ids, gen_scores, mix_scores)
+        extra = {"run": {"name": self.out.name, "generations": self.block.generation,
+                         "grid": [grid.height, grid.width], "loss": cfg.coevolution.loss},
+                 "summary": summary}
+        try:
+            from trainer.classifier import classifier_sha256
+
+            extra["classifier_sha256"] = classifier_sha256(cfg.data.dataset) if self.scorer is not None else None
+        except Exception:  # noqa: BLE001 - provenance only
+            pass
+        write_pool(self.out / "pool", self.coev.spec, cfg.data.dataset, gens, mixtures=mixtures, extra=extra)
+        if cfg.output.report:
+            from trainer.report import write_report
+
+            write_report(self.out)
+        for line in self._summary_lines(summary):
+            self.log(line)
+        return summary
+
+    @staticmethod
+    def _summary(ids, gen_scores, mix_scores) -> dict:
+        def best(scores):
+            cands = [(v, i, k) for i, s in enumerate(scores) for k, v in s.items() if k.startswith("fid_")]
+            if not cands:
+                return None
+            v, i, k = min(cands)
+            return {"id": ids[i], **scores[i]}
+
+        return {"best_generator": best(gen_scores), "best_mixture": best(mix_scores)}
+
+    def _summary_lines(self, summary: dict) -> list[str]:
+        lines = [f"done: {self.block.generation} generations; pool in {self.out / 'pool'}"]
+        for kind in ("best_generator", "best_mixture"):
+            s = summary.get(kind)
+            if s:
+                lines.append(f"{kind.replace('_', ' ')} ({s['id']}): " + ", ".join(
+                    f"{k}={v:.4g}" for k, v in s.items() if k != "id"))
+        if self.cfg.output.report and self.world.is_writer:
+            lines.append(f"report: {self.out / 'report.html'}")
+        return lines
+
+
+def train(cfg: TrainConfig, out: str | Path, **kwargs) -> dict:
+    """Train ``cfg`` into folder ``out`` (see :class:`Run`); returns the summary."""
+    return Run(cfg, out, **kwargs).run()
