@@ -1,0 +1,218 @@
+"""``ensembler``: re-purpose a pool of generators by optimising mixture weights for an objective.
+
+  ensembler optimize runs/a/pool --objective tvd --method cma --budget 2000 --seed 0 --out e.json
+  ensembler optimize runs/a/pool runs/b/pool --objective "tvd+0.01*fid" --max-size 5 --out e.json
+  ensembler optimize runs/a/pool --objective tvd --target "0:0.5,3:0.5" --out two-classes.json
+  ensembler evaluate e.json            (or a pool folder; --json for machine-readable output)
+  ensembler sample e.json -n 64 --seed 0 --out grid.png
+  ensembler import-lipizzaner lipizzaner_output/ --out runs/lipizzaner/pool
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from trainer.cli import ArgumentParser, HelpFormatter
+from trainer.errors import UserError, exit_on_user_error
+
+
+def _evaluator(device: str):
+    """The evaluator factory for a dataset (a module-level hook: tests replace ``load_evaluator``)."""
+    from ensembler import stats
+
+    return lambda dataset: stats.load_evaluator(dataset, device)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _positive_or_none(text: str):
+    return None if text.lower() in ("none", "0") else int(text)
+
+
+# --------------------------------------------------------------------------- optimize
+
+def cmd_optimize(args) -> int:
+    from ensembler.optimize import OptimizeOptions, check_options, optimize, plot_history
+    from ensembler.stats import StatsCache
+
+    opts = OptimizeOptions(objective=args.objective, target=args.target, method=args.method, budget=args.budget,
+                           seed=args.seed, max_size=args.max_size, param=args.param, samples=args.samples,
+                           stats_seed=args.stats_seed, verify_samples=args.verify_samples,
+                           batch_size=args.batch_size, popsize=args.popsize)
+    check_options(opts)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as {out}/ensemble.json")
+    if args.dry_run:
+        print(json.dumps({"pools": args.pools, **opts.__dict__, "out": str(out), "plot": args.plot,
+                          "cache_dir": args.cache_dir, "device": args.device}, indent=2))
+        return 0
+    ensemble, result = optimize(args.pools, opts, _evaluator(args.device), StatsCache(args.cache_dir),
+                                progress=None, log=_log)
+    ensemble.save(out)
+    if args.plot:
+        plot_history(ensemble.meta["history"], args.plot, title=f"{opts.method}: {opts.objective}")
+    metrics = ensemble.meta["metrics"]
+    _log(f"wrote {out}: {len(ensemble.members)} generators, weights "
+         + ", ".join(f"{m.id}={w:.3f}" for m, w in zip(ensemble.members, ensemble.weights)))
+    for kind in ("estimated", "verified"):
+        if metrics.get(kind):
+            _log(f"{kind:>9}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics[kind].items()))
+    _log(f"time: {ensemble.meta['seconds']:.1f} s ({ensemble.meta['timings']})")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+def _is_ensemble_file(path: Path) -> bool:
+    return path.is_file() and path.name != "manifest.json"
+
+
+def cmd_evaluate(args) -> int:
+    from trainer.metrics import parse_target
+
+    from ensembler.ensemble import Ensemble
+    from ensembler.optimize import evaluate_table
+    from ensembler.pools import open_pools
+    from ensembler.stats import StatsCache
+
+    path = Path(args.path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist (give an ensemble.json or a pool folder)")
+    ensemble = None
+    if _is_ensemble_file(path):
+        ensemble = Ensemble.load(path)
+        pool_paths = [p for p in ensemble.meta.get("pools", []) if Path(p, "manifest.json").is_file()]
+        if not pool_paths:
+            raise UserError(f"{path} names no readable pool ({ensemble.meta.get('pools')}); "
+                            "evaluate needs the pool to compare against")
+        pools = open_pools(pool_paths)
+    else:
+        pools = open_pools([path])
+    pools.check_all()
+    evaluator = _evaluator(args.device)(pools.dataset)
+    target_spec = args.target if args.target is not None else (ensemble.meta.get("target") if ensemble else None)
+    target = parse_target(target_spec, evaluator.num_classes, evaluator.real.hist)
+    rows = evaluate_table(pools, evaluator, args.n, args.seed, target, ensemble, StatsCache(args.cache_dir),
+                          args.batch_size)
+    if args.json:
+        print(json.dumps({"target": target.tolist(), "n": args.n, "seed": args.seed, "rows": rows}, indent=2))
+        return 0
+    keys = [k for k in rows[0] if k not in ("name", "kind")]
+    width = max(len(r["name"]) for r in rows) + 2
+    print(f"{'':{width}}" + "".join(f"{k:>14}" for k in keys))
+    for r in rows:
+        print(f"{r['name']:{width}}" + "".join(f"{r[k]:>14.4f}" for k in keys))
+    return 0
+
+
+# --------------------------------------------------------------------------- sample
+
+def cmd_sample(args) -> int:
+    from trainer.images import save_grid
+
+    from ensembler.ensemble import Ensemble
+
+    if args.n < 1 or args.n > 10_000:
+        raise UserError(f"-n must be between 1 and 10000 (got {args.n})")
+    ensemble = Ensemble.load(args.ensemble)
+    x = ensemble.sample(args.n, args.seed)
+    save_grid(x, args.out, nrow=args.nrow)
+    _log(f"wrote {args.out} ({args.n} samples, seed {args.seed})")
+    return 0
+
+
+# --------------------------------------------------------------------------- import-lipizzaner
+
+def cmd_import(args) -> int:
+    from ensembler.lipizzaner import import_lipizzaner
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserError(f"{out} already exists; pass --force to replace it")
+    pool = import_lipizzaner(args.folder, out, dataset=args.dataset)
+    _log(f"wrote pool {pool.root} with {len(pool)} generators ({pool.spec.arch}, z={pool.spec.latent_dim})")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``ensembler`` argument parser."""
+    from ensembler.methods import METHODS
+
+    parser = ArgumentParser(prog="ensembler", description=__doc__, formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    p = sub.add_parser("optimize", help="find mixture weights over one or more pools for an objective",
+                       formatter_class=HelpFormatter)
+    p.add_argument("pools", nargs="+", help="pool folders (runs/<name>/pool); merged when their networks agree")
+    p.add_argument("--objective", default="tvd",
+                   help="loss to minimise: tvd | fid | is (maximised) or a weighted sum such as 'tvd+0.01*fid'")
+    p.add_argument("--target", default=None,
+                   help="class distribution for tvd: uniform | real | 'CLASS:WEIGHT,...' e.g. '0:0.5,3:0.5' "
+                        "(None = uniform)")
+    p.add_argument("--method", default="cma", help=f"search method: {' | '.join(METHODS)}")
+    p.add_argument("--budget", type=int, default=2000, help="objective evaluations")
+    p.add_argument("--seed", type=int, default=0, help="search seed (same seed → same weights)")
+    p.add_argument("--max-size", type=_positive_or_none, default=None,
+                   help="keep at most this many generators with non-zero weight (None: no cap)")
+    p.add_argument("--param", default="clip", help="weights on the simplex: clip (exact zeros) | softmax")
+    p.add_argument("--popsize", type=int, default=None, help="CMA-ES population (None: 4 + 3 ln K)")
+    p.add_argument("--samples", type=int, default=10_000, help="samples per generator for its statistics")
+    p.add_argument("--stats-seed", type=int, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--verify-samples", type=int, default=10_000,
+                   help="fresh samples of the final ensemble for the verified metrics (0: skip)")
+    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:i]")
+    p.add_argument("--cache-dir", default=None,
+                   help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.add_argument("--out", default="ensemble.json", help="ensemble file to write")
+    p.add_argument("--plot", default=None, help="write the convergence curve to this PNG")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
+    p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("evaluate", help="metrics of every generator alone, the uniform mixture and the ensemble",
+                       formatter_class=HelpFormatter)
+    p.add_argument("path", help="ensemble.json or a pool folder")
+    p.add_argument("-n", type=int, default=10_000, help="samples per row")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--target", default=None, help="TVD target (None: the ensemble's, else uniform)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sample", help="write a PNG grid of samples from an ensemble", formatter_class=HelpFormatter)
+    p.add_argument("ensemble", help="ensemble.json")
+    p.add_argument("-n", type=int, default=64, help="number of samples (1..10000)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--nrow", type=int, default=None, help="images per row (None: square)")
+    p.add_argument("--out", default="grid.png", help="PNG file to write")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("import-lipizzaner", help="convert Lipizzaner generator state dicts into a pool",
+                       formatter_class=HelpFormatter)
+    p.add_argument("folder", help="folder of torch.save'd four_layer_perceptron state dicts (*.pkl, *.pt, *.pth)")
+    p.add_argument("--out", required=True, help="pool folder to write")
+    p.add_argument("--dataset", default="mnist", help="dataset the generators were trained on: mnist | fashion-mnist")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_import)
+    return parser
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ensembler`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Mixture objectives scored from per-generator statistics, without re-sampling.
+
+For mixture weights ``w`` over K generators with statistics (histogram p_k, mean softmax,
+mean Σ p log p, feature mean μ_k, feature second moment S_k), the mixture's statistics are
+
+    p = Σ w_k p_k,   μ = Σ w_k μ_k,   Σ = c · (Σ w_k S_k − μ μᵀ)      (c = n / (n − 1))
+
+exactly in expectation (design.md §5). Objectives are *losses* (lower is better):
+
+* ``tvd`` — ½ Σ_c |p(c) − target(c)|, target uniform, the real split's histogram, or given;
+* ``fid`` — Fréchet distance to the real split's features;
+* ``is``  — **minus** the inception score (so minimising it maximises IS);
+* weighted sums of those, e.g. ``"tvd+0.01*fid"`` or ``"fid + 10*tvd"``.
+
+The Fréchet distance avoids scipy's d×d ``sqrtm`` of a non-symmetric product: with
+A = Σ_r^{1/2} computed once, tr (Σ Σ_r)^{1/2} = tr (A Σ A)^{1/2} = Σ √λ_i(A Σ A), and
+A Σ A = c (Σ w_k A S_k A − (Aμ)(Aμ)ᵀ) is a weighted sum of matrices precomputed per
+generator, so one evaluation is a weighted sum plus one symmetric eigenvalue problem —
+and a whole CMA-ES population is one batched ``eigvalsh``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from trainer.errors import UserError
+from trainer.metrics import FeatureStats, inception_score_from_moments, protocol_suffix, score
+
+#: The metrics an objective can be built from (each enters as a loss; ``is`` as −IS).
+METRICS = ("tvd", "fid", "is")
+
+_TERM = re.compile(r"^\s*(?:(?P<c1>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z]+)"
+                   r"(?:\s*\*\s*(?P<c2>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?))?\s*$")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One summand of an objective: ``coef`` × the loss of ``metric``."""
+
+    coef: float
+    metric: str  # one of METRICS
+
+
+def parse_objective(text: str) -> tuple[Term, ...]:
+    """``"tvd+0.01*fid"`` → ``(Term(1, "tvd"), Term(0.01, "fid"))``.
+
+    Terms are joined by ``+``; each is ``NAME``, ``COEF*NAME`` or ``NAME*COEF`` with a positive
+    coefficient. Raises a one-line ``UserError`` naming the legal metrics otherwise.
+    """
+    legal = f"legal metrics: {', '.join(METRICS)}; combine as e.g. 'tvd+0.01*fid' (is is maximised)"
+    if not isinstance(text, str) or not text.strip():
+        raise UserError(f"empty objective; {legal}")
+    terms: dict[str, float] = {}
+    for part in text.lower().split("+"):
+        m = _TERM.match(part)
+        if m is None:
+            raise UserError(f"cannot parse objective '{text}' at '{part.strip()}'; {legal}")
+        name = m.group("name")
+        if name not in METRICS:
+            raise UserError(f"unknown objective '{name}' in '{text}'; {legal}")
+        coef = float(m.group("c1") or 1.0) * float(m.group("c2") or 1.0)
+        if not np.isfinite(coef) or coef <= 0:
+            raise UserError(f"objective coefficients must be positive (got {coef} for {name})")
+        terms[name] = terms.get(name, 0.0) + coef
+    return tuple(Term(c, m) for m, c in terms.items())
+
+
+def describe(terms: Sequence[Term]) -> str:
+    """The loss being minimised, spelled out (e.g. ``"tvd + 0.01*fid - is"``)."""
+    out = []
+    for t in terms:
+        name = "is" if t.metric == "is" else t.metric
+        body = name if t.coef == 1 else f"{t.coef:g}*{name}"
+        sign = "-" if t.metric == "is" else "+"
+        out.append((sign, body))
+    text = " ".join(f"{s} {b}" for s, b in out).strip()
+    return text[2:] if text.startswith("+ ") else text
+
+
+def sqrt_psd(m: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues → 0)."""
+    vals, vecs = np.linalg.eigh((m + m.T) / 2)
+    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+
+
+def frechet_distance_eigh(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance via symmetric eigenvalues: |μ1−μ2|² + tr Σ1 + tr Σ2 − 2 Σ √λ(A Σ1 A), A = Σ2^{1/2}.
+
+    Equal to pytorch-fid's ``calculate_frechet_distance`` for PSD covariances (tested), without
+    a non-symmetric ``sqrtm``. Clipped at 0.
+    """
+    a = sqrt_psd(np.asarray(sigma2, np.float64))
+    m = a @ np.asarray(sigma1, np.float64) @ a
+    lam = np.linalg.eigvalsh((m + m.T) / 2)
+    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    d = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
+    return max(float(d), 0.0)
+
+
+class MixtureObjective:
+    """A loss over mixture weights, evaluated from per-generator statistics.
+
+    Args:
+        stats: one :class:`FeatureStats` per generator (same classifier, same feature size).
+        real: statistics of the real data (FID reference).
+        terms: parsed objective (see :func:`parse_objective`).
+        target: class distribution for ``tvd`` (uniform when None).
+    """
+
+    def __init__(self, stats: Sequence[FeatureStats], real: FeatureStats, terms: Sequence[Term],
+                 target: np.ndarray | None = None):
+        if not stats:
+            raise UserError("no generators to build an objective from")
+        self.stats = list(stats)
+        self.real = real
+        self.terms = tuple(terms)
+        self.metrics = tuple(t.metric for t in self.terms)
+        self.K = len(self.stats)
+        self.hist = np.stack([s.hist for s in stats]).astype(np.float64)          # [K, C]
+        self.n = np.array([s.n for s in stats], np.float64)                        # [K]
+        C = self.hist.shape[1]
+        self.target = np.full(C, 1.0 / C) if target is None else np.asarray(target, np.float64)
+        if self.target.shape != (C,):
+            raise UserError(f"the target has {self.target.size} classes but the classifier has {C}")
+        self.mean_probs = np.stack([s.mean_probs for s in stats]).astype(np.float64)  # [K, C]
+        self.mean_plogp = np.array([s.mean_plogp for s in stats], np.float64)        # [K]
+        if "fid" in self.metrics:
+            self._prepare_fid()
+
+    def _prepare_fid(self) -> None:
+        a = sqrt_psd(self.real.sigma)                                               # Σ_r^{1/2}, once
+        mu = np.stack([s.mu for s in self.stats]).astype(np.float64)               # [K, d]
+        second = np.stack([s.second for s in self.stats]).astype(np.float64)       # [K, d, d]
+        self.mu = mu
+        self.a_mu = mu @ a                                                         # [K, d]  (A symmetric)
+        self.a_s_a = np.einsum("ij,kjl,lm->kim", a, second, a, optimize=True)     # [K, d, d]
+        self.tr_second = np.einsum("kii->k", second)                               # [K]
+        self.mu_real = np.asarray(self.real.mu, np.float64)
+        self.tr_real = float(np.trace(self.real.sigma))
+
+    # ------------------------------------------------------------------ evaluation
+    def _check(self, w: np.ndarray) -> np.ndarray:
+        w = np.asarray(w, np.float64)
+        if w.ndim == 1:
+            w = w[None]
+        if w.shape[1] != self.K:
+            raise ValueError(f"expected {self.K} weights, got {w.shape[1]}")
+        if not np.all(np.isfinite(w)):
+            raise UserError("mixture weights contain NaN or infinite values")
+        return w / w.sum(1, keepdims=True)
+
+    def losses(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Each metric's loss for a batch of weights ``[P, K]`` (``is`` as −IS)."""
+        w = self._check(weights)
+        out: dict[str, np.ndarray] = {}
+        for metric in self.metrics:
+            if metric == "tvd":
+                out["tvd"] = 0.5 * np.abs(w @ self.hist - self.target).sum(1)
+            elif metric == "is":
+                pbar = np.clip(w @ self.mean_probs, 1e-12, None)
+                out["is"] = -np.exp(w @ self.mean_plogp - (pbar * np.log(pbar)).sum(1))
+            elif metric == "fid":
+                out["fid"] = self._fid(w)
+        return out
+
+    def _fid(self, w: np.ndarray) -> np.ndarray:
+        n = np.maximum(w @ self.n, 2.0)
+        c = n / (n - 1)                                                            # unbiased covariance
+        mu = w @ self.mu                                                           # [P, d]
+        a_mu = w @ self.a_mu                                                       # [P, d]
+        m = np.einsum("pk,kij->pij", w, self.a_s_a) - a_mu[:, :, None] * a_mu[:, None, :]
+        m = c[:, None, None] * m
+        lam = np.linalg.eigvalsh(m)                                                # [P, d]
+        tr_sigma = c * (w @ self.tr_second - (mu * mu).sum(1))
+        diff = mu - self.mu_real
+        d = (diff * diff).sum(1) + tr_sigma + self.tr_real - 2 * np.sqrt(np.clip(lam, 0, None)).sum(1)
+        return np.maximum(d, 0.0)
+
+    def batch(self, weights: np.ndarray) -> np.ndarray:
+        """The objective for each row of ``weights [P, K]``."""
+        losses = self.losses(weights)
+        return sum(t.coef * losses[t.metric] for t in self.terms)
+
+    def __call__(self, weights: np.ndarray) -> float:
+        """The objective for one weight vector ``[K]``."""
+        return float(self.batch(np.asarray(weights, np.float64)[None])[0])
+
+    # ------------------------------------------------------------------ reporting
+    def mixture_stats(self, weights: np.ndarray) -> FeatureStats:
+        """The mixture's :class:`FeatureStats` (for reporting with the shared metric code)."""
+        return FeatureStats.mix(self.stats, self._check(weights)[0])
+
+    def report(self, weights: np.ndarray) -> dict[str, float]:
+        """Estimated metrics with protocol names (``fid_cls10k``, ``tvd_cls10k``, ``is_cls10k``) plus
+        ``objective``; FID here is pytorch-fid's, as in verified metrics."""
+        mix = self.mixture_stats(weights)
+        out = score(mix, self.real, self.target, metrics=("fid", "tvd", "is"))
+        out["objective"] = self(weights)
+        return out
+
+
+def single_metric_name(metric: str, n: int) -> str:
+    """Protocol name of ``metric`` for ``n`` samples (``"tvd", 10000`` → ``"tvd_cls10k"``)."""
+    return f"{metric}_cls{protocol_suffix(n)}"
+
+
+def is_score(stats: FeatureStats) -> float:
+    """Inception score (on the evaluation classifier) of one set of statistics."""
+    return inception_score_from_moments(stats.mean_probs, stats.mean_plogp)
+
+
+__all__ = ["METRICS", "Term", "parse_objective", "describe", "MixtureObjective", "frechet_distance_eigh",
+           "sqrt_psd", "single_metric_name", "is_score"]

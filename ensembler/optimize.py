@@ -1,0 +1,302 @@
+"""The ensembler's pipeline: pools → statistics → search → verified ensemble.json.
+
+:func:`search` spends an evaluation budget with any ask/tell method from
+:mod:`ensembler.methods`; :func:`optimize` wires pools, statistics, objective, search and
+verification together; :func:`verify` measures a mixture by fresh sampling, with a bootstrap
+estimate of the sampling noise so estimated and verified metrics can be compared fairly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from trainer.errors import UserError
+from trainer.metrics import FeatureStats, parse_target, score
+
+from ensembler.ensemble import Ensemble
+from ensembler.methods import METHODS, Method, decode, make_method
+from ensembler.objectives import MixtureObjective, describe, parse_objective
+from ensembler.pools import PoolSet, open_pools
+from ensembler.stats import Evaluator, Source, StatsCache, pool_stats, sample_stats, tqdm_disable
+
+
+@dataclass
+class SearchResult:
+    """Best weights found, their loss, how many evaluations it took and the convergence history."""
+
+    weights: np.ndarray
+    loss: float
+    evaluations: int
+    seconds: float
+    history: list[tuple[int, float]] = field(default_factory=list)  # (evaluations so far, best loss)
+    stop: str = "budget"
+
+
+def search(objective: Callable[[np.ndarray], np.ndarray], method: Method, K: int, budget: int,
+           max_size: int | None = None, progress=None) -> SearchResult:
+    """Run ``method`` until ``budget`` objective evaluations are spent (or it stops itself).
+
+    ``objective`` maps weights ``[P, K]`` to losses ``[P]``. The best weights ever evaluated
+    are returned (methods like CMA-ES do not guarantee their mean is the best point).
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    best_w, best_f, evals = np.full(K, 1.0 / K), np.inf, 0
+    history: list[tuple[int, float]] = []
+    stop = "budget"
+    with tqdm(total=budget, desc=f"search ({method.name})", unit="eval", disable=tqdm_disable(progress),
+              leave=False) as bar:
+        while evals < budget:
+            if method.done:
+                stop = "converged"
+                break
+            xs = method.ask()
+            if evals + len(xs) > budget:
+                if not method.partial_ok and evals > 0:
+                    break
+                xs = xs[: budget - evals]
+            ws = decode(xs, method.param, max_size)
+            fs = np.asarray(objective(ws), np.float64)
+            if not np.all(np.isfinite(fs)):
+                raise UserError(f"the objective returned non-finite values for weights {ws[~np.isfinite(fs)][0]}")
+            method.tell(xs, fs)
+            evals += len(xs)
+            i = int(np.argmin(fs))
+            if fs[i] < best_f:
+                best_f, best_w = float(fs[i]), ws[i].copy()
+            history.append((evals, best_f))
+            bar.update(len(xs))
+            bar.set_postfix(best=f"{best_f:.4g}")
+    return SearchResult(best_w, best_f, evals, time.perf_counter() - start, _thin(history), stop)
+
+
+def _thin(history: list[tuple[int, float]], keep: int = 200) -> list[tuple[int, float]]:
+    if len(history) <= keep:
+        return history
+    idx = np.unique(np.linspace(0, len(history) - 1, keep).round().astype(int))
+    return [history[i] for i in idx]
+
+
+# --------------------------------------------------------------------------- verification
+
+def ensemble_sampler(ensemble: Ensemble, seed: int, n: int, device: torch.device):
+    """``sample_fn`` drawing the ensemble's components and latents once (CPU, seeded), batch by batch."""
+    g = torch.Generator().manual_seed(int(seed))
+    z, k = ensemble.draw(n, g)
+    ensemble.to(device)
+    pos = [0]
+
+    def sample_fn(b: int) -> torch.Tensor:
+        i = pos[0]
+        pos[0] += b
+        return ensemble.generate(z[i:i + b].to(device), k[i:i + b].to(device))
+
+    return sample_fn
+
+
+def bootstrap_std(features: np.ndarray, logp: np.ndarray, real: FeatureStats, target: np.ndarray | None,
+                  reps: int = 16, seed: int = 0) -> dict[str, float]:
+    """Standard deviation of each metric under resampling of the samples (the sampling noise)."""
+    rng = np.random.default_rng(seed)
+    n = features.shape[0]
+    C = logp.shape[1]
+    vals: dict[str, list[float]] = {}
+    for _ in range(reps):
+        idx = rng.integers(0, n, n)
+        f, lp = features[idx], logp[idx]
+        p = np.exp(lp)
+        stats = FeatureStats(n, f.mean(0), f.T @ f / n, np.bincount(lp.argmax(1), minlength=C) / n,
+                             p.mean(0), float((p * lp).sum(1).mean()))
+        for k, v in score(stats, real, target).items():
+            vals.setdefault(k, []).append(v)
+    return {k: float(np.std(v, ddof=1)) for k, v in vals.items()}
+
+
+def verify(ensemble: Ensemble, evaluator: Evaluator, n: int, seed: int, target: np.ndarray | None = None,
+           batch_size: int = 1000, progress=None, noise: bool = True) -> tuple[dict[str, float], dict[str, float]]:
+    """Metrics of the ensemble by fresh sampling (``n`` samples), and their bootstrap noise."""
+    fn = ensemble_sampler(ensemble, seed, n, evaluator.device)
+    stats, feats, logp = sample_stats(fn, evaluator, n, batch_size, keep=True, progress=progress,
+                                      desc="verify")
+    metrics = score(stats, evaluator.real, target)
+    std = bootstrap_std(feats, logp, evaluator.real, target, seed=seed) if noise else {}
+    return metrics, std
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+@dataclass
+class OptimizeOptions:
+    """What ``ensembler optimize`` was asked to do (mirrors the CLI flags)."""
+
+    objective: str = "tvd"            # metric or weighted sum: tvd | fid | is | e.g. "tvd+0.01*fid"
+    target: str | None = None         # TVD target: None/"uniform" | "real" | "0:0.5,3:0.5"
+    method: str = "cma"               # cma | es | greedy | uniform
+    budget: int = 2000                # objective evaluations
+    seed: int = 0                     # search seed (also seeds verification sampling)
+    max_size: int | None = None       # at most this many generators with non-zero weight (None: no cap)
+    param: str = "clip"               # weights on the simplex: clip | softmax
+    samples: int = 10_000             # samples per generator for its statistics
+    stats_seed: int = 0               # latent seed for the statistics (shared by all generators)
+    verify_samples: int = 10_000      # fresh samples of the final ensemble (0: skip verification)
+    batch_size: int = 1000            # rows per forward pass
+    popsize: int | None = None        # CMA-ES population (None: cma's default 4 + 3 ln K)
+
+
+def check_options(opts: OptimizeOptions) -> None:
+    """Refuse impossible options before any work (one line each, with the fix)."""
+    parse_objective(opts.objective)
+    if opts.method not in METHODS:
+        raise UserError(f"unknown method '{opts.method}'; legal values: {', '.join(METHODS)}")
+    if opts.param not in ("clip", "softmax"):
+        raise UserError(f"unknown --param '{opts.param}'; legal values: clip, softmax")
+    if opts.budget < 1:
+        raise UserError(f"--budget must be at least 1 objective evaluation (got {opts.budget})")
+    if opts.max_size is not None and opts.max_size < 1:
+        raise UserError(f"--max-size must be at least 1 (got {opts.max_size})")
+    if opts.samples < 2:
+        raise UserError(f"--samples must be at least 2 (got {opts.samples}); 10000 is the protocol")
+    if opts.verify_samples < 0 or opts.verify_samples == 1:
+        raise UserError(f"--verify-samples must be 0 (skip) or at least 2 (got {opts.verify_samples})")
+    if opts.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {opts.batch_size})")
+
+
+def sources_of(pools: PoolSet) -> list[Source]:
+    """The statistics layer's view of the merged pools' generators."""
+    return [Source(c.id, c.sha256, pools.spec, (lambda i=i: pools.generator(i))) for i, c in enumerate(pools.candidates)]
+
+
+def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Callable[[str], Evaluator],
+             cache: StatsCache | None = None, progress=None, log: Callable[[str], None] = print
+             ) -> tuple[Ensemble, SearchResult]:
+    """Find mixture weights for ``opts.objective`` over the pools; return the ensemble (not yet saved).
+
+    ``evaluator_fn(dataset)`` supplies the classifier and real statistics (injected so tests
+    and benchmarks can use a stand-in). Nothing is written except the statistics cache.
+    """
+    t0 = time.perf_counter()
+    check_options(opts)
+    terms = parse_objective(opts.objective)
+    pools = open_pools(pool_paths)
+    pools.check_all()
+    evaluator = evaluator_fn(pools.dataset)
+    target = parse_target(opts.target, evaluator.num_classes, evaluator.real.hist)
+
+    # Statistics (once per generator, cached).
+    t = time.perf_counter()
+    stats = pool_stats(sources_of(pools), evaluator, opts.samples, opts.stats_seed, opts.batch_size, cache,
+                       progress=progress, log=log)
+    t_stats = time.perf_counter() - t
+    objective = MixtureObjective(stats, evaluator.real, terms, target)
+
+    # Search.
+    K = len(pools)
+    max_size = opts.max_size if (opts.max_size is not None and opts.max_size < K) else None
+    if K == 1:
+        result = SearchResult(np.ones(1), objective(np.ones(1)), 1, 0.0, [(1, objective(np.ones(1)))], "single")
+    else:
+        method = make_method(opts.method, K, seed=opts.seed, budget=opts.budget, param=opts.param,
+                             max_size=max_size, popsize=opts.popsize)
+        result = search(objective.batch, method, K, opts.budget, max_size, progress=progress)
+    weights = result.weights
+    if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
+        raise UserError(f"the search produced invalid weights {weights.tolist()}")
+    estimated = objective.report(weights)
+    log(f"search: {result.evaluations} evaluations in {result.seconds:.2f} s ({opts.method}), "
+        f"loss {describe(terms)} = {result.loss:.6g}")
+
+    # Verify by fresh sampling.
+    meta = {
+        "pools": [str(p.root) for p in pools.pools],
+        "dataset": pools.dataset,
+        "method": opts.method,
+        "objective": opts.objective,
+        "objective_minimised": describe(terms),
+        "target": opts.target or "uniform",
+        "target_distribution": [round(float(x), 10) for x in target],
+        "budget": opts.budget,
+        "evaluations": result.evaluations,
+        "stop": result.stop,
+        "seed": opts.seed,
+        "max_size": opts.max_size,
+        "param": opts.param,
+        "statistics": {"samples_per_generator": opts.samples, "seed": opts.stats_seed,
+                       "classifier_sha256": evaluator.classifier_hash},
+        "pool_weights": {c.id: float(w) for c, w in zip(pools.candidates, weights)},
+    }
+    ensemble = pools.ensemble(weights, meta)
+    verified, noise = {}, {}
+    t = time.perf_counter()
+    if opts.verify_samples:
+        verified, noise = verify(ensemble, evaluator, opts.verify_samples, opts.seed + 1_000_003, target,
+                                 opts.batch_size, progress=progress)
+    t_verify = time.perf_counter() - t
+    ensemble.meta["metrics"] = {"estimated": estimated, "verified": verified, "verified_std": noise}
+    ensemble.meta["seconds"] = round(time.perf_counter() - t0, 3)
+    ensemble.meta["timings"] = {"statistics": round(t_stats, 3), "search": round(result.seconds, 3),
+                                "verify": round(t_verify, 3)}
+    ensemble.meta["history"] = [[int(e), float(f)] for e, f in result.history]
+    ensemble.to("cpu")
+    return ensemble, result
+
+
+def plot_history(history: Sequence[Sequence[float]], path, title: str = "") -> None:
+    """Best loss against objective evaluations, as a PNG (written atomically)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainer.atomic import write_bytes_atomic
+
+    h = np.asarray(history, np.float64)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(h[:, 0], h[:, 1], drawstyle="steps-post")
+    ax.set_xlabel("objective evaluations")
+    ax.set_ylabel("best loss")
+    if np.all(h[:, 1] > 0) and h[:, 1].max() / max(h[:, 1].min(), 1e-300) > 20:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------- evaluate
+
+def evaluate_table(pools: PoolSet, evaluator: Evaluator, n: int, seed: int, target: np.ndarray | None,
+                   ensemble: Ensemble | None = None, cache: StatsCache | None = None, batch_size: int = 1000,
+                   progress=None) -> list[dict]:
+    """Rows of metrics by real sampling: every generator alone, the uniform mixture, the ensemble.
+
+    Single generators are sampled with latent seed ``seed`` (their statistics are shared with
+    the cache of ``optimize``, which holds exactly those samples' statistics); mixtures are
+    sampled fresh with ``seed + 1``.
+    """
+    rows = []
+    stats = pool_stats(sources_of(pools), evaluator, n, seed, batch_size, cache, progress=progress)
+    for c, s in zip(pools.candidates, stats):
+        rows.append({"name": c.id, "kind": "single", **score(s, evaluator.real, target)})
+    uniform = pools.ensemble(np.ones(len(pools)))
+    m, _ = verify(uniform, evaluator, n, seed + 1, target, batch_size, progress=progress, noise=False)
+    rows.append({"name": "uniform", "kind": "uniform", **m})
+    if ensemble is not None:
+        m, _ = verify(ensemble, evaluator, n, seed + 1, target, batch_size, progress=progress, noise=False)
+        rows.append({"name": "ensemble", "kind": "ensemble", **m})
+    return rows
+
+
+__all__ = ["search", "SearchResult", "verify", "bootstrap_std", "optimize", "OptimizeOptions", "check_options",
+           "plot_history", "evaluate_table", "ensemble_sampler", "sources_of"]
