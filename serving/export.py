@@ -1,0 +1,195 @@
+"""Export an ensemble (``ensemble.json``) to one self-contained ONNX graph.
+
+The graph takes a latent ``z [N, latent_dim]`` (float32) and the chosen component
+``k [N]`` (int64) and returns samples ``[N, *sample_shape]`` (float32 in [-1, 1]).
+Components are drawn on the host from the mixture weights (see :mod:`serving.sampler`), so
+the graph itself is deterministic. Inside the graph every generator runs only on its own
+rows (``nonzero`` → ``index_select`` → generator → ``index_put``), so an N-row call costs
+about one generator's N-row forward pass, not K of them; components that receive no rows
+cost next to nothing. Rows whose ``k`` is outside ``[0, K)`` come out as zeros.
+
+Everything a downstream app needs travels in the model's ``metadata_props`` (keys in
+:data:`META_KEYS`): the mixture weights, latent size, sample shape, architecture, generator
+ids and the sha256 of the source ``ensemble.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.atomic import atomic_path
+from trainer.errors import UserError
+from trainer.pool import sha256_file
+
+ONNX_FORMAT = "mustangs-onnx/1"
+INPUT_Z, INPUT_K, OUTPUT = "z", "k", "samples"
+
+#: metadata_props keys written by :func:`export_ensemble` (values are strings; JSON where noted).
+META_KEYS = {
+    "format": "mustangs.format",                  # "mustangs-onnx/1"
+    "weights": "mustangs.weights",                # JSON list of K floats, sums to 1
+    "latent_dim": "mustangs.latent_dim",          # int
+    "sample_shape": "mustangs.sample_shape",      # JSON list, e.g. [1, 28, 28]
+    "arch": "mustangs.arch",                      # generator architecture name
+    "generator_ids": "mustangs.generator_ids",    # JSON list of K member ids, same order as weights
+    "ensemble_sha256": "mustangs.ensemble_sha256",  # sha256 of the source ensemble.json bytes
+    "ensemble_meta": "mustangs.ensemble_meta",    # JSON: method/objective/metrics from ensemble.json
+}
+
+
+class EnsembleGraph(nn.Module):
+    """The module that is exported: ``(z, k) → samples``, each generator on its own rows.
+
+    A dummy row (row 0 of ``z``) is put in front of every generator's rows and dropped after,
+    so each generator's batch size is provably ≥ 1 to ``torch.export`` (a generator that
+    reshapes with ``view(-1, …)`` cannot be traced for a batch that may be empty). The extra
+    row costs one sample per generator per call; it requires ``N ≥ 1``.
+    """
+
+    def __init__(self, generators: list[nn.Module], sample_shape: tuple[int, ...]):
+        super().__init__()
+        self.generators = nn.ModuleList(generators)
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+
+    def forward(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        out = z.new_zeros((z.shape[0],) + self.sample_shape)
+        for j, gen in enumerate(self.generators):
+            rows = torch.nonzero(k == j).squeeze(1)
+            padded = torch.cat([rows.new_zeros(1), rows])
+            y = gen(z.index_select(0, padded))
+            out = out.index_put((rows,), y[1:])
+        return out
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_ensemble` wrote: the file, its size, members and parity (if checked)."""
+
+    path: Path
+    bytes: int
+    n_generators: int
+    metadata: dict[str, str]
+    max_abs_diff: float | None = None
+
+
+def _json_safe(value):
+    """``value`` if it survives ``json.dumps``, else ``None`` (metadata must never fail an export)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return None
+
+
+def ensemble_metadata(ensemble, ensemble_sha256: str) -> dict[str, str]:
+    """The ``metadata_props`` for an ensemble (all values strings)."""
+    meta = {k: _json_safe(v) for k, v in ensemble.meta.items()}
+    return {
+        META_KEYS["format"]: ONNX_FORMAT,
+        META_KEYS["weights"]: json.dumps([float(w) for w in ensemble.weights]),
+        META_KEYS["latent_dim"]: str(int(ensemble.spec.latent_dim)),
+        META_KEYS["sample_shape"]: json.dumps([int(s) for s in ensemble.spec.sample_shape]),
+        META_KEYS["arch"]: ensemble.spec.arch,
+        META_KEYS["generator_ids"]: json.dumps([m.id for m in ensemble.members]
+                                               or [f"g{i}" for i in range(len(ensemble.generators))]),
+        META_KEYS["ensemble_sha256"]: ensemble_sha256,
+        META_KEYS["ensemble_meta"]: json.dumps({k: v for k, v in meta.items() if v is not None}),
+    }
+
+
+def build_graph_model(ensemble, opset: int | None = None):
+    """Trace the ensemble with the ``torch.export``-based exporter; returns an ``onnx.ModelProto``.
+
+    The batch axis ``N`` is dynamic; weights are embedded (no side ``.onnx.data`` file).
+    """
+    module = EnsembleGraph([g.cpu().eval() for g in ensemble.generators], ensemble.spec.sample_shape).eval()
+    z = torch.randn(5, ensemble.spec.latent_dim, generator=torch.Generator().manual_seed(0))
+    k = torch.arange(5, dtype=torch.int64) % len(ensemble.generators)
+    batch = torch.export.Dim("N", min=1, max=1 << 24)
+    kwargs = {} if opset is None else {"opset_version": opset}
+    # The exporter prints progress lines to stdout; keep the CLI's output ours.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (z, k), dynamo=True, external_data=False,
+                                    input_names=[INPUT_Z, INPUT_K], output_names=[OUTPUT],
+                                    dynamic_shapes={"z": {0: batch}, "k": {0: batch}}, verbose=False, **kwargs)
+    return program.model_proto
+
+
+def max_abs_diff(onnx_path: str | Path, ensemble, sizes=(1, 7, 1000), seed: int = 0) -> float:
+    """Largest |torch − onnxruntime| over fresh draws of ``sizes`` rows from the mixture.
+
+    Components are drawn from the ensemble's weights, so rare components may get no rows —
+    which is exactly a case the graph must handle.
+    """
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for n in sizes:
+        z, k = ensemble.draw(int(n), gen)
+        want = ensemble.generate(z, k).numpy()
+        got = sess.run([OUTPUT], {INPUT_Z: z.numpy().astype(np.float32), INPUT_K: k.numpy().astype(np.int64)})[0]
+        if got.shape != want.shape:
+            return math.inf
+        worst = max(worst, float(np.abs(got - want).max()) if want.size else 0.0)
+    return worst
+
+
+def export_ensemble(ensemble_path: str | Path, out: str | Path, *, check_parity: bool = False,
+                    tolerance: float = 1e-4, opset: int | None = None) -> ExportResult:
+    """Export ``ensemble.json`` to one ONNX file at ``out`` (atomic: all or nothing).
+
+    Args:
+        ensemble_path: an ``ensemble.json`` written by the ensembler.
+        out: the ``.onnx`` file to write.
+        check_parity: before the file is renamed into place, run torch and onnxruntime on the
+            same draws (N = 1, 7, 1000) and refuse to write if they differ by more than ``tolerance``.
+        tolerance: the largest acceptable max abs difference.
+        opset: ONNX opset to target (``None``: the exporter's default).
+
+    Raises:
+        UserError: the ensemble file is missing, foreign or corrupt, or parity fails.
+    """
+    import onnx
+
+    from ensembler.ensemble import Ensemble
+
+    ensemble_path, out = Path(ensemble_path), Path(out)
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as {out / 'ensemble.onnx'}")
+    ensemble = Ensemble.load(ensemble_path)
+    metadata = ensemble_metadata(ensemble, sha256_file(ensemble_path))
+    try:
+        model = build_graph_model(ensemble, opset)
+    except UserError:
+        raise
+    except Exception as exc:  # the exporter's errors are long; keep the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"ONNX export of '{ensemble.spec.arch}' generators failed: {first}") from exc
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = f"Mustangs ensemble of {len(ensemble.generators)} '{ensemble.spec.arch}' generators"
+    onnx.checker.check_model(model, full_check=True)
+    diff = None
+    with atomic_path(out) as tmp:
+        onnx.save_model(model, str(tmp), save_as_external_data=False)
+        if check_parity:
+            diff = max_abs_diff(tmp, ensemble)
+            if not diff <= tolerance:
+                raise UserError(f"parity check failed: max abs diff torch vs onnxruntime {diff:.3g} > {tolerance:g}; "
+                                f"nothing written")
+    return ExportResult(out, out.stat().st_size, len(ensemble.generators), metadata, diff)

@@ -1,0 +1,220 @@
+"""A small runtime for downstream apps: sample from an exported ensemble with onnxruntime.
+
+Only numpy, Pillow and onnxruntime are needed (torch is imported only to ask whether a GPU
+is really there when onnxruntime offers CUDA). Components and latents are drawn on the host
+with a ``numpy.random.Generator``, so the same seed gives the same samples on any provider
+up to float rounding, and byte-identical output on the same one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from trainer.errors import UserError
+
+#: Kept in step with :data:`serving.export.META_KEYS` (not imported: that module needs torch).
+_FORMAT = "mustangs-onnx/1"
+_K = {
+    "format": "mustangs.format", "weights": "mustangs.weights", "latent_dim": "mustangs.latent_dim",
+    "sample_shape": "mustangs.sample_shape", "arch": "mustangs.arch", "generator_ids": "mustangs.generator_ids",
+    "ensemble_sha256": "mustangs.ensemble_sha256", "ensemble_meta": "mustangs.ensemble_meta",
+}
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+def pick_providers(available: list[str] | None = None, gpu_present: bool | None = None) -> list[str]:
+    """The onnxruntime providers to use, always named explicitly.
+
+    CUDA (then CPU as fallback) only when onnxruntime lists the CUDA provider *and* torch sees a
+    GPU: onnxruntime-gpu lists CUDA even on hosts without one. Otherwise CPU only.
+    """
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    if CUDA not in available:
+        return [CPU]
+    if gpu_present is None:
+        try:
+            import torch
+
+            gpu_present = bool(torch.cuda.is_available())
+        except Exception:  # no torch: no way to be sure, stay on the CPU
+            gpu_present = False
+    return [CUDA, CPU] if gpu_present else [CPU]
+
+
+def grid_uint8(x: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile samples in [-1, 1] ``[N, C, H, W]`` into one uint8 picture ``[H', W', C]``.
+
+    Same layout and rounding as :func:`trainer.images.grid_image` (tested), without torch.
+    """
+    arr = np.rint((np.clip(x.astype(np.float32), -1, 1) + 1) * np.float32(127.5)).astype(np.uint8)
+    arr = arr.transpose(0, 2, 3, 1)
+    n, h, w, c = arr.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    canvas = np.zeros((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        y0, x0 = padding + r * (h + padding), padding + col * (w + padding)
+        canvas[y0:y0 + h, x0:x0 + w] = arr[i]
+    return canvas
+
+
+def scatter_uint8(points: np.ndarray, size: int = 256, extent: float = 1.5) -> np.ndarray:
+    """A plain grayscale scatter plot of 2-D points (as :func:`trainer.images.scatter_image`)."""
+    canvas = np.full((size, size), 255, np.uint8)
+    ij = np.clip(np.rint((points + extent) / (2 * extent) * (size - 1)).astype(int), 0, size - 1)
+    canvas[size - 1 - ij[:, 1], ij[:, 0]] = 0
+    return canvas
+
+
+def png_encode(pixels: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 ``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]`` picture (deterministic)."""
+    from PIL import Image
+
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class OnnxSampler:
+    """Sample from an exported Mustangs ensemble (``serving export``) with onnxruntime.
+
+    Example::
+
+        sampler = OnnxSampler("ensemble.onnx")
+        x = sampler.sample(64, seed=1)          # float32 [64, C, H, W] in [-1, 1]
+        png = sampler.sample_png(64, seed=1)    # a PNG grid, as bytes
+
+    Args:
+        path: the ``.onnx`` file written by ``serving export``.
+        providers: onnxruntime providers; ``None`` picks CUDA when usable, else CPU.
+        threads: onnxruntime intra-op threads (``None``: onnxruntime's default, all cores).
+        batch_size: rows per ``session.run``, to bound memory for large ``n``.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, providers: list[str] | None = None, threads: int | None = None,
+                 batch_size: int = 4096):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"model file {self.path} does not exist")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        self.providers = list(providers) if providers else pick_providers()
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own types for corrupt files
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{self.path} is not a loadable ONNX model: {first}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get(_K["format"]) != _FORMAT:
+            raise UserError(f"{self.path} is not a Mustangs ensemble model (metadata {_K['format']} != {_FORMAT}); "
+                            f"make one with 'serving export ensemble.json --out model.onnx'")
+        try:
+            self.weights = np.asarray(json.loads(meta[_K["weights"]]), dtype=np.float64)
+            self.latent_dim = int(meta[_K["latent_dim"]])
+            self.sample_shape = tuple(int(s) for s in json.loads(meta[_K["sample_shape"]]))
+            self.generator_ids = [str(g) for g in json.loads(meta[_K["generator_ids"]])]
+            self.arch = meta.get(_K["arch"], "")
+            self.ensemble_sha256 = meta.get(_K["ensemble_sha256"], "")
+            self.ensemble_meta = json.loads(meta.get(_K["ensemble_meta"], "{}"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{self.path}: malformed Mustangs metadata ({exc})") from None
+        w = self.weights
+        if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise UserError(f"{self.path}: bad mixture weights in metadata: {w.tolist()}")
+        self.weights = w / w.sum()
+        self._cumw = np.cumsum(self.weights)
+        self.batch_size = int(batch_size)
+        self.active_providers = self.session.get_providers()
+        self.model_sha256 = _sha256(self.path)
+
+    def __repr__(self) -> str:
+        return (f"OnnxSampler({str(self.path)!r}, K={len(self.weights)}, latent_dim={self.latent_dim}, "
+                f"sample_shape={self.sample_shape}, providers={self.active_providers})")
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Components ``k [n]`` (int64, from the weights) then latents ``z [n, latent_dim]`` (float32, N(0, 1))."""
+        u = rng.random(n)
+        k = np.minimum(np.searchsorted(self._cumw, u, side="right"), len(self.weights) - 1).astype(np.int64)
+        z = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+        return z, k
+
+    def run(self, z: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """The graph on given latents and components, in batches; ``[n, *sample_shape]`` float32."""
+        n = int(z.shape[0])
+        if n == 0:
+            return np.empty((0, *self.sample_shape), np.float32)
+        parts = [self.session.run(None, {"z": np.ascontiguousarray(z[i:i + self.batch_size], np.float32),
+                                         "k": np.ascontiguousarray(k[i:i + self.batch_size], np.int64)})[0]
+                 for i in range(0, n, self.batch_size)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def sample(self, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
+        """Draw ``n`` samples, float32 ``[n, *sample_shape]`` in [-1, 1].
+
+        Args:
+            n: number of samples (≥ 0).
+            seed: an int (reproducible), a ``numpy.random.Generator``, or ``None`` (fresh entropy).
+        """
+        if int(n) < 0:
+            raise UserError(f"n must be >= 0, got {n}")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        z, k = self.draw(int(n), rng)
+        return self.run(z, k)
+
+    def sample_png(self, n: int, seed: int | np.random.Generator | None = None, nrow: int | None = None) -> bytes:
+        """``n`` samples as one PNG: a grid of images, or a scatter plot for 2-D point data."""
+        if int(n) < 1:
+            raise UserError(f"a PNG needs n >= 1, got {n}")
+        x = self.sample(n, seed)
+        if x.ndim == 2 and x.shape[1] == 2:
+            return png_encode(scatter_uint8(x))
+        if x.ndim != 4:
+            raise UserError(f"samples of shape {self.sample_shape} cannot be drawn as a PNG; use npy")
+        return png_encode(grid_uint8(x, nrow))
+
+    def sample_npy(self, n: int, seed: int | np.random.Generator | None = None) -> bytes:
+        """``n`` samples as ``.npy`` bytes (float32, written with ``allow_pickle=False``)."""
+        buf = io.BytesIO()
+        np.save(buf, self.sample(n, seed), allow_pickle=False)
+        return buf.getvalue()
+
+    def info(self) -> dict:
+        """The model's metadata as plain JSON-able values."""
+        return {
+            "format": _FORMAT,
+            "arch": self.arch,
+            "latent_dim": self.latent_dim,
+            "sample_shape": list(self.sample_shape),
+            "weights": [float(w) for w in self.weights],
+            "generator_ids": self.generator_ids,
+            "ensemble_sha256": self.ensemble_sha256,
+            "ensemble": self.ensemble_meta,
+            "providers": list(self.active_providers),
+            "model_sha256": self.model_sha256,
+        }
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,102 @@
+"""The BentoML service: ``POST /sample`` and ``POST /info`` over an exported ensemble.
+
+Run it with ``serving serve ensemble.onnx`` (which sets the variables below and starts
+``bentoml serve serving.service:MustangsSampler``). Environment:
+
+- ``MUSTANGS_MODEL``: path of the ``.onnx`` file. When unset, the service uses the model
+  ``mustangs-ensemble:latest`` from the BentoML model store (``serving build`` puts it there
+  and into the Bento, so a built Bento or container needs no variable).
+- ``MUSTANGS_MAX_N``: the largest ``n`` one request may ask for (default 1024), read at import.
+- ``MUSTANGS_ORT_THREADS``: onnxruntime intra-op threads per worker (default: onnxruntime's).
+
+BentoML's own ``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` and the OpenAPI page
+(``/``, spec at ``/docs.json``) stay on. Invalid requests get a 400 with pydantic's message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Literal, Optional
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
+
+MODEL_ENV, MAX_N_ENV, THREADS_ENV = "MUSTANGS_MODEL", "MUSTANGS_MAX_N", "MUSTANGS_ORT_THREADS"
+STORE_MODEL = "mustangs-ensemble"  # name of the model in BentoML's model store (see `serving build`)
+MODEL_FILE = "ensemble.onnx"       # file name inside that stored model
+
+
+def _max_n() -> int:
+    raw = os.environ.get(MAX_N_ENV, "1024")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{MAX_N_ENV} must be an integer >= 1, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{MAX_N_ENV} must be an integer >= 1, got {raw!r}")
+    return value
+
+
+class _QuietValidationErrors(logging.Filter):
+    """Log a rejected request (400) as one INFO line instead of BentoML's ERROR with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+            record.msg, record.args = "rejected request (400): %s", (problems,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidationErrors())
+
+MAX_N = _max_n()
+MAX_SEED = 2**63 - 1
+
+
+class SampleRequest(BaseModel):
+    """The body of ``POST /sample``; unknown keys are refused (a typo must not fall back to defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(16, ge=1, le=MAX_N, strict=True, description=f"number of samples, 1..{MAX_N}")
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, strict=True,
+                                description="seed for a reproducible draw; omit (or null) for a random one")
+    format: Literal["png", "npy"] = Field("png", description="png: one grid image (image/png); npy: float32 "
+                                                             "[n, C, H, W] in [-1, 1] (np.save, no pickle)")
+
+
+@bentoml.service(name="mustangs", traffic={"timeout": 120}, workers=1)
+class MustangsSampler:
+    """Samples from the ensemble: a PNG grid or the raw float32 array (``.npy``)."""
+
+    if not os.environ.get(MODEL_ENV):
+        # Declared only when no file is given, so that `bentoml build` packs the stored model
+        # into the Bento, while `serving serve FILE` never touches the model store.
+        stored_model = bentoml.models.BentoModel(f"{STORE_MODEL}:latest")
+
+    def __init__(self) -> None:
+        from serving.sampler import OnnxSampler
+
+        path = os.environ.get(MODEL_ENV) or self.stored_model.path_of(MODEL_FILE)
+        threads = os.environ.get(THREADS_ENV)
+        self.sampler = OnnxSampler(path, threads=int(threads) if threads else None)
+        self._info = {**self.sampler.info(), "max_n": MAX_N}
+
+    @bentoml.api(route="/sample", input_spec=SampleRequest)
+    def sample(self, n: int = 16, seed: Optional[int] = None, format: str = "png"):
+        """Draw ``n`` samples; the same seed always gives the same bytes."""
+        if format == "npy":
+            return Response(self.sampler.sample_npy(n, seed), media_type="application/octet-stream",
+                            headers={"content-disposition": 'attachment; filename="samples.npy"'})
+        return Response(self.sampler.sample_png(n, seed), media_type="image/png")
+
+    @bentoml.api(route="/info")
+    def info(self) -> dict:
+        """The ensemble's metadata: weights, generator ids, latent size, sample shape, hashes, limits."""
+        return json.loads(json.dumps(self._info))
