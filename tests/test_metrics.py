@@ -221,3 +221,15 @@ def test_inception_without_weights_fails_at_once_with_one_line(tmp_path, monkeyp
     msg = str(info.value)
     assert "\n" not in msg and inception.WEIGHTS_NAME in msg and str(tmp_path) in msg
     assert not any(tmp_path.rglob("*.pth"))
+
+
+def test_labelled_subset_is_stratified_and_a_fixed_prefix():
+    from trainer.evaluation import subset_indices
+
+    labels = torch.tensor([0] * 900 + [1] * 100 + [2] * 1000)[torch.randperm(2000, generator=torch.Generator().manual_seed(0))]
+    for n in (20, 200, 777):
+        idx = subset_indices(2000, n, labels)
+        assert len(set(idx.tolist())) == n
+        counts = np.bincount(labels[idx].numpy(), minlength=3)
+        np.testing.assert_allclose(counts, n * np.array([0.45, 0.05, 0.5]), atol=1)
+    assert torch.equal(subset_indices(2000, 50, labels), subset_indices(2000, 500, labels)[:50])

@@ -112,21 +112,40 @@ def stats_of_sampler(classifier: nn.Module, sample_fn: Callable[[int], torch.Ten
     return acc.result()
 
 
-def subset_indices(total: int, n: int | None) -> torch.Tensor | None:
-    """Indices of the first ``n`` of a fixed seeded permutation of ``range(total)`` (None: everything)."""
+def subset_indices(total: int, n: int | None, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Indices of the first ``n`` of a fixed seeded permutation of ``range(total)`` (None: everything).
+
+    With ``labels`` the permutation is stratified: classes are interleaved evenly, so every prefix
+    holds each class in the split's proportion (±1 sample). A real subset then carries no
+    class-sampling noise (a random 10k of Fashion-MNIST's train split is off uniform by TVD
+    ≈ 0.013 on average from sampling alone), and the prefix of size n is still a fixed subset.
+    """
     if n is None or n >= total:
         return None
     if n < 1:
         raise UserError(f"need at least one sample (got n={n})")
     g = torch.Generator().manual_seed(SUBSET_SEED)
-    return torch.randperm(total, generator=g)[:n]
+    perm = torch.randperm(total, generator=g)
+    if labels is None:
+        return perm[:n]
+    # Sample i of class c (in permuted order) gets the key (rank_within_class + offset_c) / count_c;
+    # sorting by key interleaves the classes in proportion. Offsets and ties are seeded.
+    labels = labels[perm].to(torch.int64)
+    order = torch.argsort(labels, stable=True)            # permuted positions grouped by class
+    counts = torch.bincount(labels)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(total, dtype=torch.float64)
+    rank[order] = torch.arange(total, dtype=torch.float64) - starts[labels[order]].to(torch.float64)
+    offset = torch.rand(counts.numel(), generator=g, dtype=torch.float64)
+    key = (rank + offset[labels]) / counts[labels].to(torch.float64)
+    return perm[torch.argsort(key, stable=True)[:n]]
 
 
 def stats_cache_path(dataset: str, split: str, n: int | None, classifier_hash: str) -> Path:
     """Where the cached real statistics for this key live (``$MUSTANGS_CACHE/stats/*.npz``)."""
     from trainer.data import default_cache_dir
 
-    count = "all" if n is None else str(int(n))
+    count = "all" if n is None else f"{int(n)}s"  # "s": stratified subset
     return default_cache_dir() / "stats" / f"{dataset}-{split}-{count}-{classifier_hash[:16]}.npz"
 
 
@@ -155,7 +174,7 @@ def real_stats(dataset: str, split: str, classifier: nn.Module | None = None, n:
     """:class:`FeatureStats` of a real dataset split on the evaluation classifier (cached on disk).
 
     ``n=None`` uses the whole split; otherwise the first ``n`` samples of a fixed seeded
-    permutation (the same subset every time). ``classifier`` defaults to the one shipped for
+    permutation, stratified by label when the split has labels (the same subset every time). ``classifier`` defaults to the one shipped for
     ``dataset``. A corrupt cache file is recomputed and overwritten.
     """
     from trainer.classifier import load_classifier
@@ -169,7 +188,7 @@ def real_stats(dataset: str, split: str, classifier: nn.Module | None = None, n:
         if cached is not None:
             return cached
     data = load_dataset(dataset, split, data_dir=data_dir)
-    idx = subset_indices(len(data), n)
+    idx = subset_indices(len(data), n, data.labels)
     x = data.data if idx is None else data.data[idx]
     stats = stats_of_tensor(classifier, x, batch_size=batch_size)
     if use_cache:
@@ -288,7 +307,7 @@ def load_samples(spec: str, input_shape: tuple[int, ...], n: int | None, *, seed
     if is_dataset_source(spec):
         name, split = parse_source(spec)
         data = load_dataset(name, split, data_dir=data_dir)
-        idx = subset_indices(len(data), n)
+        idx = subset_indices(len(data), n, data.labels)
         x = data.data if idx is None else data.data[idx]
         check_input_shape_of(tuple(input_shape), x, spec)
         return x

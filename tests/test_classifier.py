@@ -1,0 +1,114 @@
+"""The evaluation classifier: shipped weights load with their hash checked and are accurate;
+training writes weights + JSON that load back; mistakes give one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import needs_fashion
+from trainer.classifier import (ASSETS_DIR, EvalClassifier, asset_paths, classifier_sha256, load_classifier,
+                                train_classifier)
+from trainer.data import ArrayDataset
+from trainer.errors import UserError
+
+
+def test_eval_classifier_shapes_and_forward_matches_features_and_logits():
+    torch.manual_seed(0)
+    model = EvalClassifier().eval()
+    x = torch.rand(5, 1, 28, 28) * 2 - 1
+    f, logits = model.features_and_logits(x)
+    assert f.shape == (5, model.feature_dim) and logits.shape == (5, model.num_classes)
+    assert torch.allclose(model(x), logits)
+
+
+def test_shipped_fashion_classifier_metadata_and_hash():
+    weights, meta = asset_paths("fashion-mnist")
+    info = json.loads(meta.read_text())
+    assert info["dataset"] == "fashion-mnist" and info["test_accuracy"] >= 0.90
+    assert info["num_classes"] == 10 and info["feature_dim"] > 0
+    assert classifier_sha256("fashion-mnist") == info["sha256"]
+    model = load_classifier("fashion-mnist")
+    assert not model.training and model.sha256 == info["sha256"]
+    assert model.num_classes == 10 and model.feature_dim == info["feature_dim"]
+    # Loading twice gives the same function (no randomness in eval mode).
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    assert torch.equal(model(x), load_classifier("fashion-mnist")(x))
+
+
+@needs_fashion
+def test_shipped_fashion_classifier_is_accurate_on_a_test_subset():
+    from trainer.classifier import accuracy
+    from trainer.data import load_dataset
+
+    test = load_dataset("fashion-mnist", "test")
+    model = load_classifier("fashion-mnist")
+    assert accuracy(model, test.data[:2000], test.labels[:2000]) >= 0.88
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    for p in asset_paths("fashion-mnist"):
+        shutil.copy(p, tmp_path / p.name)
+    weights, _ = asset_paths("fashion-mnist", tmp_path)
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(UserError, match="sha256") as info:
+        load_classifier("fashion-mnist", folder=tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_classifier_says_how_to_train_it(tmp_path):
+    with pytest.raises(UserError, match="trainer classifier train --dataset mnist"):
+        load_classifier("mnist", folder=tmp_path)
+    with pytest.raises(UserError, match="no evaluation classifier"):
+        load_classifier("cifar10")
+
+
+def test_rings_hash_is_fixed():
+    assert classifier_sha256("rings") == load_classifier("rings").sha256
+
+
+def _tiny_dataset(n: int, seed: int) -> ArrayDataset:
+    """Two easy classes: bright top half vs bright bottom half (a few hundred images)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    data = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    for c in range(10):
+        rows = slice(c * 2 + 4, c * 2 + 6)
+        data[labels == c, :, rows, :] = 255
+    return ArrayDataset("fashion-mnist", data, labels, 10)
+
+
+def test_train_writes_loadable_weights_and_json(tmp_path, monkeypatch):
+    import trainer.data
+
+    monkeypatch.setattr(trainer.data, "load_dataset",
+                        lambda name, split, data_dir=None: _tiny_dataset(512 if split == "train" else 256,
+                                                                         0 if split == "train" else 1))
+    info = train_classifier("fashion-mnist", epochs=2, seed=3, out_dir=tmp_path, progress=False, log=lambda s: None)
+    weights, meta = asset_paths("fashion-mnist", tmp_path)
+    assert weights.is_file() and meta.is_file()
+    assert json.loads(meta.read_text()) == info
+    for key in ("dataset", "test_accuracy", "sha256", "feature_dim", "num_classes", "epochs", "seed", "torch_version"):
+        assert key in info
+    assert info["epochs"] == 2 and info["seed"] == 3
+    model = load_classifier("fashion-mnist", folder=tmp_path)
+    assert model.sha256 == info["sha256"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # Same seed, same weights.
+    again = train_classifier("fashion-mnist", epochs=2, seed=3, out_dir=tmp_path / "again", progress=False,
+                             log=lambda s: None)
+    assert again["sha256"] == info["sha256"]
+
+
+def test_train_refuses_untrainable_dataset():
+    with pytest.raises(UserError, match="legal datasets"):
+        train_classifier("cifar10", epochs=1)
+
+
+def test_assets_folder_is_inside_the_package():
+    assert ASSETS_DIR.parent.name == "trainer"
