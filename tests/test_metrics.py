@@ -233,3 +233,39 @@ def test_labelled_subset_is_stratified_and_a_fixed_prefix():
         counts = np.bincount(labels[idx].numpy(), minlength=3)
         np.testing.assert_allclose(counts, n * np.array([0.45, 0.05, 0.5]), atol=1)
     assert torch.equal(subset_indices(2000, 50, labels), subset_indices(2000, 500, labels)[:50])
+
+
+@pytest.mark.slow
+def test_inception_path_with_weights_on_disk(tmp_path, monkeypatch):
+    """With a (stand-in, random) weights file where pytorch-fid caches it, Inception features flow."""
+    import pytorch_fid.inception as pi
+
+    from trainer import inception
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
+    path = inception.weights_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read Inception weights"):
+        inception.load_inception()
+
+    # A random state dict of the FID Inception's exact structure stands in for the real file.
+    monkeypatch.setattr(pi, "load_state_dict_from_url", lambda *a, **k: None)
+    monkeypatch.setattr(pi.torchvision.models.inception.Inception3, "load_state_dict", lambda self, sd, **k: None)
+    state = pi.fid_inception_v3().state_dict()
+    monkeypatch.undo()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
+    torch.save(state, path)
+
+    model = inception.load_inception()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    mu, cov, n = inception.inception_moments(model, x, batch_size=2, progress=False)
+    assert n == 3 and mu.shape == (2048,) and cov.shape == (2048, 2048)
+    assert np.all(np.isfinite(cov))
+    loaded = []
+    m1, c1 = inception.real_inception_moments(model, "rings", "test", lambda: loaded.append(1) or x)
+    m2, c2 = inception.real_inception_moments(model, "rings", "test", lambda: loaded.append(1) or x)
+    assert loaded == [1]  # second call served from the cache
+    np.testing.assert_allclose(m1, m2)

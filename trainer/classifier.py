@@ -224,7 +224,7 @@ def _augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tenso
     return padded[idx_n, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def train_classifier(dataset: str = "fashion-mnist", *, epochs: int = 6, seed: int = 0, batch_size: int = 128,
+def train_classifier(dataset: str = "fashion-mnist", *, epochs: int = 8, seed: int = 0, batch_size: int = 128,
                      lr: float = 2e-3, augment: bool = True, data_dir=None, out_dir: str | Path | None = None,
                      feature_dim: int = 128, progress: bool | None = None, log: Callable[[str], None] = print) -> dict:
     """Train the evaluation CNN on ``dataset``'s train split and write weights + JSON atomically.

@@ -74,11 +74,20 @@ def inception_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x.to(device))[0].flatten(1).cpu()
 
 
-def inception_moments(model: nn.Module, batches: Callable[[], "iter[torch.Tensor]"]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean, covariance and count of Inception features over the batches yielded by ``batches()``."""
+def default_device() -> torch.device:
+    """CUDA when available (Inception is ~250 ms per image on CPU), else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def inception_moments(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
+                      progress: bool | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean, covariance (unbiased) and count of Inception features of images ``x`` in [-1, 1] (or uint8)."""
+    from tqdm import tqdm
+
     n, s1, s2 = 0, None, None
-    for x in batches():
-        f = inception_features(model, x).to(torch.float64)
+    for i in tqdm(range(0, x.shape[0], batch_size), desc="inception", disable=None if progress is None else not progress,
+                  leave=False):
+        f = inception_features(model, x[i:i + batch_size]).to(torch.float64)
         s1 = f.sum(0) if s1 is None else s1 + f.sum(0)
         s2 = f.T @ f if s2 is None else s2 + f.T @ f
         n += f.shape[0]
@@ -89,4 +98,35 @@ def inception_moments(model: nn.Module, batches: Callable[[], "iter[torch.Tensor
     return mu, cov, n
 
 
-__all__ = ["weights_path", "require_weights", "load_inception", "inception_features", "inception_moments"]
+def real_inception_moments(model: nn.Module, dataset: str, split: str, x: Callable[[], torch.Tensor],
+                           n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Inception mean and covariance of a real split, cached under ``$MUSTANGS_CACHE/stats/`` (no pickle).
+
+    ``x()`` loads the images only on a cache miss. The key holds dataset, split, count and the
+    weights file's size (the file is fixed; its name already carries its hash prefix).
+    """
+    import zipfile
+
+    from trainer.atomic import atomic_path
+    from trainer.data import default_cache_dir
+
+    count = "all" if n is None else f"{int(n)}s"
+    path = default_cache_dir() / "stats" / f"{dataset}-{split}-{count}-incep.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            mu, cov = np.asarray(data["mu"]), np.asarray(data["sigma"])
+        if mu.shape == (2048,) and cov.shape == (2048, 2048) and np.all(np.isfinite(cov)):
+            return mu, cov
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    mu, cov, _ = inception_moments(model, x())
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, mu=mu, sigma=cov)
+    except OSError:
+        pass
+    return mu, cov
+
+
+__all__ = ["weights_path", "require_weights", "load_inception", "inception_features", "inception_moments",
+           "real_inception_moments", "default_device"]

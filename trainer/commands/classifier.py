@@ -50,14 +50,14 @@ def register(sub) -> None:
     t = verbs.add_parser("train", help="train the evaluation CNN and write its weights + JSON",
                          formatter_class=HelpFormatter)
     t.add_argument("--dataset", default="fashion-mnist", choices=sorted(TRAINABLE), help="dataset to train on")
-    t.add_argument("--epochs", type=int, default=6, help="passes over the training set")
+    t.add_argument("--epochs", type=int, default=8, help="passes over the training set")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
     t.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     t.add_argument("--no-augment", action="store_true", help="disable random ±2-pixel shifts")
-    t.add_argument("--out", default=None, help="output folder (default: the package's trainer/assets/)")
+    t.add_argument("--out", default=None, help="output folder; None = the package's trainer/assets/")
     t.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--threads", type=int, default=None, help="torch threads; None = torch's choice")
     t.set_defaults(func=_train)
 
     e = verbs.add_parser("eval", help="print the shipped classifier's test accuracy",
@@ -65,8 +65,8 @@ def register(sub) -> None:
     e.add_argument("--dataset", default="fashion-mnist", choices=sorted(TRAINABLE) + ["rings"],
                    help="dataset whose classifier and test split to use")
     e.add_argument("--samples", type=int, default=None, help="evaluate on the first N test images only")
-    e.add_argument("--weights-dir", default=None, help="folder holding classifier-<dataset>.* "
-                   "(default: the package's trainer/assets/)")
+    e.add_argument("--weights-dir", default=None, help="folder holding classifier-<dataset>.*; "
+                   "None = the package's trainer/assets/")
     e.add_argument("--data-dir", default=None, help="folder holding the dataset files")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_eval)

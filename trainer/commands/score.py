@@ -54,19 +54,15 @@ def run_score(args) -> dict:
         print(f"note: {args.fake} holds only {fake.n} samples; metrics use all of them", file=sys.stderr)
     result: dict = dict(score(fake, real, target, metrics))
     if args.inception:
-        from trainer.inception import inception_moments, load_inception
+        from trainer.inception import default_device, inception_moments, load_inception, real_inception_moments
         from trainer.metrics import frechet_distance
 
-        model = load_inception()
+        model = load_inception(default_device())
         shape = tuple(classifier.input_shape)
-        real_x = load_samples(args.real, shape, None, data_dir=args.data_dir)
+        mu_r, cov_r = real_inception_moments(model, real_name, real_split,
+                                             lambda: load_samples(args.real, shape, None, data_dir=args.data_dir))
         fake_x = load_samples(args.fake, shape, args.samples, seed=args.seed, data_dir=args.data_dir)
-
-        def batches(x):
-            return lambda: (x[i:i + 50] for i in range(0, x.shape[0], 50))
-
-        mu_r, cov_r, _ = inception_moments(model, batches(real_x))
-        mu_f, cov_f, n_f = inception_moments(model, batches(fake_x))
+        mu_f, cov_f, n_f = inception_moments(model, fake_x)
         result[f"fid_incep{protocol_suffix(n_f)}"] = frechet_distance(mu_f, cov_f, mu_r, cov_r)
     result.update({
         "real": f"{real_name}:{real_split}",
