@@ -1,0 +1,198 @@
+"""The BentoML service over HTTP: in-process (starlette TestClient) and one real `serving serve`.
+
+The model is a small exported mlp ensemble of random generators (no training needed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.export import export_ensemble
+from serving.sampler import OnnxSampler
+from test_serving import make_ensemble
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("serving-http")
+    export_ensemble(make_ensemble(folder, "mlp", weights=[0.5, 0.25, 0.25]), folder / "e.onnx")
+    return folder / "e.onnx"
+
+
+@pytest.fixture(scope="module")
+def client(model, tmp_path_factory):
+    """A TestClient on the service's ASGI app; the ``with`` runs the lifespan that builds the service."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's "use httpx2" deprecation notice
+        from starlette.testclient import TestClient
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MUSTANGS_MODEL", str(model))
+        mp.setenv("MUSTANGS_ORT_THREADS", "1")
+        mp.setenv("BENTOML_DO_NOT_TRACK", "true")
+        mp.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml-home")))
+        from serving.service import MustangsSampler
+
+        with TestClient(MustangsSampler.to_asgi()) as c:
+            yield c
+
+
+def post(c, body=None, **kw):
+    return c.post("/sample", json=body, **kw)
+
+
+def test_png_grid(client):
+    r = post(client, {"n": 16, "seed": 1})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    img = Image.open(io.BytesIO(r.content))
+    assert img.format == "PNG" and img.size == (4 * 30 + 2, 4 * 30 + 2)
+
+
+def test_npy_matches_sampler(client, model):
+    r = post(client, {"n": 5, "seed": 7, "format": "npy"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    arr = np.load(io.BytesIO(r.content), allow_pickle=False)
+    assert arr.shape == (5, 1, 28, 28) and arr.dtype == np.float32
+    assert np.array_equal(arr, OnnxSampler(model, threads=1).sample(5, seed=7))
+
+
+def test_same_seed_same_bytes_and_no_seed_is_random(client):
+    a, b = post(client, {"n": 16, "seed": 1}), post(client, {"n": 16, "seed": 1})
+    assert a.content == b.content
+    assert post(client, {"n": 16, "seed": 2}).content != a.content
+    assert post(client, {"n": 16}).content != post(client, {"n": 16}).content
+    assert post(client, {"n": 4, "seed": 1, "format": "npy"}).content == \
+        post(client, {"n": 4, "seed": 1, "format": "npy"}).content
+
+
+def test_defaults(client):
+    r = post(client, {})
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (4 * 30 + 2,) * 2  # n = 16
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"n": 0}, "n"),
+    ({"n": 100000}, "n"),
+    ({"n": -3}, "n"),
+    ({"n": "16"}, "n"),
+    ({"n": 2.5}, "n"),
+    ({"n": True}, "n"),
+    ({"n": None}, "n"),
+    ({"seed": -1}, "seed"),
+    ({"seed": "abc"}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"format": "gif"}, "format"),
+    ({"N": 16}, "N"),
+    ([1, 2], ""),
+    ("hello", ""),
+])
+def test_invalid_input_is_400_with_message(client, body, field):
+    r = post(client, body)
+    assert r.status_code == 400, r.content[:200]
+    detail = r.json()["detail"]
+    assert detail and detail[0]["msg"]
+    assert ".".join(map(str, detail[0]["loc"])) == field
+    assert post(client, {"n": 1, "seed": 0}).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("raw", [b"{bad json", b'{"n": 16,}', b"\xff\xfe", b"[" * 10000])
+def test_malformed_json_is_400(client, raw):
+    r = client.post("/sample", content=raw, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500 and "error" in r.json()
+    assert post(client, {"n": 1}).status_code == 200
+
+
+def test_info(client, model):
+    r = client.post("/info")
+    assert r.status_code == 200
+    info = r.json()
+    assert info["weights"] == pytest.approx([0.5, 0.25, 0.25])
+    assert info["generator_ids"] == ["mlp-g0", "mlp-g1", "mlp-g2"]
+    assert info["latent_dim"] == 16 and info["sample_shape"] == [1, 28, 28] and info["max_n"] == 1024
+    assert info["model_sha256"] == OnnxSampler(model, threads=1).model_sha256
+
+
+def test_bentoml_endpoints_stay_on(client):
+    for path in ("/healthz", "/readyz", "/livez", "/"):
+        assert client.get(path).status_code == 200, path
+    spec = client.get("/docs.json").json()
+    assert {"/sample", "/info"} <= set(spec["paths"])
+    props = spec["paths"]["/sample"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert props["n"]["maximum"] == 1024 and props["format"]["enum"] == ["png", "npy"]
+
+
+# ------------------------------------------------------------------------------------------- real server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http(port: int, path: str, body: bytes | None = None, method: str = "POST", timeout: float = 30):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers.get("content-type"), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("content-type"), exc.read()
+
+
+@pytest.mark.slow
+def test_real_bentoml_serve_subprocess(model, tmp_path):
+    """`serving serve e.onnx --port P` (bentoml serve underneath), called over HTTP, then SIGTERM."""
+    port = _free_port()
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
+           "MUSTANGS_ORT_THREADS": "1"}
+    env.pop("MUSTANGS_MODEL", None)
+    cmd = [sys.executable, "-c", "import sys; from serving.cli import main; sys.exit(main())",
+           "serve", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                if _http(port, "/readyz", method="GET", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.5)
+
+        body = json.dumps({"n": 16, "seed": 1}).encode()
+        status, ctype, png = _http(port, "/sample", body)
+        assert status == 200 and ctype == "image/png"
+        assert Image.open(io.BytesIO(png)).size == (4 * 30 + 2,) * 2
+        assert _http(port, "/sample", body)[2] == png  # same seed, same bytes
+        for bad in (b'{"n": 0}', b'{"n": 100000}', b"{bad json"):
+            status, _, text = _http(port, "/sample", bad)
+            assert status == 400 and b"error" in text
+        assert _http(port, "/sample", b'{"n": 2, "format": "npy"}')[0] == 200  # still serving
+        assert json.loads(_http(port, "/info")[2])["generator_ids"] == ["mlp-g0", "mlp-g1", "mlp-g2"]
+        assert _http(port, "/docs.json", method="GET")[0] == 200
+
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # only the process group this test started
+            proc.wait(timeout=10)
+        log.close()
