@@ -264,6 +264,32 @@ class Coevolution:
                     for i in range(0, z.shape[1], chunk)]
         return torch.cat(outs, 1)
 
+    def train_batch(self, G: NetState, D: NetState, adv_D: tuple[dict, dict], z_g: torch.Tensor,
+                    mask: torch.Tensor, lr_g: torch.Tensor, adv_G: tuple[dict, dict] | None,
+                    z_d: torch.Tensor, real: torch.Tensor | None, lr_d: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One mini-batch for every cell: an Adam step of ``G`` against the adversary
+        discriminators ``adv_D`` (loss chosen by ``mask [C, 3]``), then an Adam step of ``D``
+        (BCE) on ``real`` and fakes of the adversary generators ``adv_G`` (skipped when
+        ``adv_G`` is None). ``G``/``D`` are updated in place; returns the per-cell losses."""
+        betas = tuple(self.cfg.coevolution.betas)
+        params = {k: t.detach().requires_grad_(True) for k, t in G.params.items()}
+        fake = self.Gnet.apply(params, G.buffers, z_g, train=True)
+        lg = losses.generator_loss_masked(self.Dnet.apply(*adv_D, fake, train=True), mask)
+        grads = torch.autograd.grad(lg.sum(), list(params.values()))
+        adam_step(G, dict(zip(params, grads)), lr_g, betas)
+        if adv_G is None:
+            return lg.detach(), None
+        with torch.no_grad():
+            fake = self.Gnet.apply(*adv_G, z_d, train=True)
+        B = real.shape[1]
+        params = {k: t.detach().requires_grad_(True) for k, t in D.params.items()}
+        p = self.Dnet.apply(params, D.buffers, torch.cat([real, fake], 1), train=True)
+        ld = losses.discriminator_loss(p[:, :B], p[:, B:])
+        grads = torch.autograd.grad(ld.sum(), list(params.values()))
+        adam_step(D, dict(zip(params, grads)), lr_d, betas)
+        return lg.detach(), ld.detach()
+
     # ------------------------------------------------------------------ the generation step
     def step(self, block: Block, on_batch: Callable[[int], None] | None = None,
              score: bool = True) -> list[dict]:
@@ -272,7 +298,6 @@ class Coevolution:
         C, S, B = len(block), self.S, cfg.data.batch_size
         ar = torch.arange(C)
         nbr = self.nbr[torch.tensor(block.cells)]          # [C, S] global ids, column 0 = the cell
-        betas = tuple(co.betas)
         g_train = block.rng_train
 
         # ---------------------------------------------------------------- exchange
@@ -307,33 +332,18 @@ class Coevolution:
         sum_ld = torch.zeros(C, dtype=torch.float64, device=self.device)
         d_steps = 0
         for b in range(self.batches):
-            # generator step against a random discriminator of the sub-population
-            adv = torch.stack([torch.randint(S, (), generator=g) for g in g_train])
-            Dp, Db = _weights(D_all, nbr[ar, adv])
-            z = self.latents(g_train, B)
-            params = {k: t.detach().requires_grad_(True) for k, t in G_tr.params.items()}
-            fake = self.Gnet.apply(params, G_tr.buffers, z, train=True)
-            p_fake = self.Dnet.apply(Dp, Db, fake, train=True)
-            lg = losses.generator_loss_masked(p_fake, mask)
-            grads = torch.autograd.grad(lg.sum(), list(params.values()))
-            adam_step(G_tr, dict(zip(params, grads)), block.lr_g, betas)
-            sum_lg += lg.detach().to(torch.float64)
-
-            # discriminator step against a random generator of the sub-population
-            adv = torch.stack([torch.randint(S, (), generator=g) for g in g_train])
-            z = self.latents(g_train, B)
+            adv_d = torch.stack([torch.randint(S, (), generator=g) for g in g_train])
+            z_g = self.latents(g_train, B)
+            adv_g = torch.stack([torch.randint(S, (), generator=g) for g in g_train])
+            z_d = self.latents(g_train, B)
             skip = co.d_skip_every is not None and (b + 1) % co.d_skip_every == 0
-            if not skip:
-                Gp, Gb = _weights(G_all, nbr[ar, adv])
-                with torch.no_grad():
-                    fake = self.Gnet.apply(Gp, Gb, z, train=True)
-                x = torch.cat([self.real_batch(order[:, b]), fake], 1)
-                params = {k: t.detach().requires_grad_(True) for k, t in D_tr.params.items()}
-                p = self.Dnet.apply(params, D_tr.buffers, x, train=True)
-                ld = losses.discriminator_loss(p[:, :B], p[:, B:])
-                grads = torch.autograd.grad(ld.sum(), list(params.values()))
-                adam_step(D_tr, dict(zip(params, grads)), block.lr_d, betas)
-                sum_ld += ld.detach().to(torch.float64)
+            lg, ld = self.train_batch(
+                G_tr, D_tr, _weights(D_all, nbr[ar, adv_d]), z_g, mask, block.lr_g,
+                None if skip else _weights(G_all, nbr[ar, adv_g]), z_d,
+                None if skip else self.real_batch(order[:, b]), block.lr_d)
+            sum_lg += lg.to(torch.float64)
+            if ld is not None:
+                sum_ld += ld.to(torch.float64)
                 d_steps += 1
             if on_batch is not None:
                 on_batch(b)
