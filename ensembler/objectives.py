@@ -21,6 +21,7 @@ and a whole CMA-ES population is one batched ``eigvalsh``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -79,6 +80,22 @@ def describe(terms: Sequence[Term]) -> str:
         out.append((sign, body))
     text = " ".join(f"{s} {b}" for s, b in out).strip()
     return text[2:] if text.startswith("+ ") else text
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run BLAS/LAPACK on one thread inside the block (when ``threadpoolctl`` is installed).
+
+    The objective's matrices are small (d×d, d ≈ 128): there, multi-threaded LAPACK only adds
+    synchronisation and, on a busy machine, is 5-20× slower than one thread.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it we only lose speed
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def sqrt_psd(m: np.ndarray) -> np.ndarray:
@@ -213,5 +230,5 @@ def is_score(stats: FeatureStats) -> float:
     return inception_score_from_moments(stats.mean_probs, stats.mean_plogp)
 
 
-__all__ = ["METRICS", "Term", "parse_objective", "describe", "MixtureObjective", "frechet_distance_eigh",
+__all__ = ["single_threaded_blas", "METRICS", "Term", "parse_objective", "describe", "MixtureObjective", "frechet_distance_eigh",
            "sqrt_psd", "single_metric_name", "is_score"]

@@ -20,7 +20,7 @@ from trainer.metrics import FeatureStats, parse_target, score
 
 from ensembler.ensemble import Ensemble
 from ensembler.methods import METHODS, Method, decode, make_method
-from ensembler.objectives import MixtureObjective, describe, parse_objective
+from ensembler.objectives import MixtureObjective, describe, parse_objective, single_threaded_blas
 from ensembler.pools import PoolSet, open_pools
 from ensembler.stats import Evaluator, Source, StatsCache, pool_stats, sample_stats, tqdm_disable
 
@@ -51,7 +51,7 @@ def search(objective: Callable[[np.ndarray], np.ndarray], method: Method, K: int
     history: list[tuple[int, float]] = []
     stop = "budget"
     with tqdm(total=budget, desc=f"search ({method.name})", unit="eval", disable=tqdm_disable(progress),
-              leave=False) as bar:
+              leave=False) as bar, single_threaded_blas():
         while evals < budget:
             if method.done:
                 stop = "converged"
