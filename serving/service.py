@@ -22,7 +22,7 @@ from typing import Literal, Optional
 
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 MODEL_ENV, MAX_N_ENV, THREADS_ENV = "MUSTANGS_MODEL", "MUSTANGS_MAX_N", "MUSTANGS_ORT_THREADS"
 STORE_MODEL = "mustangs-ensemble"  # name of the model in BentoML's model store (see `serving build`)
@@ -54,6 +54,29 @@ class _QuietValidationErrors(logging.Filter):
 
 
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidationErrors())
+
+class JsonBodiesOnly:
+    """ASGI middleware: our APIs take JSON, so another declared body type gets a 415 with a message.
+
+    Without it a ``multipart/form-data`` request with no boundary reaches BentoML's form parser
+    and ends as a 500. No content type at all is read as JSON (``{}`` or empty → defaults).
+    """
+
+    def __init__(self, app, paths: tuple[str, ...] = ("/sample", "/info")):
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and scope.get("path") in self.paths:
+            raw = dict(scope.get("headers") or []).get(b"content-type", b"")
+            media = raw.split(b";")[0].strip().lower().decode("latin-1")
+            if media and media != "application/json" and not media.endswith("+json"):
+                message = f"unsupported content-type '{media}': send a JSON body with content-type application/json"
+                response = JSONResponse({"error": message, "detail": [{"loc": ["content-type"], "msg": message}]},
+                                        status_code=415)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
 
 MAX_N = _max_n()
 MAX_SEED = 2**63 - 1
@@ -100,3 +123,6 @@ class MustangsSampler:
     def info(self) -> dict:
         """The ensemble's metadata: weights, generator ids, latent size, sample shape, hashes, limits."""
         return json.loads(json.dumps(self._info))
+
+
+MustangsSampler.add_asgi_middleware(JsonBodiesOnly)

@@ -118,6 +118,24 @@ def test_malformed_json_is_400(client, raw):
     assert post(client, {"n": 1}).status_code == 200
 
 
+@pytest.mark.parametrize("ctype, status", [
+    ("multipart/form-data", 415),                 # no boundary: BentoML's form parser would 500
+    ("multipart/form-data; boundary=x", 415),
+    ("text/plain", 415),
+    ("application/x-www-form-urlencoded", 415),
+    ("application/json; charset=utf-8", 200),
+    (None, 200),                                  # no declared type: read as JSON
+])
+def test_content_types(client, ctype, status):
+    headers = {} if ctype is None else {"content-type": ctype}
+    for path in ("/sample", "/info"):
+        r = client.post(path, content=b'{"n": 1}' if path == "/sample" else b"{}", headers=headers)
+        assert r.status_code == status, (path, r.content[:200])
+        if status != 200:
+            assert "content-type" in r.json()["error"]
+    assert post(client, {"n": 1}).status_code == 200
+
+
 def test_info(client, model):
     r = client.post("/info")
     assert r.status_code == 200
