@@ -214,3 +214,30 @@ def test_real_bentoml_serve_subprocess(model, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # only the process group this test started
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.mark.slow
+def test_serving_build_packs_the_model(model, tmp_path):
+    """`serving build` stores the model and builds a Bento (offline, no lock step) that references it."""
+    import hashlib
+
+    import yaml
+
+    home = tmp_path / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("MUSTANGS_MODEL", None)
+    proc = subprocess.run([sys.executable, "-c", "import sys; from serving.cli import main; sys.exit(main())",
+                           "build", str(model), "--version", "test1"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mustangs:test1" in proc.stdout and "bentoml containerize" in proc.stdout
+    bento = home / "bentos" / "mustangs" / "test1"
+    manifest = yaml.safe_load((bento / "bento.yaml").read_text())
+    tags = [m["tag"] for svc in manifest["services"] for m in svc["models"]]
+    assert len(tags) == 1 and tags[0].startswith("mustangs-ensemble:")
+    stored = home / "models" / "mustangs-ensemble" / tags[0].split(":")[1] / "ensemble.onnx"
+    assert hashlib.sha256(stored.read_bytes()).digest() == hashlib.sha256(model.read_bytes()).digest()
+    assert (bento / "src" / "serving" / "service.py").is_file()
+    assert not (bento / "src" / "serving" / "export.py").exists()  # the runtime needs no torch
+    reqs = (bento / "env" / "python" / "requirements.txt").read_text()
+    assert "onnxruntime" in reqs and "torch" not in reqs
