@@ -181,3 +181,22 @@ def test_stacked_net_runs_population_on_its_own_inputs():
     out = StackedNet(nets[0]).apply(st.params, st.buffers, z, train=False)
     for i, n in enumerate(nets):
         assert torch.allclose(out[i], n.eval()(z[i]), atol=1e-6)
+
+
+def test_fast_fid_equals_pytorch_fid():
+    import numpy as np
+
+    from trainer.coevolution import Scorer
+    from trainer.metrics import FeatureStats, frechet_distance
+
+    rng = np.random.default_rng(0)
+
+    def stats(shift, scale):
+        f = rng.normal(shift, scale, (400, 12)) @ rng.normal(size=(12, 12))
+        return FeatureStats(400, f.mean(0), f.T @ f / 400, np.full(3, 1 / 3), np.full(3, 1 / 3), -1.0)
+
+    real, fake = stats(0.0, 1.0), stats(0.3, 1.4)
+    sc = Scorer(None, real, None)
+    want = frechet_distance(fake.mu, fake.sigma, real.mu, real.sigma)
+    assert abs(sc.fid(fake) - want) < 1e-6 * max(1.0, want)
+    assert sc.fid(real) < 1e-6 and sc.fid_key(fake) == "fid_cls400"

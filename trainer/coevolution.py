@@ -80,24 +80,44 @@ class World:
 # --------------------------------------------------------------------------- scoring
 
 class Scorer:
-    """Scores generator samples on the evaluation classifier against cached real statistics."""
+    """Scores generator samples on the evaluation classifier against cached real statistics.
+
+    The per-generation Fréchet distances (one per cell generator, two per mixture ES step)
+    use :meth:`fid`, which caches √Σ_real once and needs one symmetric eigen-decomposition
+    per call: tr √(Σ_r Σ_g) = Σ √λ(√Σ_r Σ_g √Σ_r). It equals pytorch-fid's value (tested) at a
+    fraction of the cost of ``scipy.linalg.sqrtm``. Final scores use :func:`trainer.metrics.score`.
+    """
 
     def __init__(self, classifier, real: FeatureStats, stats_fn: Callable[[Any, torch.Tensor], FeatureStats]):
         self.classifier, self.real, self._stats_fn = classifier, real, stats_fn
+        sig = np.asarray(real.sigma, np.float64)
+        evals, evecs = np.linalg.eigh((sig + sig.T) / 2)
+        self._sqrt_real = (evecs * np.sqrt(np.clip(evals, 0, None))) @ evecs.T
+        self._tr_real = float(np.trace(sig))
 
     def stats(self, x: torch.Tensor) -> FeatureStats:
         """Feature statistics of samples ``x``."""
         return self._stats_fn(self.classifier, x)
 
     def score(self, stats: FeatureStats, metrics=("fid",)) -> dict[str, float]:
-        """Protocol-named metrics (``fid_cls1k``, ``tvd_cls10k``, …) of ``stats``."""
+        """Protocol-named metrics (``fid_cls1k``, ``tvd_cls10k``, …) of ``stats`` (pytorch-fid's FID)."""
         from trainer.metrics import score
 
         return score(stats, self.real, metrics=metrics)
 
     def fid(self, stats: FeatureStats) -> float:
-        """Fréchet distance of ``stats`` to the real statistics."""
-        return next(iter(self.score(stats, ("fid",)).values()))
+        """Fréchet distance of ``stats`` to the real statistics (fast exact form, see class doc)."""
+        sig = np.asarray(stats.sigma, np.float64)
+        m = self._sqrt_real @ sig @ self._sqrt_real
+        lam = np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)
+        diff = np.asarray(stats.mu, np.float64) - np.asarray(self.real.mu, np.float64)
+        return max(float(diff @ diff + np.trace(sig) + self._tr_real - 2 * np.sqrt(lam).sum()), 0.0)
+
+    def fid_key(self, stats: FeatureStats) -> str:
+        """The protocol name of :meth:`fid` for ``stats`` (e.g. ``fid_cls1k``)."""
+        from trainer.metrics import protocol_suffix
+
+        return f"fid_cls{protocol_suffix(stats.n)}"
 
 
 def load_scorer(dataset: str, device: torch.device, log: Callable[[str], None] = print,
@@ -407,7 +427,9 @@ class Coevolution:
         all_stats = self.world.gather_stats(local)
         nbr = self.nbr[torch.tensor(block.cells)]
         for c, g in enumerate(block.rng_eval):
-            gen_scores = self.scorer.score(local[c], ("fid", "tvd"))
+            key = self.scorer.fid_key(local[c])
+            tvd = self.scorer.score(local[c], ("tvd",))
+            gen_scores = {key: self.scorer.fid(local[c]), **tvd}
             comps = [all_stats[int(j)] for j in nbr[c]]
             w = block.mix_w[c]
             cur = self.scorer.fid(FeatureStats.mix(comps, w.numpy()))
@@ -421,8 +443,7 @@ class Coevolution:
                     if f < cur:
                         block.mix_w[c] = cand
                         cur, accepted = f, True
-            fid_key = next(k for k in gen_scores if k.startswith("fid_"))
             records[c]["scores"] = gen_scores
-            records[c]["mixture_scores"] = {fid_key: cur}
+            records[c]["mixture_scores"] = {key: cur}
             records[c]["mixture_accepted"] = accepted
-            block.last_fid[block.cells[c]] = {"generator": gen_scores, "mixture": {fid_key: cur}}
+            block.last_fid[block.cells[c]] = {"generator": gen_scores, "mixture": {key: cur}}
