@@ -31,7 +31,7 @@ def _log(msg: str) -> None:
 
 
 def _positive_or_none(text: str):
-    return None if text.lower() in ("none", "0") else int(text)
+    return None if text.lower() == "none" else int(text)
 
 
 # --------------------------------------------------------------------------- optimize
@@ -48,15 +48,17 @@ def cmd_optimize(args) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out}/ensemble.json")
+    if args.plot and Path(args.plot).is_dir():
+        raise UserError(f"--plot {args.plot} is a folder; give a file name such as {args.plot}/curve.png")
     if args.dry_run:
         print(json.dumps({"pools": args.pools, **opts.__dict__, "out": str(out), "plot": args.plot,
                           "cache_dir": args.cache_dir, "device": args.device}, indent=2))
         return 0
     ensemble, result = optimize(args.pools, opts, _evaluator(args.device), StatsCache(args.cache_dir),
                                 progress=None, log=_log)
-    ensemble.save(out)
     if args.plot:
         plot_history(ensemble.meta["history"], args.plot, title=f"{opts.method}: {opts.objective}")
+    ensemble.save(out)
     metrics = ensemble.meta["metrics"]
     _log(f"wrote {out}: {len(ensemble.members)} generators, weights "
          + ", ".join(f"{m.id}={w:.3f}" for m, w in zip(ensemble.members, ensemble.weights)))
@@ -132,6 +134,10 @@ def cmd_sample(args) -> int:
 def cmd_import(args) -> int:
     from ensembler.lipizzaner import import_lipizzaner
 
+    from trainer.data import DATASETS
+
+    if args.dataset not in DATASETS:
+        raise UserError(f"unknown --dataset '{args.dataset}'; legal values: {', '.join(DATASETS)}")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; pass --force to replace it")

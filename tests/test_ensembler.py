@@ -463,3 +463,17 @@ def test_errors_are_one_line_exit_2_and_write_nothing(tmp_path, random_pool, use
 
     with pytest.raises(UserError):
         open_pools([random_pool]).ensemble(np.array([np.nan, 1, 1, 1]))
+
+
+def test_single_generator_pool_and_softmax_param(random_pool, use_evaluator, tmp_path):
+    one = write_pool(tmp_path / "one", SPEC, "fashion-mnist", [("only", random_generator(3), {})]).root
+    out = tmp_path / "one.json"
+    assert run_cli("optimize", one, "--samples", 300, "--verify-samples", 300, "--out", out) == 0
+    data = json.loads(out.read_text())
+    assert [m["weight"] for m in data["members"]] == [1.0] and data["stop"] == "single"
+    out2 = tmp_path / "soft.json"
+    assert run_cli("optimize", random_pool, "--param", "softmax", "--objective", "is", "--budget", 60,
+                   "--samples", 300, "--verify-samples", 0, "--out", out2) == 0
+    data = json.loads(out2.read_text())
+    assert data["objective_minimised"] == "- is" and data["evaluations"] <= 60
+    assert abs(sum(m["weight"] for m in data["members"]) - 1) < 1e-9
