@@ -87,20 +87,20 @@ def test_train_writes_loadable_weights_and_json(tmp_path, monkeypatch):
     import trainer.data
 
     monkeypatch.setattr(trainer.data, "load_dataset",
-                        lambda name, split, data_dir=None: _tiny_dataset(512 if split == "train" else 256,
+                        lambda name, split, data_dir=None: _tiny_dataset(256 if split == "train" else 128,
                                                                          0 if split == "train" else 1))
-    info = train_classifier("fashion-mnist", epochs=2, seed=3, out_dir=tmp_path, progress=False, log=lambda s: None)
+    info = train_classifier("fashion-mnist", epochs=1, seed=3, out_dir=tmp_path, progress=False, log=lambda s: None)
     weights, meta = asset_paths("fashion-mnist", tmp_path)
     assert weights.is_file() and meta.is_file()
     assert json.loads(meta.read_text()) == info
     for key in ("dataset", "test_accuracy", "sha256", "feature_dim", "num_classes", "epochs", "seed", "torch_version"):
         assert key in info
-    assert info["epochs"] == 2 and info["seed"] == 3
+    assert info["epochs"] == 1 and info["seed"] == 3
     model = load_classifier("fashion-mnist", folder=tmp_path)
     assert model.sha256 == info["sha256"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     # Same seed, same weights.
-    again = train_classifier("fashion-mnist", epochs=2, seed=3, out_dir=tmp_path / "again", progress=False,
+    again = train_classifier("fashion-mnist", epochs=1, seed=3, out_dir=tmp_path / "again", progress=False,
                              log=lambda s: None)
     assert again["sha256"] == info["sha256"]
 
@@ -112,3 +112,18 @@ def test_train_refuses_untrainable_dataset():
 
 def test_assets_folder_is_inside_the_package():
     assert ASSETS_DIR.parent.name == "trainer"
+
+
+def test_augmentation_is_a_random_shift_of_each_image():
+    import itertools
+
+    import torch.nn.functional as F
+
+    from trainer.classifier import _augment
+
+    x = torch.rand(16, 1, 28, 28) * 2 - 1
+    y = _augment(x, torch.Generator().manual_seed(0))
+    padded = F.pad(x, (2, 2, 2, 2), value=-1.0)
+    for i in range(16):
+        assert any(torch.equal(padded[i, :, dy:dy + 28, dx:dx + 28], y[i])
+                   for dx, dy in itertools.product(range(5), range(5)))

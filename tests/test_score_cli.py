@@ -100,6 +100,14 @@ def test_corrupt_npy(capsys, cache, tmp_path):
     _fails_with_one_line(capsys, "--real", "rings:test", "--fake", str(bad), match="cannot read")
 
 
+def test_truncated_npy_and_npz_archive(capsys, cache, tmp_path):
+    np.save(tmp_path / "t.npy", np.zeros((100, 2), np.float32))
+    (tmp_path / "t.npy").write_bytes((tmp_path / "t.npy").read_bytes()[:300])
+    _fails_with_one_line(capsys, "--real", "rings:test", "--fake", str(tmp_path / "t.npy"), match="cannot read")
+    np.savez(tmp_path / "a.npz", x=np.zeros((10, 2), np.float32))
+    _fails_with_one_line(capsys, "--real", "rings:test", "--fake", str(tmp_path / "a.npz"), match="not an array")
+
+
 def test_pickled_npy_is_refused(capsys, cache, tmp_path):
     bad = tmp_path / "objects.npy"
     np.save(bad, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)

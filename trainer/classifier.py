@@ -136,6 +136,9 @@ def read_classifier_info(dataset: str, folder: str | Path | None = None) -> dict
             info[key]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{meta} is unreadable or incomplete ({exc}); {_train_hint(dataset)}") from None
+    if info.get("dataset", dataset) != dataset:
+        raise UserError(f"{meta} describes a classifier for {info.get('dataset')}, not {dataset}; "
+                        f"{_train_hint(dataset)}")
     return info
 
 

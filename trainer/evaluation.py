@@ -250,6 +250,8 @@ def read_npy_samples(path: str | Path, input_shape: tuple[int, ...], n: int | No
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"cannot read {path} as an .npy array: {str(exc).splitlines()[0]}") from None
     if not isinstance(arr, np.ndarray) or arr.ndim < 2:
+        if hasattr(arr, "close"):
+            arr.close()  # an .npz archive
         raise UserError(f"{path} is not an array of samples (need [N, ...])")
     try:
         arr = np.array(arr[:n] if n is not None else arr)
