@@ -127,3 +127,21 @@ def test_augmentation_is_a_random_shift_of_each_image():
     for i in range(16):
         assert any(torch.equal(padded[i, :, dy:dy + 28, dx:dx + 28], y[i])
                    for dx, dy in itertools.product(range(5), range(5)))
+
+
+@needs_fashion
+def test_classifier_eval_cli_json(capsys):
+    from trainer.cli import main
+
+    assert main(["classifier", "eval", "--dataset", "fashion-mnist", "--samples", "1000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset"] == "fashion-mnist" and out["n"] == 1000 and out["accuracy"] >= 0.88
+    assert out["sha256"] == classifier_sha256("fashion-mnist")
+
+
+def test_classifier_eval_cli_missing_weights_is_one_line(capsys, tmp_path):
+    from trainer.cli import main
+
+    assert main(["classifier", "eval", "--dataset", "mnist", "--weights-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trainer classifier train --dataset mnist" in err[0]
