@@ -78,39 +78,53 @@ class Method:
 # --------------------------------------------------------------------------- CMA-ES
 
 class CMAES(Method):
-    """CMA-ES over raw weights (``cma`` package), seeded, isolated from numpy's global RNG."""
+    """CMA-ES over raw weights (``cma`` package), seeded, isolated from numpy's global RNG.
+
+    When CMA-ES meets one of its own stopping rules before the budget is spent, it restarts
+    from the start point with a doubled population (IPOP-CMA-ES), drawing from the same private
+    generator, so the whole budget is used and runs stay reproducible.
+    """
 
     name = "cma"
     partial_ok = False
 
     def __init__(self, K: int, seed: int, budget: int, param: str = "clip", popsize: int | None = None,
-                 sigma0: float | None = None):
+                 sigma0: float | None = None, max_restarts: int = 9):
+        self.param, self.K, self.budget = param, K, int(budget)
+        self.rng = np.random.default_rng(seed)
+        self.x0 = np.full(K, 1.0 / K) if param == "clip" else np.zeros(K)
+        self.sigma0 = sigma0 if sigma0 is not None else (0.5 / K if param == "clip" else 1.0)
+        self.popsize = int(popsize) if popsize else 4 + int(3 * np.log(K))
+        self.restarts, self.max_restarts, self.stops = 0, max_restarts, []
+        self._start()
+
+    def _start(self) -> None:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import cma
-        self.param = param
-        rng = np.random.default_rng(seed)
-        x0 = np.full(K, 1.0 / K) if param == "clip" else np.zeros(K)
-        sigma0 = sigma0 if sigma0 is not None else (0.5 / K if param == "clip" else 1.0)
+        rng = self.rng
         opts = {
-            "seed": np.nan,                                   # cma must not touch np.random's seed
+            "seed": np.nan,                                      # cma must not touch np.random's seed
             "randn": lambda *shape: rng.standard_normal(shape),  # private, seeded normal draws
-            "maxfevals": int(budget),
-            "verbose": -9, "verb_disp": 0, "verb_log": 0,     # silent, no outcmaes/ files
-            "tolfun": 1e-11, "tolx": 1e-11, "tolflatfitness": 10 ** 9,  # let the budget decide
+            "popsize": self.popsize,
+            "maxfevals": self.budget,
+            "verbose": -9, "verb_disp": 0, "verb_log": 0,        # silent, no outcmaes/ files
         }
-        if popsize:
-            opts["popsize"] = int(popsize)
         state = np.random.get_state()   # belt and braces: leave the global RNG as we found it
         try:
-            self.es = cma.CMAEvolutionStrategy(x0, sigma0, opts)
+            self.es = cma.CMAEvolutionStrategy(self.x0, self.sigma0, opts)
         finally:
             np.random.set_state(state)
         self._pending: list[np.ndarray] | None = None
 
     def ask(self) -> np.ndarray:
+        if self.es.stop():               # converged early: IPOP restart with a doubled population
+            self.stops.append(sorted(self.es.stop()))
+            self.restarts += 1
+            self.popsize *= 2
+            self._start()
         self._pending = self.es.ask()
         return np.array(self._pending)
 
@@ -120,10 +134,11 @@ class CMAES(Method):
 
     @property
     def done(self) -> bool:
-        return bool(self.es.stop())
+        return self.restarts >= self.max_restarts and bool(self.es.stop())
 
     def state(self) -> dict:
-        return {"sigma": float(self.es.sigma)}
+        return {"sigma": float(self.es.sigma), "restarts": self.restarts, "popsize": self.popsize,
+                "stops": self.stops}
 
 
 # --------------------------------------------------------------------------- (1+1)-ES

@@ -35,6 +35,7 @@ class SearchResult:
     seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)  # (evaluations so far, best loss)
     stop: str = "budget"
+    method_state: dict = field(default_factory=dict)  # e.g. CMA-ES restarts, final step size
 
 
 def search(objective: Callable[[np.ndarray], np.ndarray], method: Method, K: int, budget: int,
@@ -73,7 +74,7 @@ def search(objective: Callable[[np.ndarray], np.ndarray], method: Method, K: int
             history.append((evals, best_f))
             bar.update(len(xs))
             bar.set_postfix(best=f"{best_f:.4g}")
-    return SearchResult(best_w, best_f, evals, time.perf_counter() - start, _thin(history), stop)
+    return SearchResult(best_w, best_f, evals, time.perf_counter() - start, _thin(history), stop, method.state())
 
 
 def _thin(history: list[tuple[int, float]], keep: int = 200) -> list[tuple[int, float]]:
@@ -224,6 +225,7 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
         "budget": opts.budget,
         "evaluations": result.evaluations,
         "stop": result.stop,
+        "method_state": result.method_state,
         "seed": opts.seed,
         "max_size": opts.max_size,
         "param": opts.param,
