@@ -325,9 +325,9 @@ def markdown(res: dict) -> str:
     if st_all.get("findings") is not None:
         found = "; ".join(st_all["findings"]) or "none"
         lines.append(f"- Schemathesis with all checks ({st_all['test_cases']} cases): {st_all['server_errors']} "
-                     f"server errors; spec-conformance findings: {found}. (/sample documents `application/json` "
-                     "because BentoML derives one response type per API while it returns image/png or .npy; "
-                     "BentoML's own 400 schema says `detail` is a string while it sends pydantic's list.)")
+                     f"server errors; spec-conformance findings: {found}. (BentoML documents one response type per API, "
+                     "so /sample documents image/png and its .npy answers are \"undocumented\"; BentoML's own 400 "
+                     "schema says `detail` is a string while it sends pydantic's list of errors.)")
     lines.append(f"- Load: {load['requests']} requests at concurrency {load['concurrency']} (n = 16, png/npy "
                  f"alternating, distinct seeds): **{load['failures']} failed**, {load['rps']:.1f} req/s, "
                  f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, {load['wall_s']:.1f} s in all.")

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import bentoml
+from bentoml.validators import ContentType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
@@ -112,8 +113,14 @@ class MustangsSampler:
         self._info = {**self.sampler.info(), "max_n": MAX_N}
 
     @bentoml.api(route="/sample", input_spec=SampleRequest)
-    def sample(self, n: int = 16, seed: Optional[int] = None, format: str = "png"):
-        """Draw ``n`` samples; the same seed always gives the same bytes."""
+    def sample(self, n: int = 16, seed: Optional[int] = None,
+               format: str = "png") -> Annotated[bytes, ContentType("image/png")]:
+        """Draw ``n`` samples; the same seed always gives the same bytes.
+
+        Returns a starlette ``Response`` (BentoML passes it through): image/png, or
+        application/octet-stream for npy. The annotation only documents the PNG case in OpenAPI,
+        which has room for one response type per API.
+        """
         if format == "npy":
             return Response(self.sampler.sample_npy(n, seed), media_type="application/octet-stream",
                             headers={"content-disposition": 'attachment; filename="samples.npy"'})

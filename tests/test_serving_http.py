@@ -174,13 +174,13 @@ def _http(port: int, path: str, body: bytes | None = None, method: str = "POST",
 
 @pytest.mark.slow
 def test_real_bentoml_serve_subprocess(model, tmp_path):
-    """`serving serve e.onnx --port P` (bentoml serve underneath), called over HTTP, then SIGTERM."""
+    """`serving serve e.onnx --port P --max-n 32` (bentoml serve underneath), called over HTTP, then SIGTERM."""
     port = _free_port()
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
            "MUSTANGS_ORT_THREADS": "1"}
     env.pop("MUSTANGS_MODEL", None)
     cmd = [sys.executable, "-c", "import sys; from serving.cli import main; sys.exit(main())",
-           "serve", str(model), "--host", "127.0.0.1", "--port", str(port)]
+           "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--max-n", "32"]
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -200,7 +200,8 @@ def test_real_bentoml_serve_subprocess(model, tmp_path):
         assert status == 200 and ctype == "image/png"
         assert Image.open(io.BytesIO(png)).size == (4 * 30 + 2,) * 2
         assert _http(port, "/sample", body)[2] == png  # same seed, same bytes
-        for bad in (b'{"n": 0}', b'{"n": 100000}', b"{bad json"):
+        assert _http(port, "/sample", b'{"n": 32}')[0] == 200
+        for bad in (b'{"n": 0}', b'{"n": 33}', b'{"n": 100000}', b"{bad json"):
             status, _, text = _http(port, "/sample", bad)
             assert status == 400 and b"error" in text
         assert _http(port, "/sample", b'{"n": 2, "format": "npy"}')[0] == 200  # still serving
