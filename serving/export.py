@@ -91,9 +91,15 @@ def _json_safe(value):
         return None
 
 
+#: The ensemble.json summary fields copied into the model (and shown by ``POST /info``). Left
+#: out on purpose: local pool paths, the search history and the optimiser's state.
+ENSEMBLE_META_FIELDS = ("dataset", "method", "objective", "objective_minimised", "target", "target_distribution",
+                        "budget", "evaluations", "seed", "max_size", "metrics", "statistics")
+
+
 def ensemble_metadata(ensemble, ensemble_sha256: str) -> dict[str, str]:
     """The ``metadata_props`` for an ensemble (all values strings)."""
-    meta = {k: _json_safe(v) for k, v in ensemble.meta.items()}
+    meta = {k: _json_safe(ensemble.meta[k]) for k in ENSEMBLE_META_FIELDS if k in ensemble.meta}
     return {
         META_KEYS["format"]: ONNX_FORMAT,
         META_KEYS["weights"]: json.dumps([float(w) for w in ensemble.weights]),

@@ -41,8 +41,8 @@ def make_ensemble(folder: Path, arch: str = "mlp", weights=WEIGHTS, seed: int = 
                 m.running_var.uniform_(0.5, 2.0)
         gens.append((f"{arch}-g{i}", g, {"origin": {"cell": i}}))
     pool = write_pool(folder / "pool", spec, "fashion-mnist", gens)
-    ens = Ensemble.from_pool(pool, weights, meta={"method": "cma", "objective": "tvd",
-                                                  "metrics": {"estimated": {"tvd_cls10k": 0.1}}})
+    ens = Ensemble.from_pool(pool, weights, meta={"method": "cma", "objective": "tvd", "pools": [str(folder)],
+                                                  "history": [[1, 0.5]], "metrics": {"estimated": {"tvd_cls10k": 0.1}}})
     ens.save(folder / "ensemble.json")
     return folder / "ensemble.json"
 
@@ -113,7 +113,9 @@ def test_graph_is_one_checked_file_with_metadata(exported):
     assert meta[META_KEYS["arch"]] == arch
     assert json.loads(meta[META_KEYS["generator_ids"]]) == [f"{arch}-g{i}" for i in range(4)]
     assert meta[META_KEYS["ensemble_sha256"]] == sha256_file(ens_path)
-    assert json.loads(meta[META_KEYS["ensemble_meta"]])["objective"] == "tvd"
+    summary = json.loads(meta[META_KEYS["ensemble_meta"]])
+    assert summary["objective"] == "tvd" and summary["metrics"]["estimated"]["tvd_cls10k"] == 0.1
+    assert "pools" not in summary and "history" not in summary  # no local paths, no search trace
     # Inputs z [N, zdim] float32 and k [N] int64 with one dynamic batch axis; output [N, 1, 28, 28].
     z, k = model.graph.input
     assert (z.name, k.name) == (INPUT_Z, INPUT_K)
