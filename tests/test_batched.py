@@ -15,6 +15,15 @@ from trainer.data import ArrayDataset
 from trainer.networks import NetSpec, build_discriminator, build_generator
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests are small; one thread avoids spinning when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def fake_images(n=300, seed=0) -> ArrayDataset:
     g = torch.Generator().manual_seed(seed)
     return ArrayDataset("fashion-mnist", torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8),
@@ -48,7 +57,7 @@ def test_adam_step_matches_torch_adam_with_per_member_lrs():
 
 
 def test_mutated_lr_is_the_one_the_next_step_uses(monkeypatch):
-    co = make(["coevolution.mutation_probability=1.0", "coevolution.mutation_scale=0.001"])
+    co = make(["coevolution.mutation_probability=1.0", "coevolution.mutation_scale=0.5"])
     block = co.init_block()
     co.step(block, score=False)
     mutated = block.lr_g.clone()
@@ -133,7 +142,7 @@ def test_whole_generation_vmap_equals_loop(arch):
     for engine in ("vmap", "loop"):
         co = make(over, engine=engine)
         b = co.init_block()
-        recs = [co.step(b, score=False) for _ in range(2)]
+        recs = [co.step(b, score=False) for _ in range(2 if arch == "mlp" else 1)]
         blocks.append((b, recs))
     (b1, r1), (b2, r2) = blocks
     # A bias right before BatchNorm has zero true gradient; Adam turns float noise there into

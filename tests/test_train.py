@@ -12,7 +12,7 @@ from trainer.pool import read_pool
 
 from conftest import needs_fashion
 
-RINGS = ["data.dataset=rings", "network.arch=rings-mlp", "network.latent_dim=8", "grid.height=2", "grid.width=2",
+RINGS = ["threads=1", "data.dataset=rings", "network.arch=rings-mlp", "network.latent_dim=8", "grid.height=2", "grid.width=2",
          "data.sampling_ratio=0.02", "data.batch_size=50", "coevolution.batches_per_generation=8",
          "mixture.eval_samples=300", "eval.fid_samples=500", "output.samples_per_cell=4"]
 

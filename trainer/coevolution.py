@@ -284,31 +284,41 @@ class Coevolution:
                     for i in range(0, z.shape[1], chunk)]
         return torch.cat(outs, 1)
 
-    def train_batch(self, G: NetState, D: NetState, adv_D: tuple[dict, dict], z_g: torch.Tensor,
-                    mask: torch.Tensor, lr_g: torch.Tensor, adv_G: tuple[dict, dict] | None,
-                    z_d: torch.Tensor, real: torch.Tensor | None, lr_d: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One mini-batch for every cell: an Adam step of ``G`` against the adversary
-        discriminators ``adv_D`` (loss chosen by ``mask [C, 3]``), then an Adam step of ``D``
-        (BCE) on ``real`` and fakes of the adversary generators ``adv_G`` (skipped when
-        ``adv_G`` is None). ``G``/``D`` are updated in place; returns the per-cell losses."""
-        betas = tuple(self.cfg.coevolution.betas)
+    def generator_step(self, G: NetState, adv_D: tuple[dict, dict], z: torch.Tensor, mask: torch.Tensor,
+                       lr: torch.Tensor) -> torch.Tensor:
+        """One Adam step of every cell's ``G`` against its adversary discriminator ``adv_D``, with
+        the generator loss chosen per cell by ``mask [C, 3]``; ``G`` is updated in place."""
         params = {k: t.detach().requires_grad_(True) for k, t in G.params.items()}
-        fake = self.Gnet.apply(params, G.buffers, z_g, train=True)
+        fake = self.Gnet.apply(params, G.buffers, z, train=True)
         lg = losses.generator_loss_masked(self.Dnet.apply(*adv_D, fake, train=True), mask)
         grads = torch.autograd.grad(lg.sum(), list(params.values()))
-        adam_step(G, dict(zip(params, grads)), lr_g, betas)
-        if adv_G is None:
-            return lg.detach(), None
+        adam_step(G, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas))
+        return lg.detach()
+
+    def discriminator_step(self, D: NetState, adv_G: tuple[dict, dict], z: torch.Tensor, real: torch.Tensor,
+                           lr: torch.Tensor) -> torch.Tensor:
+        """One Adam step of every cell's ``D`` (always BCE) on ``real`` and the fakes of its
+        adversary generator ``adv_G``; ``D`` is updated in place."""
         with torch.no_grad():
-            fake = self.Gnet.apply(*adv_G, z_d, train=True)
+            fake = self.Gnet.apply(*adv_G, z, train=True)
         B = real.shape[1]
         params = {k: t.detach().requires_grad_(True) for k, t in D.params.items()}
         p = self.Dnet.apply(params, D.buffers, torch.cat([real, fake], 1), train=True)
         ld = losses.discriminator_loss(p[:, :B], p[:, B:])
         grads = torch.autograd.grad(ld.sum(), list(params.values()))
-        adam_step(D, dict(zip(params, grads)), lr_d, betas)
-        return lg.detach(), ld.detach()
+        adam_step(D, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas))
+        return ld.detach()
+
+    def train_batch(self, G: NetState, D: NetState, adv_D: tuple[dict, dict], z_g: torch.Tensor,
+                    mask: torch.Tensor, lr_g: torch.Tensor, adv_G: tuple[dict, dict] | None,
+                    z_d: torch.Tensor, real: torch.Tensor | None, lr_d: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A generator step then a discriminator step (skipped when ``adv_G`` is None) against
+        fixed adversaries; returns the per-cell losses."""
+        lg = self.generator_step(G, adv_D, z_g, mask, lr_g)
+        if adv_G is None:
+            return lg, None
+        return lg, self.discriminator_step(D, adv_G, z_d, real, lr_d)
 
     # ------------------------------------------------------------------ the generation step
     def step(self, block: Block, on_batch: Callable[[int], None] | None = None,
@@ -356,14 +366,16 @@ class Coevolution:
             z_g = self.latents(g_train, B)
             adv_g = torch.stack([torch.randint(S, (), generator=g) for g in g_train])
             z_d = self.latents(g_train, B)
-            skip = co.d_skip_every is not None and (b + 1) % co.d_skip_every == 0
-            lg, ld = self.train_batch(
-                G_tr, D_tr, _weights(D_all, nbr[ar, adv_d]), z_g, mask, block.lr_g,
-                None if skip else _weights(G_all, nbr[ar, adv_g]), z_d,
-                None if skip else self.real_batch(order[:, b]), block.lr_d)
-            sum_lg += lg.to(torch.float64)
-            if ld is not None:
-                sum_ld += ld.to(torch.float64)
+            # Adversaries are the neighbourhood's *live* trained individuals (all cells advance in
+            # lockstep), so every G and D faces opponents that adapt, as in Lipizzaner where the
+            # whole sub-population trains; one process: identity, across ranks: a collective.
+            _, live_D = self.world.gather_centres(G_tr, D_tr)
+            sum_lg += self.generator_step(G_tr, _weights(live_D, nbr[ar, adv_d]), z_g, mask,
+                                          block.lr_g).to(torch.float64)
+            if co.d_skip_every is None or (b + 1) % co.d_skip_every != 0:
+                live_G, _ = self.world.gather_centres(G_tr, D_tr)
+                sum_ld += self.discriminator_step(D_tr, _weights(live_G, nbr[ar, adv_g]), z_d,
+                                                  self.real_batch(order[:, b]), block.lr_d).to(torch.float64)
                 d_steps += 1
             if on_batch is not None:
                 on_batch(b)
@@ -372,10 +384,12 @@ class Coevolution:
         lr_g, lr_d = block.lr_g.cpu().clone(), block.lr_d.cpu().clone()
         for c, g in enumerate(g_train):
             u, n = torch.rand(2, generator=g, dtype=torch.float64), torch.randn(2, generator=g, dtype=torch.float64)
+            # relative Gaussian: lr ← max(lr_min, lr · (1 + scale · N(0, 1))), scale-free, so a
+            # cell's lr random-walks in proportion to itself instead of drifting onto lr_min
             if u[0] < co.mutation_probability:
-                lr_g[c] = max(co.lr_min, float(lr_g[c] + co.mutation_scale * n[0]))
+                lr_g[c] = max(co.lr_min, float(lr_g[c] * (1.0 + co.mutation_scale * n[0])))
             if u[1] < co.mutation_probability:
-                lr_d[c] = max(co.lr_min, float(lr_d[c] + co.mutation_scale * n[1]))
+                lr_d[c] = max(co.lr_min, float(lr_d[c] * (1.0 + co.mutation_scale * n[1])))
         block.lr_g.copy_(lr_g)   # the tensor adam_step reads: the next step uses the new rate
         block.lr_d.copy_(lr_d)
 

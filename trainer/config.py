@@ -61,7 +61,7 @@ class CoevolutionConfig:
     lr_d: float = option(0.0002, gt=0.0)                   # initial discriminator learning rate; > 0
     betas: list[float] = option([0.5, 0.999])              # Adam (beta1, beta2); each in [0, 1)
     mutation_probability: float = option(0.5, ge=0.0, le=1.0)  # chance per cell and generation that each lr is mutated; [0, 1]
-    mutation_scale: float = option(0.0001, ge=0.0)         # std of the Gaussian added to a mutated lr; >= 0
+    mutation_scale: float = option(0.1, ge=0.0, le=1.0)    # relative std of a mutation: lr ← lr·(1 + scale·N(0,1)); [0, 1]
     lr_min: float = option(1e-6, gt=0.0)                   # a mutated lr never drops below this; > 0
     d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never); >= 2
 
@@ -100,7 +100,7 @@ class TrainConfig:
     seed: int = option(0, ge=0)                        # master seed; every cell derives its own streams from it; >= 0
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
     batching: str = option("auto", choices=BATCHING)   # auto (vmap) | vmap (all cells in one batched call) | loop (per-cell loop; same numbers, slower on GPU)
-    threads: int | None = option(None, ge=1)           # CPU threads for torch (None = torch's default)
+    threads: int | None = option(None, ge=1)           # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine)
     grid: GridConfig = field(default_factory=GridConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -178,6 +178,13 @@ class Run:
 
     def run(self) -> dict:
         """Set up, train to ``coevolution.generations``, write pool and report; returns the summary."""
+        threads = torch.get_num_threads()
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)  # config.threads only lasts for this run
+
+    def _run(self) -> dict:
         from tqdm import tqdm
 
         self.setup()

@@ -41,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. grid.height=3 coevolution.loss=bce")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--out", default=None, help="run folder; None means runs/<config name>")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest good checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and what would run, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
