@@ -92,3 +92,145 @@ def gather_rows(local: torch.Tensor, workers: Workers) -> torch.Tensor:
     out = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(out, padded.contiguous())
     return torch.cat([o[:n] for o, n in zip(out, sizes)])
+
+
+def _comm_device() -> torch.device:
+    """Where collective buffers must live: the rank's GPU under NCCL, else the CPU."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_tensor_rows(local: torch.Tensor, workers: Workers) -> torch.Tensor:
+    """:func:`gather_rows` for a tensor on any device (moved to the backend's device and back)."""
+    if not workers.distributed:
+        return local
+    dev = _comm_device()
+    return gather_rows(local.to(dev), workers).to(local.device)
+
+
+def gather_json(items: list, workers: Workers) -> list:
+    """Concatenate every rank's list of JSON-able items in rank (= cell) order.
+
+    Sent as UTF-8 JSON in a byte tensor: no pickle crosses process boundaries.
+    """
+    if not workers.distributed:
+        return items
+    import json
+
+    dev = _comm_device()
+    payload = torch.frombuffer(bytearray(json.dumps(items).encode()), dtype=torch.uint8).to(dev)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(workers.world_size)]
+    dist.all_gather(sizes, torch.tensor([payload.numel()], dtype=torch.int64, device=dev))
+    biggest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(biggest, dtype=torch.uint8, device=dev)
+    padded[:payload.numel()] = payload
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    merged: list = []
+    for buf, n in zip(out, sizes):
+        merged.extend(json.loads(bytes(buf[:int(n.item())].cpu().numpy()).decode()))
+    return merged
+
+
+def init_process_group(workers_hint: int | None = None, *, rank: int | None = None, world_size: int | None = None,
+                       init_method: str | None = None) -> str:
+    """Join the process group (gloo on CPU, NCCL with one GPU per rank); returns the backend.
+
+    Under torchrun everything comes from the environment (``env://``); ``trainer train --workers N``
+    passes ``rank``, ``world_size`` and a ``tcp://127.0.0.1:PORT`` init method.
+    """
+    from datetime import timedelta
+
+    use_cuda = torch.cuda.is_available() and os.environ.get("MUSTANGS_DEVICE", "auto") != "cpu"
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", rank or 0))
+        torch.cuda.set_device(local % torch.cuda.device_count())
+    kwargs = {"backend": backend, "timeout": timedelta(minutes=10)}
+    if init_method is not None:
+        kwargs.update(init_method=init_method, rank=rank, world_size=world_size)
+    dist.init_process_group(**kwargs)
+    return backend
+
+
+def layout_from_group(num_cells: int) -> Workers:
+    """The worker layout of the current process group (or the single-process layout)."""
+    if not dist.is_initialized():
+        return single_process(num_cells)
+    size = dist.get_world_size()
+    return Workers(dist.get_rank(), size, split_cells(num_cells, size))
+
+
+def _pack_stats(stats, dim: int, classes: int) -> torch.Tensor:
+    """FeatureStats (or None) → one float64 row: [present, n, mean_plogp, mu, second, hist, mean_probs]."""
+    width = 3 + dim + dim * dim + 2 * classes
+    row = torch.zeros(width, dtype=torch.float64)
+    if stats is None:
+        return row
+    parts = [torch.tensor([1.0, float(stats.n), float(stats.mean_plogp)], dtype=torch.float64)]
+    for arr in (stats.mu, stats.second, stats.hist, stats.mean_probs):
+        parts.append(torch.as_tensor(arr, dtype=torch.float64).reshape(-1))
+    return torch.cat(parts)
+
+
+def _unpack_stats(row: torch.Tensor, dim: int, classes: int):
+    from trainer.metrics import FeatureStats
+
+    if row[0].item() == 0:
+        return None
+    a = row.numpy()
+    i = 3
+    mu = a[i:i + dim]
+    i += dim
+    second = a[i:i + dim * dim].reshape(dim, dim)
+    i += dim * dim
+    hist = a[i:i + classes]
+    i += classes
+    mean_probs = a[i:i + classes]
+    return FeatureStats(int(a[1]), mu.copy(), second.copy(), hist.copy(), mean_probs.copy(), float(a[2]))
+
+
+def make_world(workers: Workers):
+    """A :class:`trainer.coevolution.World` whose gathers are torch.distributed collectives."""
+    from trainer.batched import NetState
+    from trainer.coevolution import World
+
+    class DistWorld(World):
+        """The ranks of one process group; each owns a contiguous block of cells."""
+
+        def __init__(self):
+            self.workers = workers
+            self.rank, self.size = workers.rank, workers.world_size
+
+        def cells(self, num_cells: int) -> range:
+            return range(*split_cells(num_cells, self.size)[self.rank])
+
+        def gather_state(self, state: NetState) -> NetState:
+            return NetState.from_tensors({k: gather_tensor_rows(t, workers) for k, t in state.tensors().items()})
+
+        def gather_centres(self, G, D):
+            return self.gather_state(G), self.gather_state(D)
+
+        def gather_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            """Every per-cell tensor (cell axis first) of all ranks, in cell order."""
+            return {k: gather_tensor_rows(t, workers) for k, t in tensors.items()}
+
+        def gather_stats(self, stats):
+            shape = next(((s.mu.shape[0], s.hist.shape[0]) for s in stats if s is not None), None)
+            shapes = gather_json([list(shape) if shape else None], workers)
+            known = next((s for s in shapes if s), None)
+            if known is None:
+                return [None] * sum(stop - start for start, stop in workers.blocks)
+            dim, classes = known
+            rows = torch.stack([_pack_stats(s, dim, classes) for s in stats]) if stats else \
+                torch.zeros(0, 3 + dim + dim * dim + 2 * classes, dtype=torch.float64)
+            return [_unpack_stats(r, dim, classes) for r in gather_tensor_rows(rows, workers)]
+
+        def gather_objects(self, items):
+            return gather_json(list(items), workers)
+
+        def barrier(self) -> None:
+            dist.barrier()
+
+    return DistWorld()
