@@ -6,6 +6,8 @@
     python benchmarks/bench_trainer.py --batches 50
     # GPU: 1x1 vs 3x3 vs 5x5 generation time (vmap)
     python benchmarks/bench_trainer.py --grid-sizes 1 3 5 --device cuda
+    # a finished run as Markdown: per-cell fid_cls over generations, final mixture vs best cell
+    python benchmarks/bench_trainer.py --table runs/fashion-mnist-3x3-mustangs
 
 Times cover the generation step without scoring (exchange, fitness, selection, training,
 mutation, replacement); data loading and the first (warm-up) generation are excluded.
@@ -70,6 +72,40 @@ def time_generation(size: int, engine: str, batches: int | None, device: str, ba
             "seconds_per_epoch_generation": sec / full * epoch_batches}
 
 
+def run_table(run: str, every: int) -> str:
+    """Markdown tables of a finished run: per-cell generator fid over generations, then the
+    pool's final scores (best single cell vs every cell's neighbourhood mixture)."""
+    from pathlib import Path
+
+    from trainer.report import fid_key, read_metrics
+
+    records = read_metrics(run)
+    key = fid_key(records)
+    cells = [tuple(c["cell"]) for c in records[0]["cells"]]
+    out = [f"Per-cell generator {key} (centre generators; best neighbourhood mixture in the last column)", "",
+           "| gen | " + " | ".join(f"({r},{c})" for r, c in cells) + " | best mixture | s/gen |",
+           "|---" * (len(cells) + 3) + "|"]
+    for rec in records:
+        if rec["generation"] % every and rec is not records[-1] and rec is not records[0]:
+            continue
+        vals = {tuple(c["cell"]): c.get("scores", {}).get(key) for c in rec["cells"]}
+        mix = min(c.get("mixture_scores", {}).get(key, float("inf")) for c in rec["cells"])
+        out.append(f"| {rec['generation']} | " + " | ".join(f"{vals[c]:.0f}" if vals[c] is not None else "-"
+                                                         for c in cells) + f" | {mix:.0f} | {rec['seconds']:.1f} |")
+    manifest = json.loads((Path(run) / "pool" / "manifest.json").read_text())
+    out += ["", "Final scores (pool manifest, eval.fid_samples per generator; mixtures from exact mixed statistics)",
+            "", "| what | fid | tvd | is |", "|---|---|---|---|"]
+    rows = [(f"generator {g['id']}", g["scores"]) for g in manifest["generators"]]
+    rows += [(f"mixture of cell {tuple(m['cell'])}", m["scores"]) for m in manifest["mixtures"]]
+    for name, sc in rows:
+        f = next((v for k, v in sc.items() if k.startswith("fid_")), float("nan"))
+        t = next((v for k, v in sc.items() if k.startswith("tvd_")), float("nan"))
+        i = next((v for k, v in sc.items() if k.startswith("is_")), float("nan"))
+        out.append(f"| {name} | {f:.1f} | {t:.3f} | {i:.2f} |")
+    out += ["", f"summary: {json.dumps(manifest.get('summary'))}"]
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid-sizes", type=int, nargs="*", default=None,
@@ -80,7 +116,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=1, help="timed generations per setting")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--table", default=None, metavar="RUN", help="print Markdown tables of a finished run and exit")
+    ap.add_argument("--every", type=int, default=5, help="with --table: one row every n generations")
     args = ap.parse_args()
+    if args.table:
+        print(run_table(args.table, args.every))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = load_dataset("fashion-mnist", "train")

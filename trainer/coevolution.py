@@ -5,8 +5,22 @@ mutate → replace → mixture. (Checkpointing is the loop's job, see ``trainer/
 
 Scale-out seam (issue 6): a process owns a contiguous :class:`Block` of cells; everything it
 needs from other cells comes through its :class:`World` — ``gather_centres`` (all cells'
-centre G/D with optimizer state; the identity in one process, an all_gather across ranks) and
-``gather_stats``/``gather_objects`` for evaluation and metrics. Every random draw comes from
+G/D with optimizer state: the centres at the start of a generation, and the live trained pair
+before each mini-batch so adversaries adapt; the identity in one process, an all_gather or
+neighbour send/recv across ranks) and ``gather_stats``/``gather_objects`` for evaluation and
+metrics.
+
+Choices where design.md §3 leaves room (each keeps its promises):
+
+* Fitness of generators is always measured with BCE, whatever loss Mustangs drew, so
+  candidates are compared on one yardstick; lower is better.
+* During training each cell's selected G (D) faces a G (D) drawn from its neighbourhood, taken
+  live from the neighbour's trained individual (all cells advance in lockstep). Against frozen
+  copies the trained pair over-fits a fixed opponent for a whole generation (losses went to 0
+  on both sides in our runs); Lipizzaner avoided that by training the whole sub-population.
+* Replacement compares the trained G (D) with the centre against the generation-start
+  sub-population on the same batch and latents used for fitness.
+* With ``exchange: false`` the neighbourhood is the cell alone (isolated GANs, "PaGAN"). Every random draw comes from
 the cell's own ``torch.Generator``s (never the global RNG, never a per-process stream), so
 results do not depend on how cells are split over processes.
 """
