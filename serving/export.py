@@ -4,9 +4,9 @@ The graph takes a latent ``z [N, latent_dim]`` (float32) and the chosen componen
 ``k [N]`` (int64) and returns samples ``[N, *sample_shape]`` (float32 in [-1, 1]).
 Components are drawn on the host from the mixture weights (see :mod:`serving.sampler`), so
 the graph itself is deterministic. Inside the graph every generator runs only on its own
-rows (``nonzero`` → ``index_select`` → generator → ``index_put``), so an N-row call costs
-about one generator's N-row forward pass, not K of them; components that receive no rows
-cost next to nothing. Rows whose ``k`` is outside ``[0, K)`` come out as zeros.
+rows (``nonzero`` → ``index_select`` → generator; then one concat and one gather put the
+rows back in order), so an N-row call costs about one generator's N-row forward pass, not K
+of them; components that receive no rows cost next to nothing. Rows whose ``k`` is outside ``[0, K)`` come out as zeros.
 
 Everything a downstream app needs travels in the model's ``metadata_props`` (keys in
 :data:`META_KEYS`): the mixture weights, latent size, sample shape, architecture, generator
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -50,10 +51,15 @@ META_KEYS = {
 class EnsembleGraph(nn.Module):
     """The module that is exported: ``(z, k) → samples``, each generator on its own rows.
 
-    A dummy row (row 0 of ``z``) is put in front of every generator's rows and dropped after,
-    so each generator's batch size is provably ≥ 1 to ``torch.export`` (a generator that
-    reshapes with ``view(-1, …)`` cannot be traced for a batch that may be empty). The extra
-    row costs one sample per generator per call; it requires ``N ≥ 1``.
+    For component ``j`` the rows with ``k == j`` are found (``nonzero``), gathered, and run
+    through generator ``j``; the outputs of all components are concatenated once and put back
+    in row order with one gather (a scatter of row positions on an int64 vector finds each
+    row's place). That keeps the big copies to two per call, whatever K is.
+
+    Each component's batch gets one dummy row (an all-zero latent appended to ``z``), so its
+    size is provably ≥ 1 to ``torch.export`` — a generator that reshapes with ``view(-1, …)``
+    cannot be traced for a batch that may be empty — and components with no rows still work.
+    Its output is never read. Rows whose ``k`` is outside ``[0, K)`` read a zero row.
     """
 
     def __init__(self, generators: list[nn.Module], sample_shape: tuple[int, ...]):
@@ -62,13 +68,18 @@ class EnsembleGraph(nn.Module):
         self.sample_shape = tuple(int(s) for s in sample_shape)
 
     def forward(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        out = z.new_zeros((z.shape[0],) + self.sample_shape)
+        n = z.shape[0]
+        z_ext = torch.cat([z, z.new_zeros(1, z.shape[1])])     # row n: the dummy latent
+        dummy = torch.arange(n, n + 1)
+        rows_all, outs = [], [z.new_zeros((1,) + self.sample_shape)]  # outs[0]: zeros for unknown k
         for j, gen in enumerate(self.generators):
-            rows = torch.nonzero(k == j).squeeze(1)
-            padded = torch.cat([rows.new_zeros(1), rows])
-            y = gen(z.index_select(0, padded))
-            out = out.index_put((rows,), y[1:])
-        return out
+            rows = torch.cat([torch.nonzero(k == j).squeeze(1), dummy])
+            outs.append(gen(z_ext.index_select(0, rows)))
+            rows_all.append(rows)
+        rows_cat = torch.cat(rows_all)                          # every row once, plus K dummies (= n)
+        position = torch.zeros(n + 1, dtype=torch.int64).index_put(
+            (rows_cat,), torch.arange(1, rows_cat.shape[0] + 1))  # where each row's output sits in outs
+        return torch.cat(outs).index_select(0, position[:n])
 
 
 @dataclass
@@ -124,11 +135,17 @@ def build_graph_model(ensemble, opset: int | None = None):
     batch = torch.export.Dim("N", min=1, max=1 << 24)
     kwargs = {} if opset is None else {"opset_version": opset}
     # The exporter prints progress lines to stdout; keep the CLI's output ours.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (z, k), dynamo=True, external_data=False,
-                                    input_names=[INPUT_Z, INPUT_K], output_names=[OUTPUT],
-                                    dynamic_shapes={"z": {0: batch}, "k": {0: batch}}, verbose=False, **kwargs)
+    ir_logger = logging.getLogger("onnx_ir")  # warns about an empty attribute list it handles fine
+    level = ir_logger.level
+    ir_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, (z, k), dynamo=True, external_data=False,
+                                        input_names=[INPUT_Z, INPUT_K], output_names=[OUTPUT],
+                                        dynamic_shapes={"z": {0: batch}, "k": {0: batch}}, verbose=False, **kwargs)
+    finally:
+        ir_logger.setLevel(level)
     return program.model_proto
 
 

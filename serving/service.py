@@ -31,6 +31,7 @@ MODEL_FILE = "ensemble.onnx"       # file name inside that stored model
 
 
 def _max_n() -> int:
+    """``MUSTANGS_MAX_N`` as an int ≥ 1 (default 1024); a bad value stops the service at start."""
     raw = os.environ.get(MAX_N_ENV, "1024")
     try:
         value = int(raw)
@@ -55,6 +56,7 @@ class _QuietValidationErrors(logging.Filter):
 
 
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidationErrors())
+
 
 class JsonBodiesOnly:
     """ASGI middleware: our APIs take JSON, so another declared body type gets a 415 with a message.
