@@ -116,7 +116,8 @@ def write_report(run: str | Path) -> Path:
         for ax, r, g in zip(axes[0], chosen, grids):
             im = ax.imshow(g, cmap="viridis_r", vmin=vmin, vmax=vmax)
             for (i, j), v in np.ndenumerate(g):
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w", fontsize=9)
+                dark = (v - vmin) > 0.4 * (vmax - vmin) if vmax > vmin else True
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w" if dark else "k", fontsize=9)
             ax.set_title(f"generation {r['generation']}")
             ax.set_xticks(range(shape[1]))
             ax.set_yticks(range(shape[0]))
@@ -160,6 +161,7 @@ def write_report(run: str | Path) -> Path:
             ax.set_title(field)
             ax.set_xlabel("generation")
         axes[0, 0].legend(fontsize=7, ncol=2)
+        fig.tight_layout()
         _save(fig, figdir / "curves.png")
         parts.append("<h2>Losses and learning rates per cell</h2><img src='report/curves.png'>")
 
