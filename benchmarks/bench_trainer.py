@@ -90,8 +90,8 @@ def run_table(run: str, every: int) -> str:
             continue
         vals = {tuple(c["cell"]): c.get("scores", {}).get(key) for c in rec["cells"]}
         mix = min(c.get("mixture_scores", {}).get(key, float("inf")) for c in rec["cells"])
-        out.append(f"| {rec['generation']} | " + " | ".join(f"{vals[c]:.0f}" if vals[c] is not None else "-"
-                                                         for c in cells) + f" | {mix:.0f} | {rec['seconds']:.1f} |")
+        out.append(f"| {rec['generation']} | " + " | ".join(f"{vals[c]:.4g}" if vals[c] is not None else "-"
+                                                         for c in cells) + f" | {mix:.4g} | {rec['seconds']:.1f} |")
     manifest = json.loads((Path(run) / "pool" / "manifest.json").read_text())
     out += ["", "Final scores (pool manifest, eval.fid_samples per generator; mixtures from exact mixed statistics)",
             "", "| what | fid | tvd | is |", "|---|---|---|---|"]
@@ -101,7 +101,7 @@ def run_table(run: str, every: int) -> str:
         f = next((v for k, v in sc.items() if k.startswith("fid_")), float("nan"))
         t = next((v for k, v in sc.items() if k.startswith("tvd_")), float("nan"))
         i = next((v for k, v in sc.items() if k.startswith("is_")), float("nan"))
-        out.append(f"| {name} | {f:.1f} | {t:.3f} | {i:.2f} |")
+        out.append(f"| {name} | {f:.4g} | {t:.3f} | {i:.3g} |")
     out += ["", f"summary: {json.dumps(manifest.get('summary'))}"]
     return "\n".join(out)
 
