@@ -10,6 +10,7 @@ Examples::
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 
@@ -92,7 +93,8 @@ def run(args) -> int:
         print(dry_run_text(cfg, out))
         return 0
     try:
-        train(cfg, out, resume=args.resume, progress=False if args.quiet else None, config_path=args.config)
+        again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides])  # for the resume hint
+        train(cfg, out, resume=args.resume, progress=False if args.quiet else None, config_path=again)
     except KeyboardInterrupt:
         return 130
     return 0
