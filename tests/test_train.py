@@ -97,3 +97,53 @@ def test_fashion_mnist_subset_run_is_scored_on_the_classifier(tmp_path):
     assert all("fid_cls200" in c["scores"] for c in rec["cells"])
     pool = read_pool(tmp_path / "fm" / "pool")
     assert len(pool) == 4 and pool.load_generator(0)(torch.randn(2, 64)).shape == (2, 1, 28, 28)
+
+
+def test_own_adversary_batched_equals_loop_and_stays_in_the_cell():
+    """``coevolution.adversary=own``: vmap == per-cell loop, and without selection no cell
+    touches another (the run equals one with exchange off)."""
+    from trainer.coevolution import Coevolution
+    from trainer.config import load_train_config
+    from trainer.data import ArrayDataset
+
+    g = torch.Generator().manual_seed(0)
+    data = ArrayDataset("fashion-mnist", torch.randint(0, 256, (200, 1, 28, 28), generator=g, dtype=torch.uint8),
+                        torch.zeros(200, dtype=torch.long), 10)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        def run(engine, over=()):
+            cfg = load_train_config(None, ["grid.height=2", "grid.width=2", "data.batch_size=8",
+                                           "coevolution.batches_per_generation=3", "coevolution.adversary=own", *over])
+            co = Coevolution(cfg, data, "cpu", engine=engine)
+            b = co.init_block()
+            recs = [co.step(b, score=False) for _ in range(2)]
+            return b, recs
+
+        (b1, r1), (b2, r2) = run("vmap"), run("loop")
+        for k in b1.G.params:
+            assert torch.allclose(b1.G.params[k], b2.G.params[k], atol=1e-5), k
+        for k in b1.D.params:
+            assert torch.allclose(b1.D.params[k], b2.D.params[k], atol=1e-5), k
+        assert [c["replaced_g"] for c in r1[-1]] == [c["replaced_g"] for c in r2[-1]]
+        # no selection: each cell is an isolated GAN, exactly as with exchange off
+        (a, _), (c, _) = run("vmap", ["coevolution.selection=false"]), run("vmap", ["coevolution.selection=false",
+                                                                                      "coevolution.exchange=false"])
+        for k in a.G.params:
+            assert torch.equal(a.G.params[k], c.G.params[k]), k
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.mark.slow
+def test_own_adversary_resume_is_bit_identical(tmp_path):
+    over = RINGS + ["coevolution.batches_per_generation=4", "output.report=false", "mixture.eval_samples=200",
+                    "eval.fid_samples=200", "coevolution.adversary=own"]
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    assert run_cli(tmp_path / "a", "run", over + ["coevolution.generations=3"]) == 0
+    assert run_cli(tmp_path / "b", "run", over + ["coevolution.generations=2"]) == 0
+    assert run_cli(tmp_path / "b", "run", over + ["coevolution.generations=3"], "--resume") == 0
+    pools = [{p.name: p.read_bytes() for p in sorted((tmp_path / d / "run" / "pool").glob("*.safetensors"))}
+             for d in ("a", "b")]
+    assert pools[0] == pools[1] and len(pools[0]) == 4
