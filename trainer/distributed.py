@@ -150,8 +150,27 @@ def init_process_group(workers_hint: int | None = None, *, rank: int | None = No
     kwargs = {"backend": backend, "timeout": timedelta(minutes=10)}
     if init_method is not None:
         kwargs.update(init_method=init_method, rank=rank, world_size=world_size)
+    elif os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        kwargs.update(_attempt_store(kwargs["timeout"]))
     dist.init_process_group(**kwargs)
     return backend
+
+
+def _attempt_store(timeout) -> dict:
+    """Rendezvous keys of this torchrun attempt only.
+
+    torchrun's agent keeps one store for the whole job, so after a restart the new ranks
+    would read the dead ranks' addresses (connection refused, or a hang). Every rank bumps a
+    shared counter on joining; as each attempt has exactly WORLD_SIZE ranks, the counter
+    names the attempt the same way on every node, even where agents count restarts
+    differently (a membership change is not a restart for the healthy nodes).
+    """
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=timeout)
+    attempt = (store.add("mustangs/joined", 1) - 1) // world_size
+    return {"store": dist.PrefixStore(f"mustangs/attempt_{attempt}", store), "rank": rank,
+            "world_size": world_size}
 
 
 def layout_from_group(num_cells: int) -> Workers:

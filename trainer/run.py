@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,24 @@ def _config_changes(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
 
 
+def _gather_state(world: World, state):
+    """All cells' stacked state from every rank (identity in one process)."""
+    gather = getattr(world, "gather_state", None)
+    return gather(state) if gather is not None else state
+
+
+def _gather_tensors(world: World, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-cell tensors (cell axis first) of every rank, in cell order (identity in one process)."""
+    gather = getattr(world, "gather_tensors", None)
+    return gather(tensors) if gather is not None else tensors
+
+
+def _rows_for_cells(tensors: dict[str, torch.Tensor], cells: list[int]) -> dict[str, torch.Tensor]:
+    """The rows of a whole-grid checkpoint that belong to ``cells`` (checkpoints are layout-free)."""
+    idx = torch.tensor(cells, dtype=torch.long)
+    return {k: t.index_select(0, idx) for k, t in tensors.items()}
+
+
 def _best(records: list[dict]) -> dict:
     """Best generator and best mixture of a generation (lowest fid)."""
     out = {}
@@ -99,6 +118,9 @@ class Run:
             return None
         ck = out / "checkpoints"
         if not has_checkpoint(ck):
+            if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+                self.log(f"note: torchrun restarted the group before the first checkpoint; starting {out} over")
+                return None
             if nonempty and (out / "metrics.jsonl").exists():
                 raise UserError(f"{out} has no checkpoint to resume from; start over with another --out")
             self.log(f"note: nothing to resume in {out}; starting a new run")
@@ -109,6 +131,9 @@ class Run:
         """Load data, classifier and state (fresh or from the checkpoint)."""
         cfg = self.cfg
         found = self._check_out()
+        barrier = getattr(self.world, "barrier", None)
+        if barrier is not None:  # every rank has looked at --out before the writer touches it
+            barrier()
         if found is not None:
             meta, _ = found
             changes = _config_changes(meta.get("config", {}), to_dict(cfg))
@@ -130,7 +155,7 @@ class Run:
         self.metrics_bytes = 0
         if found is not None:
             meta, tensors = found
-            restore_block(self.block, tensors, self.device)
+            restore_block(self.block, _rows_for_cells(tensors, self.block.cells), self.device)
             self.block.generation = int(meta["generation"])
             self.block.last_fid = {int(k): v for k, v in meta.get("last_fid", {}).items()}
             self.metrics_bytes = int(meta.get("metrics_bytes", 0))
@@ -147,11 +172,15 @@ class Run:
 
     # ------------------------------------------------------------------ the loop
     def _checkpoint(self) -> None:
-        tensors = block_tensors(self.block)  # issue 6: gather the blocks to the writer here
+        # Every rank contributes its block; the checkpoint holds the whole grid in cell order, so it
+        # can be resumed with any number of workers.
+        tensors = _gather_tensors(self.world, block_tensors(self.block))
+        last_fid = self.world.gather_objects([[c, v] for c, v in sorted(self.block.last_fid.items())])
+        self._last_ckpt = self.block.generation
         if not self.world.is_writer:
             return
         meta = {"config": to_dict(self.cfg), "metrics_bytes": self.metrics_bytes,
-                "last_fid": {str(k): v for k, v in self.block.last_fid.items()}, "cells": self.block.cells}
+                "last_fid": {str(c): v for c, v in last_fid}, "cells": list(range(self.coev.grid.size))}
         save_checkpoint(self.out / "checkpoints", self.block.generation, tensors, meta)
         self._last_ckpt = self.block.generation
 
@@ -171,7 +200,7 @@ class Run:
         z = torch.stack([torch.randn(k, self.cfg.network.latent_dim,
                                      generator=cell_generator(self.cfg.seed, c, STREAM_SAMPLES))
                          for c in self.block.cells]).to(self.device)
-        x = self.coev.sample_centres(self.block, z)
+        x = _gather_tensors(self.world, {"x": self.coev.sample_centres(self.block, z)})["x"]
         x = x.reshape(-1, *x.shape[2:]).cpu()
         if self.world.is_writer:
             save_grid(x, self.out / "samples" / f"gen-{gen:06d}.png", nrow=k)
@@ -261,8 +290,10 @@ class Run:
         gen_scores, mix_scores = self.final_scores()
         grid = self.coev.grid
         ids = [f"r{r}c{c}" for r, c in (grid.coords(i) for i in range(grid.size))]
-        # issue 6: gather every rank's centre generators to the writer here.
-        states = [self.block.G.member_state_dict(i) for i in range(len(self.block))]
+        G_all = _gather_state(self.world, self.block.G)   # every rank's centre generators
+        mix_w_all = torch.tensor(self.world.gather_objects([w.tolist() for w in self.block.mix_w]),
+                                 dtype=torch.float64)
+        states = [G_all.member_state_dict(i) for i in range(grid.size)]
         if not self.world.is_writer:
             return {}
         from trainer.networks import build_generator
@@ -283,7 +314,7 @@ class Run:
         mixtures = []
         for c in range(grid.size):
             w: dict[str, float] = {}
-            for j, wj in zip(nbr[c].tolist(), self.block.mix_w[c].tolist()):
+            for j, wj in zip(nbr[c].tolist(), mix_w_all[c].tolist()):
                 gid = alias.get(ids[j], ids[j])
                 w[gid] = w.get(gid, 0.0) + wj
             mixtures.append({"cell": list(grid.coords(c)), "weights": w, "scores": mix_scores[c]})

@@ -6,11 +6,15 @@ Examples::
     trainer train configs/quickstart.yaml --out runs/qs coevolution.generations=40 seed=3
     trainer train configs/quickstart.yaml --dry-run          # print the resolved config and exit
     trainer train configs/quickstart.yaml --out runs/qs --resume   # continue a stopped run
+    trainer train configs/quickstart.yaml --out runs/qs --workers 2  # 2 processes (torch.distributed)
+    torchrun --nproc-per-node 2 -m trainer train configs/quickstart.yaml --out runs/qs --resume
 """
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 from pathlib import Path
 
 
@@ -46,6 +50,10 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest good checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and what would run, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine (torch.distributed ranks: gloo on CPU, NCCL with one "
+                        "GPU each); each trains a block of cells. Under torchrun leave it at 1: ranks come "
+                        "from torchrun")
     p.set_defaults(func=run)
     _intermixed(p)
 
@@ -87,15 +95,89 @@ def run(args) -> int:
     from trainer.config import load_train_config
     from trainer.run import train
 
+    from trainer.distributed import launched_by_torchrun, split_cells
+    from trainer.errors import UserError
+
     cfg = load_train_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    cells = cfg.grid.height * cfg.grid.width
+    if launched_by_torchrun() and args.workers != 1:
+        raise UserError("--workers is for runs without torchrun; under torchrun the number of ranks is "
+                        "--nnodes x --nproc-per-node")
+    split_cells(cells, int(os.environ.get("WORLD_SIZE", args.workers)))  # refuse impossible layouts early
     if args.dry_run:
         print(dry_run_text(cfg, out))
         return 0
+    again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides])  # for the resume hint
+    job = (cfg, str(out), args.resume, args.quiet, again)
+    if launched_by_torchrun():
+        return _rank_main(None, None, None, job)
+    if args.workers > 1:
+        return _spawn(args.workers, job)
     try:
-        again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides])  # for the resume hint
         train(cfg, out, resume=args.resume, progress=False if args.quiet else None, config_path=again)
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _spawn(n: int, job) -> int:
+    """Start ``n`` ranks on this machine (rendezvous on 127.0.0.1) and wait for them."""
+    import torch.multiprocessing as mp
+
+    from trainer.distributed import free_port
+
+    port = free_port()
+    try:
+        ctx = mp.start_processes(_rank_process, args=(n, f"tcp://127.0.0.1:{port}", job), nprocs=n,
+                                 join=False, start_method="spawn")
+        while not ctx.join():
+            pass
+    except mp.ProcessExitedException as exc:
+        return 2 if exc.exit_code == 2 else (130 if exc.exit_code == 130 else 1)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _rank_process(rank: int, world_size: int, init_method: str, job) -> None:
+    """Entry point of a spawned rank: exit with the rank's status (2 for a user error)."""
+    code = _rank_main(rank, world_size, init_method, job)
+    if code:
+        sys.exit(code)
+
+
+def _rank_main(rank, world_size, init_method, job) -> int:
+    """Join the process group, train this rank's block of cells, leave the group.
+
+    Only rank 0 writes the run folder and shows progress; every rank reads the checkpoint
+    on ``--resume`` (a restarted torchrun group resumes from the last complete one).
+    """
+    import torch
+    import torch.distributed as dist
+
+    from trainer.distributed import init_process_group, layout_from_group, make_world
+    from trainer.errors import UserError
+    from trainer.run import train
+
+    cfg, out, resume, quiet, again = job
+    init_process_group(rank=rank, world_size=world_size, init_method=init_method)
+    workers = layout_from_group(cfg.grid.height * cfg.grid.width)
+    if cfg.threads is None:  # share this machine's cores between its ranks
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", workers.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if workers.is_writer else (lambda msg: None)
+    try:
+        train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again,
+              world=make_world(workers), log=log)
+    except UserError as exc:
+        if workers.is_writer:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
