@@ -9,7 +9,7 @@ EXTRAS ?= cpu,serve,dev
 PY     := $(VENV)/bin/python
 RUN    ?= runs/quickstart
 
-.PHONY: setup data quickstart test test-fast clean
+.PHONY: setup data quickstart serve test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ data:
 
 quickstart: setup
 	bash scripts/quickstart.sh $(RUN)
+
+# Serve the quickstart's ONNX ensemble over HTTP (BentoML) on 127.0.0.1:$(PORT).
+PORT ?= 3000
+serve: setup
+	$(VENV)/bin/serving serve $(RUN)/ensemble.onnx --port $(PORT)
 
 test: setup
 	$(PY) -m pytest -q -ra

@@ -75,6 +75,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class CommStats:
+    """Bytes this rank sent into collectives and seconds spent in them (for metrics and benchmarks)."""
+
+    bytes_sent = 0
+    seconds = 0.0
+    calls = 0
+
+    @classmethod
+    def take(cls) -> dict:
+        """The totals since the last call, then reset."""
+        out = {"bytes": cls.bytes_sent, "ms": round(cls.seconds * 1000, 3), "collectives": cls.calls}
+        cls.bytes_sent, cls.seconds, cls.calls = 0, 0.0, 0
+        return out
+
+
+def _all_gather(out: list[torch.Tensor], tensor: torch.Tensor) -> None:
+    import time
+
+    t0 = time.perf_counter()
+    dist.all_gather(out, tensor)
+    CommStats.seconds += time.perf_counter() - t0
+    CommStats.bytes_sent += tensor.numel() * tensor.element_size()
+    CommStats.calls += 1
+
+
 def gather_rows(local: torch.Tensor, workers: Workers) -> torch.Tensor:
     """All ranks' rows, in cell order: ``[cells_of_this_rank, ...]`` → ``[all_cells, ...]``.
 
@@ -90,7 +115,7 @@ def gather_rows(local: torch.Tensor, workers: Workers) -> torch.Tensor:
         pad = local.new_zeros(biggest - local.shape[0], *local.shape[1:])
         padded = torch.cat([local, pad])
     out = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(out, padded.contiguous())
+    _all_gather(out, padded.contiguous())
     return torch.cat([o[:n] for o, n in zip(out, sizes)])
 
 
@@ -121,12 +146,12 @@ def gather_json(items: list, workers: Workers) -> list:
     dev = _comm_device()
     payload = torch.frombuffer(bytearray(json.dumps(items).encode()), dtype=torch.uint8).to(dev)
     sizes = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(workers.world_size)]
-    dist.all_gather(sizes, torch.tensor([payload.numel()], dtype=torch.int64, device=dev))
+    _all_gather(sizes, torch.tensor([payload.numel()], dtype=torch.int64, device=dev))
     biggest = int(max(s.item() for s in sizes))
     padded = torch.zeros(biggest, dtype=torch.uint8, device=dev)
     padded[:payload.numel()] = payload
     out = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(out, padded)
+    _all_gather(out, padded)
     merged: list = []
     for buf, n in zip(out, sizes):
         merged.extend(json.loads(bytes(buf[:int(n.item())].cpu().numpy()).decode()))
@@ -251,5 +276,9 @@ def make_world(workers: Workers):
 
         def barrier(self) -> None:
             dist.barrier()
+
+        def take_comm_stats(self) -> dict:
+            """Bytes/milliseconds/collectives of the exchange since the last call (this rank)."""
+            return CommStats.take()
 
     return DistWorld()

@@ -234,8 +234,12 @@ class Run:
                 records = self.coev.step(self.block, on_batch=lambda b: bar.update(1), score=score)
                 records = self.world.gather_objects(records)
                 best = _best(records)
-                self._write_metrics({"generation": gen, "seconds": round(time.perf_counter() - t0, 3),
-                                     "cells": records, "best": best})
+                line = {"generation": gen, "seconds": round(time.perf_counter() - t0, 3), "cells": records,
+                        "best": best}
+                comm = getattr(self.world, "take_comm_stats", None)
+                if comm is not None:  # exchange cost on the writer rank (multi-process runs)
+                    line["exchange"] = comm()
+                self._write_metrics(line)
                 if "mixture" in best:
                     k = next(k for k in best["mixture"] if k.startswith("fid_"))
                     best_str = f"{best['mixture'][k]:.2f}"
