@@ -5,8 +5,8 @@ mutate → replace → mixture. (Checkpointing is the loop's job, see ``trainer/
 
 Scale-out seam (issue 6): a process owns a contiguous :class:`Block` of cells; everything it
 needs from other cells comes through its :class:`World` — ``gather_centres`` (all cells'
-G/D with optimizer state: the centres at the start of a generation, and the live trained pair
-before each mini-batch so adversaries adapt; the identity in one process, an all_gather or
+G/D with optimizer state: the centres at the start of a generation, and with ``adversary:
+random`` the live trained pairs before each mini-batch so adversaries adapt; the identity in one process, an all_gather or
 neighbour send/recv across ranks) and ``gather_stats``/``gather_objects`` for evaluation and
 metrics.
 
