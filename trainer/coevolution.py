@@ -95,6 +95,10 @@ class World:
         """All cells' centre G and D (with Adam state), in global cell order. Identity here."""
         return G, D
 
+    def gather_weights(self, state: NetState) -> NetState:
+        """All cells' parameters and buffers (no optimizer state: what an adversary needs). Identity here."""
+        return state
+
     def gather_stats(self, stats: list[FeatureStats | None]) -> list[FeatureStats | None]:
         """All cells' generator statistics, in global cell order. Identity here."""
         return stats
@@ -403,14 +407,14 @@ class Coevolution:
                 # Adversaries are the neighbourhood's *live* trained individuals (all cells advance
                 # in lockstep), as in Lipizzaner where the whole sub-population trains; one
                 # process: identity, across ranks: a collective.
-                _, live_D = self.world.gather_centres(G_tr, D_tr)
+                live_D = self.world.gather_weights(D_tr)
                 adv_D = _weights(live_D, nbr[ar, adv_d])
             sum_lg += self.generator_step(G_tr, adv_D, z_g, mask, block.lr_g).to(torch.float64)
             if co.d_skip_every is None or (b + 1) % co.d_skip_every != 0:
                 if own:
                     adv_G = _weights(G_tr, ar)   # after its step, as with live neighbours
                 else:
-                    live_G, _ = self.world.gather_centres(G_tr, D_tr)
+                    live_G = self.world.gather_weights(G_tr)
                     adv_G = _weights(live_G, nbr[ar, adv_g])
                 sum_ld += self.discriminator_step(D_tr, adv_G, z_d, self.real_batch(order[:, b]),
                                                   block.lr_d).to(torch.float64)

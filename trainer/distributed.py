@@ -253,6 +253,13 @@ def make_world(workers: Workers):
         def gather_state(self, state: NetState) -> NetState:
             return NetState.from_tensors({k: gather_tensor_rows(t, workers) for k, t in state.tensors().items()})
 
+        def gather_weights(self, state: NetState) -> NetState:
+            """Params and buffers of every cell (no Adam moments): a third of the bytes of a full state."""
+            params = {k: gather_tensor_rows(t, workers) for k, t in state.params.items()}
+            buffers = {k: gather_tensor_rows(t, workers) for k, t in state.buffers.items()}
+            step = gather_tensor_rows(state.step, workers)
+            return NetState(params, buffers, {}, {}, step)
+
         def gather_centres(self, G, D):
             return self.gather_state(G), self.gather_state(D)
 
