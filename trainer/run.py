@@ -222,7 +222,7 @@ class Run:
         self._last_ckpt = self.block.generation if self.resume else -1
         disable = None if self.progress is None else not self.progress
         bar = tqdm(total=total * nb, initial=min(self.block.generation, total) * nb, unit="batch",
-                   disable=disable or not self.world.is_writer, dynamic_ncols=True)
+                   disable=True if not self.world.is_writer else disable, dynamic_ncols=True)
         best_str = "n/a"
         try:
             while self.block.generation < total:
