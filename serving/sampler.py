@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.atomic import sha256_file
 from trainer.errors import UserError
 
 #: Kept in step with :data:`serving.export.META_KEYS` (not imported: that module needs torch).
@@ -141,7 +142,7 @@ class OnnxSampler:
         self._cumw = np.cumsum(self.weights)
         self.batch_size = int(batch_size)
         self.active_providers = self.session.get_providers()
-        self.model_sha256 = _sha256(self.path)
+        self.model_sha256 = sha256_file(self.path)
 
     def __repr__(self) -> str:
         return (f"OnnxSampler({str(self.path)!r}, K={len(self.weights)}, latent_dim={self.latent_dim}, "
@@ -210,11 +211,3 @@ class OnnxSampler:
         }
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from trainer.cli import main
 
 from test_train import RINGS, run_cli
 

@@ -317,7 +317,7 @@ def test_estimated_and_verified_agree_within_sampling_noise(class_pool, use_eval
                    "--out", out) == 0
     metrics = json.loads(out.read_text())["metrics"]
     est, ver, std = metrics["estimated"], metrics["verified"], metrics["verified_std"]
-    for name in (f"fid_cls3k", f"tvd_cls3k"):
+    for name in ("fid_cls3k", "tvd_cls3k"):
         # Both sides carry sampling noise of about the same size: allow 4 standard deviations of the difference.
         tol = 4 * math.sqrt(2) * std[name] + 1e-3
         assert abs(est[name] - ver[name]) <= tol, (name, est[name], ver[name], std[name])

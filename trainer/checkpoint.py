@@ -14,7 +14,6 @@ falls back to the previous one, with a warning, when the latest is truncated or 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -23,19 +22,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from trainer.atomic import atomic_path, write_text_atomic
+from trainer.atomic import atomic_path, sha256_file, write_text_atomic
 from trainer.batched import NetState
 from trainer.errors import UserError
 
 CHECKPOINT_FORMAT = "mustangs-checkpoint/1"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def block_tensors(block) -> dict[str, torch.Tensor]:
@@ -84,12 +75,12 @@ def save_checkpoint(folder: str | Path, generation: int, tensors: dict[str, torc
     stem = f"gen-{generation:06d}"
     with atomic_path(folder / f"{stem}.safetensors") as tmp:
         save_file(tensors, str(tmp))
-    tensor_sha = _sha256(folder / f"{stem}.safetensors")
+    tensor_sha = sha256_file(folder / f"{stem}.safetensors")
     doc = {"format": CHECKPOINT_FORMAT, "generation": generation, "tensors": f"{stem}.safetensors",
            "tensors_sha256": tensor_sha, **meta}
     write_text_atomic(folder / f"{stem}.json", json.dumps(doc, indent=1))
     index = _read_index(folder)
-    entry = {"generation": generation, "json": f"{stem}.json", "json_sha256": _sha256(folder / f"{stem}.json")}
+    entry = {"generation": generation, "json": f"{stem}.json", "json_sha256": sha256_file(folder / f"{stem}.json")}
     previous = index.get("latest") if index and index.get("latest", {}).get("json") != entry["json"] else \
         (index or {}).get("previous")
     write_text_atomic(folder / "index.json", json.dumps({"latest": entry, "previous": previous}, indent=1))
@@ -115,7 +106,7 @@ def _load_one(folder: Path, json_name: str, json_sha: str | None) -> tuple[dict,
     jpath = folder / json_name
     if not jpath.is_file():
         raise ValueError(f"{jpath.name} is missing")
-    if json_sha is not None and _sha256(jpath) != json_sha:
+    if json_sha is not None and sha256_file(jpath) != json_sha:
         raise ValueError(f"{jpath.name} does not match its sha256 in index.json (truncated or corrupt)")
     try:
         doc = json.loads(jpath.read_text())
@@ -126,7 +117,7 @@ def _load_one(folder: Path, json_name: str, json_sha: str | None) -> tuple[dict,
     tpath = folder / str(doc.get("tensors"))
     if not tpath.is_file():
         raise ValueError(f"{tpath.name} is missing")
-    if _sha256(tpath) != doc.get("tensors_sha256"):
+    if sha256_file(tpath) != doc.get("tensors_sha256"):
         raise ValueError(f"{tpath.name} does not match its sha256 (truncated or corrupt)")
     try:
         tensors = load_file(str(tpath))

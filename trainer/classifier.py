@@ -24,7 +24,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from trainer.atomic import write_bytes_atomic, write_text_atomic
+from trainer.atomic import sha256_file, write_bytes_atomic, write_text_atomic
 from trainer.errors import UserError
 
 #: Folder of the shipped classifier weights (``classifier-<dataset>.safetensors`` + ``.json``).
@@ -152,12 +152,6 @@ def classifier_sha256(dataset: str) -> str:
     return str(read_classifier_info(dataset)["sha256"])
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_from_info(info: dict) -> EvalClassifier:
@@ -182,7 +176,7 @@ def load_classifier(dataset: str = "fashion-mnist", device: str | torch.device =
 
     info = read_classifier_info(dataset, folder)
     weights, meta = asset_paths(dataset, folder)
-    digest = _file_sha256(weights)
+    digest = sha256_file(weights)
     if digest != info["sha256"]:
         raise UserError(f"{weights} does not match the sha256 in {meta} (corrupt or replaced file); "
                         f"{_train_hint(dataset)}")

@@ -12,7 +12,6 @@ the manifest, the files' hashes and that weights are finite.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,20 +22,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from trainer.atomic import atomic_dir
+from trainer.atomic import atomic_dir, sha256_file
 from trainer.errors import UserError
 from trainer.networks import NetSpec, build_generator
 
 POOL_FORMAT = "mustangs-pool/1"
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
