@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from trainer.atomic import sha256_file
+from trainer.images import grid_pixels as grid_uint8  # noqa: F401 - re-exported (torch-free)
+from trainer.images import png_bytes as png_encode
+from trainer.images import scatter_pixels as scatter_uint8
 from trainer.errors import UserError
 
 #: Kept in step with :data:`serving.export.META_KEYS` (not imported: that module needs torch).
@@ -49,43 +51,6 @@ def pick_providers(available: list[str] | None = None, gpu_present: bool | None 
         except Exception:  # no torch: no way to be sure, stay on the CPU
             gpu_present = False
     return [CUDA, CPU] if gpu_present else [CPU]
-
-
-def grid_uint8(x: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile samples in [-1, 1] ``[N, C, H, W]`` into one uint8 picture ``[H', W', C]``.
-
-    Same layout and rounding as :func:`trainer.images.grid_image` (tested), without torch.
-    """
-    arr = np.rint((np.clip(x.astype(np.float32), -1, 1) + 1) * np.float32(127.5)).astype(np.uint8)
-    arr = arr.transpose(0, 2, 3, 1)
-    n, h, w, c = arr.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / nrow)
-    canvas = np.zeros((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), np.uint8)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        y0, x0 = padding + r * (h + padding), padding + col * (w + padding)
-        canvas[y0:y0 + h, x0:x0 + w] = arr[i]
-    return canvas
-
-
-def scatter_uint8(points: np.ndarray, size: int = 256, extent: float = 1.5) -> np.ndarray:
-    """A plain grayscale scatter plot of 2-D points (as :func:`trainer.images.scatter_image`)."""
-    canvas = np.full((size, size), 255, np.uint8)
-    ij = np.clip(np.rint((points + extent) / (2 * extent) * (size - 1)).astype(int), 0, size - 1)
-    canvas[size - 1 - ij[:, 1], ij[:, 0]] = 0
-    return canvas
-
-
-def png_encode(pixels: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 ``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]`` picture (deterministic)."""
-    from PIL import Image
-
-    if pixels.ndim == 3 and pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class OnnxSampler:

@@ -1,4 +1,8 @@
-"""Turning sample tensors into pictures: PIL images and PNG grids."""
+"""Turning samples into pictures: PIL images, PNG grids and scatter plots.
+
+The pixel work is plain numpy so the torch-free ONNX runtime (``serving.sampler``) draws
+exactly the same grids as the trainer; torch tensors are accepted and converted.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +11,31 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from trainer.atomic import write_bytes_atomic
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Samples in [-1, 1], ``[N, C, H, W]`` → uint8 ``[N, H, W, C]``."""
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+def _numpy(x) -> np.ndarray:
+    """A torch tensor (any device) or array-like as a float32 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
 
 
-def to_pil_images(x: torch.Tensor) -> list[Image.Image]:
+def to_uint8(x) -> np.ndarray:
+    """Samples in [-1, 1], ``[N, C, H, W]`` → uint8 ``[N, H, W, C]`` (round half to even)."""
+    arr = np.rint((np.clip(_numpy(x), -1, 1) + 1) * np.float32(127.5)).astype(np.uint8)
+    return arr.transpose(0, 2, 3, 1)
+
+
+def to_pil_images(x) -> list[Image.Image]:
     """One PIL image per sample (grayscale for one channel, RGB for three)."""
-    arr = to_uint8(x)
-    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in to_uint8(x)]
 
 
-def grid_image(x: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Image.Image:
-    """Tile image samples into one picture (``nrow`` per row, square by default).
-
-    2-D point samples (e.g. ``rings``) are drawn as a scatter plot instead.
-    """
-    if x.dim() == 2 and x.shape[1] == 2:
-        return scatter_image(x)
+def grid_pixels(x, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile image samples ``[N, C, H, W]`` in [-1, 1] into one uint8 picture ``[H', W', C]``."""
     arr = to_uint8(x)
     n, h, w, c = arr.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
@@ -41,25 +45,43 @@ def grid_image(x: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Im
         r, col = divmod(i, nrow)
         y0, x0 = padding + r * (h + padding), padding + col * (w + padding)
         canvas[y0:y0 + h, x0:x0 + w] = arr[i]
-    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    return canvas
 
 
-def scatter_image(points: torch.Tensor, size: int = 256, extent: float = 1.5) -> Image.Image:
-    """A plain scatter plot of 2-D points in [-extent, extent]², as a grayscale image."""
+def scatter_pixels(points, size: int = 256, extent: float = 1.5) -> np.ndarray:
+    """A plain grayscale scatter plot of 2-D points in [-extent, extent]² (black on white)."""
     canvas = np.full((size, size), 255, np.uint8)
-    p = points.detach().cpu().numpy()
-    ij = np.clip(((p + extent) / (2 * extent) * (size - 1)).round().astype(int), 0, size - 1)
+    p = _numpy(points)
+    ij = np.clip(np.rint((p + extent) / (2 * extent) * (size - 1)).astype(int), 0, size - 1)
     canvas[size - 1 - ij[:, 1], ij[:, 0]] = 0
-    return Image.fromarray(canvas)
+    return canvas
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """Encode a PIL image as PNG bytes (deterministic for the same pixels)."""
+def _image(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels)
+
+
+def grid_image(x, nrow: int | None = None, padding: int = 2) -> Image.Image:
+    """Samples as one picture: a grid of images, or a scatter plot for 2-D points (e.g. ``rings``)."""
+    if len(x.shape) == 2 and x.shape[1] == 2:
+        return scatter_image(x)
+    return _image(grid_pixels(x, nrow, padding))
+
+
+def scatter_image(points, size: int = 256, extent: float = 1.5) -> Image.Image:
+    """:func:`scatter_pixels` as a PIL image."""
+    return _image(scatter_pixels(points, size, extent))
+
+
+def png_bytes(image: Image.Image | np.ndarray) -> bytes:
+    """Encode a PIL image or uint8 pixels (``[H, W]``, ``[H, W, 1|3]``) as PNG bytes (deterministic)."""
+    if isinstance(image, np.ndarray):
+        image = _image(image)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
 
 
-def save_grid(x: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
+def save_grid(x, path: str | Path, nrow: int | None = None) -> None:
     """Write a PNG grid of samples atomically."""
     write_bytes_atomic(path, png_bytes(grid_image(x, nrow)))
