@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, HelpFormatter
-from trainer.errors import UserError, exit_on_user_error
+from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.errors import UserError
 
 
 def _evaluator(device: str):
@@ -213,11 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ensembler`` console script."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+main = console_main(build_parser, "ensembler")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, HelpFormatter
-from trainer.errors import UserError, exit_on_user_error
+from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
@@ -199,11 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``serving`` console script."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+main = console_main(build_parser, "serving")
 
 
 if __name__ == "__main__":

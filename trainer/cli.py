@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
 
 from trainer.errors import exit_on_user_error
 
@@ -34,11 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``trainer`` console script."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+def console_main(build: Callable[[], argparse.ArgumentParser], name: str) -> Callable[[list[str] | None], int]:
+    """A console-script entry point: parse, run the verb's ``func``, user errors → one line + exit 2."""
+
+    @exit_on_user_error
+    def main(argv: list[str] | None = None) -> int:
+        args = build().parse_args(argv)
+        return int(args.func(args) or 0)
+
+    main.__doc__ = f"Entry point of the ``{name}`` console script."
+    return main
+
+
+main = console_main(build_parser, "trainer")
 
 
 if __name__ == "__main__":
