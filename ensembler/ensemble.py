@@ -69,8 +69,8 @@ class Ensemble:
         """An ensemble over a pool's generators (uniform weights unless given)."""
         indices = list(range(len(pool))) if indices is None else list(indices)
         weights = np.ones(len(indices)) if weights is None else np.asarray(weights, dtype=np.float64)
-        keep = [i for i, w in zip(indices, weights) if (w > 0 or not drop_zero)]
-        kept_w = [w for w in weights if (w > 0 or not drop_zero)]
+        kept = [(i, w) for i, w in zip(indices, weights) if w > 0 or not drop_zero]
+        keep, kept_w = [i for i, _ in kept], [w for _, w in kept]
         members = [Member(pool.entries[i].id, pool.path(pool.entries[i]), pool.entries[i].sha256, float(w),
                           str(pool.root), pool.entries[i].origin) for i, w in zip(keep, _normalise(kept_w))]
         gens = [pool.load_generator(i) for i in keep]

@@ -16,17 +16,5 @@ ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def has_fashion_mnist() -> bool:
-    """Whether Fashion-MNIST can be found locally (Debian's package or $MUSTANGS_DATA)."""
-    from trainer.data import load_dataset
-    from trainer.errors import UserError
-
-    try:
-        load_dataset("fashion-mnist", "test")
-    except UserError:
-        return False
-    return True
-
-
 needs_fashion = pytest.mark.skipif(not (FASHION_DIR.is_dir() or os.environ.get("MUSTANGS_DATA")),
                                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

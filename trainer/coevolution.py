@@ -107,6 +107,21 @@ class World:
         """All cells' per-cell records (metrics), in global cell order. Identity here."""
         return items
 
+    def gather_state(self, state: NetState) -> NetState:
+        """All cells' stacked state (Adam state included), in global cell order. Identity here."""
+        return state
+
+    def gather_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-cell tensors (cell axis first) of all cells, in global cell order. Identity here."""
+        return tensors
+
+    def barrier(self) -> None:
+        """Wait for every process. Nothing to wait for here."""
+
+    def take_comm_stats(self) -> dict | None:
+        """Exchange cost since the last call (multi-process runs only; None here)."""
+        return None
+
 
 # --------------------------------------------------------------------------- scoring
 

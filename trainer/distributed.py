@@ -158,7 +158,7 @@ def gather_json(items: list, workers: Workers) -> list:
     return merged
 
 
-def init_process_group(workers_hint: int | None = None, *, rank: int | None = None, world_size: int | None = None,
+def init_process_group(*, rank: int | None = None, world_size: int | None = None,
                        init_method: str | None = None) -> str:
     """Join the process group (gloo on CPU, NCCL with one GPU per rank); returns the backend.
 

@@ -135,13 +135,11 @@ def write_pool(root: str | Path, spec: NetSpec, dataset: str, generators: list[t
 def read_pool(root: str | Path) -> Pool:
     """Read and check a pool's manifest (weights are loaded lazily)."""
     root = Path(root)
-    manifest_path = root / "manifest.json" if root.is_dir() else root
-    if root.is_dir():
-        pass
-    elif root.name == "manifest.json" and root.is_file():
+    if root.name == "manifest.json" and root.is_file():
         root = root.parent
-    else:
+    elif not root.is_dir():
         raise UserError(f"{root} is not a pool folder (expected {root}/manifest.json)")
+    manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise UserError(f"{root} is not a pool folder: manifest.json is missing")
     try:

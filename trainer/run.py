@@ -61,18 +61,6 @@ def _config_changes(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
 
 
-def _gather_state(world: World, state):
-    """All cells' stacked state from every rank (identity in one process)."""
-    gather = getattr(world, "gather_state", None)
-    return gather(state) if gather is not None else state
-
-
-def _gather_tensors(world: World, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per-cell tensors (cell axis first) of every rank, in cell order (identity in one process)."""
-    gather = getattr(world, "gather_tensors", None)
-    return gather(tensors) if gather is not None else tensors
-
-
 def _rows_for_cells(tensors: dict[str, torch.Tensor], cells: list[int]) -> dict[str, torch.Tensor]:
     """The rows of a whole-grid checkpoint that belong to ``cells`` (checkpoints are layout-free)."""
     idx = torch.tensor(cells, dtype=torch.long)
@@ -130,9 +118,7 @@ class Run:
         """Load data, classifier and state (fresh or from the checkpoint)."""
         cfg = self.cfg
         found = self._check_out()
-        barrier = getattr(self.world, "barrier", None)
-        if barrier is not None:  # every rank has looked at --out before the writer touches it
-            barrier()
+        self.world.barrier()  # every rank has looked at --out before the writer touches it
         if found is not None:
             meta, _ = found
             changes = _config_changes(meta.get("config", {}), to_dict(cfg))
@@ -173,7 +159,7 @@ class Run:
     def _checkpoint(self) -> None:
         # Every rank contributes its block; the checkpoint holds the whole grid in cell order, so it
         # can be resumed with any number of workers.
-        tensors = _gather_tensors(self.world, block_tensors(self.block))
+        tensors = self.world.gather_tensors(block_tensors(self.block))
         last_fid = self.world.gather_objects([[c, v] for c, v in sorted(self.block.last_fid.items())])
         self._last_ckpt = self.block.generation
         if not self.world.is_writer:
@@ -181,7 +167,6 @@ class Run:
         meta = {"config": to_dict(self.cfg), "metrics_bytes": self.metrics_bytes,
                 "last_fid": {str(c): v for c, v in last_fid}, "cells": list(range(self.coev.grid.size))}
         save_checkpoint(self.out / "checkpoints", self.block.generation, tensors, meta)
-        self._last_ckpt = self.block.generation
 
     def _write_metrics(self, line: dict) -> None:
         if not self.world.is_writer:
@@ -199,7 +184,7 @@ class Run:
         z = torch.stack([torch.randn(k, self.cfg.network.latent_dim,
                                      generator=cell_generator(self.cfg.seed, c, STREAM_SAMPLES))
                          for c in self.block.cells]).to(self.device)
-        x = _gather_tensors(self.world, {"x": self.coev.sample_centres(self.block, z)})["x"]
+        x = self.world.gather_tensors({"x": self.coev.sample_centres(self.block, z)})["x"]
         x = x.reshape(-1, *x.shape[2:]).cpu()
         if self.world.is_writer:
             save_grid(x, self.out / "samples" / f"gen-{gen:06d}.png", nrow=k)
@@ -235,9 +220,9 @@ class Run:
                 best = _best(records)
                 line = {"generation": gen, "seconds": round(time.perf_counter() - t0, 3), "cells": records,
                         "best": best}
-                comm = getattr(self.world, "take_comm_stats", None)
+                comm = self.world.take_comm_stats()
                 if comm is not None:  # exchange cost on the writer rank (multi-process runs)
-                    line["exchange"] = comm()
+                    line["exchange"] = comm
                 self._write_metrics(line)
                 if "mixture" in best:
                     k = next(k for k in best["mixture"] if k.startswith("fid_"))
@@ -260,8 +245,9 @@ class Run:
         return summary
 
     # ------------------------------------------------------------------ outputs
-    def final_scores(self) -> tuple[list[dict], list[dict]]:
-        """Per-cell generator scores and per-cell mixture scores with ``eval.fid_samples`` samples."""
+    def final_scores(self, mix_w: list[list[float]]) -> tuple[list[dict], list[dict]]:
+        """Per-cell generator scores and scores of the per-cell mixtures ``mix_w`` (all cells), with
+        ``eval.fid_samples`` samples."""
         if self.scorer is None:
             return [{} for _ in self.block.cells], [{} for _ in self.block.cells]
         n = self.cfg.eval.fid_samples
@@ -277,7 +263,6 @@ class Run:
             local_stats.append(self.scorer.stats(x))
         all_stats = self.world.gather_stats(local_stats)
         gen_scores = [self.scorer.score(s, ("fid", "tvd", "is")) for s in all_stats]
-        mix_w = self.world.gather_objects([w.tolist() for w in self.block.mix_w])
         nbr = self.coev.nbr
         mix_scores = [self.scorer.score(FeatureStats.mix([all_stats[int(j)] for j in nbr[c]], mix_w[c]),
                                         ("fid", "tvd", "is")) for c in range(len(all_stats))]
@@ -290,12 +275,11 @@ class Run:
         cfg = self.cfg
         if self._last_ckpt != self.block.generation:
             self._checkpoint()
-        gen_scores, mix_scores = self.final_scores()
+        mix_w_all = self.world.gather_objects([w.tolist() for w in self.block.mix_w])
+        gen_scores, mix_scores = self.final_scores(mix_w_all)
         grid = self.coev.grid
         ids = [f"r{r}c{c}" for r, c in (grid.coords(i) for i in range(grid.size))]
-        G_all = _gather_state(self.world, self.block.G)   # every rank's centre generators
-        mix_w_all = torch.tensor(self.world.gather_objects([w.tolist() for w in self.block.mix_w]),
-                                 dtype=torch.float64)
+        G_all = self.world.gather_state(self.block.G)   # every rank's centre generators
         states = [G_all.member_state_dict(i) for i in range(grid.size)]
         if not self.world.is_writer:
             return {}
@@ -317,7 +301,7 @@ class Run:
         mixtures = []
         for c in range(grid.size):
             w: dict[str, float] = {}
-            for j, wj in zip(nbr[c].tolist(), mix_w_all[c].tolist()):
+            for j, wj in zip(nbr[c].tolist(), mix_w_all[c]):
                 gid = alias.get(ids[j], ids[j])
                 w[gid] = w.get(gid, 0.0) + wj
             mixtures.append({"cell": list(grid.coords(c)), "weights": w, "scores": mix_scores[c]})
