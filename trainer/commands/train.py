@@ -111,7 +111,10 @@ def run(args) -> int:
     again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides])  # for the resume hint
     job = (cfg, str(out), args.resume, args.quiet, again)
     if launched_by_torchrun():
-        return _rank_main(None, None, None, job)
+        code = _rank_main(None, None, None, job)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # as in _rank_process: no interpreter finalization after the group is gone
     if args.workers > 1:
         return _spawn(args.workers, job)
     try:
@@ -122,36 +125,60 @@ def run(args) -> int:
 
 
 def _spawn(n: int, job) -> int:
-    """Start ``n`` ranks on this machine (rendezvous on 127.0.0.1) and wait for them."""
+    """Start ``n`` ranks on this machine (rendezvous on 127.0.0.1) and wait for them.
+
+    A rank ticks its slot in ``finished`` once it has passed the final barrier, which no rank
+    passes before the writer has written the pool. A rank that dies after any tick (a crash
+    while a communication library tears down its threads) cannot lose anything, so the run
+    counts as done, with a warning; a death before it is a failed run.
+    """
     import torch.multiprocessing as mp
 
     from trainer.distributed import free_port
 
     port = free_port()
+    finished = mp.get_context("spawn").Array("b", n, lock=False)
     try:
-        ctx = mp.start_processes(_rank_process, args=(n, f"tcp://127.0.0.1:{port}", job), nprocs=n,
+        ctx = mp.start_processes(_rank_process, args=(n, f"tcp://127.0.0.1:{port}", job, finished), nprocs=n,
                                  join=False, start_method="spawn")
         while not ctx.join():
             pass
     except mp.ProcessExitedException as exc:
+        if any(finished):
+            print(f"warning: worker {exc.error_index} died while shutting down (exit {exc.exit_code}) after "
+                  "the run had completed; the results are complete", file=sys.stderr, flush=True)
+            return 0
         return 2 if exc.exit_code == 2 else (130 if exc.exit_code == 130 else 1)
     except KeyboardInterrupt:
         return 130
     return 0
 
 
-def _rank_process(rank: int, world_size: int, init_method: str, job) -> None:
-    """Entry point of a spawned rank: exit with the rank's status (2 for a user error)."""
-    code = _rank_main(rank, world_size, init_method, job)
-    if code:
-        sys.exit(code)
+def _rank_process(rank: int, world_size: int, init_method: str, job, finished) -> None:
+    """Entry point of a spawned rank: exit with the rank's status (2 for a user error).
+
+    It leaves with ``os._exit`` once its output is flushed: the group is already destroyed,
+    and skipping interpreter finalization keeps the communication library's worker threads
+    from aborting the process on their way out.
+    """
+    def done() -> None:
+        finished[rank] = 1
+
+    code = _rank_main(rank, world_size, init_method, job, on_finished=done)
+    if code == 0 and os.environ.get("MUSTANGS_TEST_ABORT_AT_EXIT") == str(rank):
+        os.abort()  # tests only: stands in for a library crashing at teardown, after the run
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
-def _rank_main(rank, world_size, init_method, job) -> int:
+def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
     """Join the process group, train this rank's block of cells, leave the group.
 
     Only rank 0 writes the run folder and shows progress; every rank reads the checkpoint
     on ``--resume`` (a restarted torchrun group resumes from the last complete one).
+    Every rank waits at a final barrier until the writer has written the pool, so no rank
+    tears down its connections while another still works; then ``on_finished`` is called.
     """
     import torch
     import torch.distributed as dist
@@ -170,6 +197,9 @@ def _rank_main(rank, world_size, init_method, job) -> int:
     try:
         train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again,
               world=make_world(workers), log=log)
+        dist.barrier()  # the writer has written the pool: everyone leaves together
+        if on_finished is not None:
+            on_finished()
     except UserError as exc:
         if workers.is_writer:
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -180,4 +210,3 @@ def _rank_main(rank, world_size, init_method, job) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
-
