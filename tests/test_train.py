@@ -147,3 +147,13 @@ def test_own_adversary_resume_is_bit_identical(tmp_path):
     pools = [{p.name: p.read_bytes() for p in sorted((tmp_path / d / "run" / "pool").glob("*.safetensors"))}
              for d in ("a", "b")]
     assert pools[0] == pools[1] and len(pools[0]) == 4
+
+
+def test_without_a_terminal_progress_is_one_line_per_generation(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("# test config\n")
+    over = RINGS + ["coevolution.generations=2", "coevolution.batches_per_generation=2", "output.report=false"]
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), *over]) == 0   # no --quiet
+    lines = [s for s in capsys.readouterr().err.splitlines() if s.startswith("gen ")]
+    assert [s.split(":")[0] for s in lines] == ["gen 1/2", "gen 2/2"]
+    assert all("best mixture fid_cls" in s for s in lines)

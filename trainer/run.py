@@ -207,6 +207,8 @@ class Run:
         disable = None if self.progress is None else not self.progress
         bar = tqdm(total=total * nb, initial=min(self.block.generation, total) * nb, unit="batch",
                    disable=True if not self.world.is_writer else disable, dynamic_ncols=True)
+        # No terminal (a log file, Slurm, CI) and no --quiet: one plain line per generation instead.
+        plain = self.progress is None and bar.disable and self.world.is_writer
         best_str = "n/a"
         try:
             while self.block.generation < total:
@@ -228,6 +230,9 @@ class Run:
                     k = next(k for k in best["mixture"] if k.startswith("fid_"))
                     best_str = f"{best['mixture'][k]:.2f}"
                     bar.set_postfix_str(f"best mixture {k}={best_str}")
+                if plain:
+                    score_str = f"; best mixture {k}={best_str}" if "mixture" in best else ""
+                    self.log(f"gen {gen}/{total}: {line['seconds']:.1f} s{score_str}")
                 se = cfg.output.sample_every
                 if (se is not None and gen % se == 0) or gen == total:
                     self._samples(gen)
