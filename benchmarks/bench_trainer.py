@@ -4,6 +4,8 @@
     python benchmarks/bench_trainer.py
     # quicker: time 50 batches and extrapolate to the epoch
     python benchmarks/bench_trainer.py --batches 50
+    # Adam: PyTorch's fused kernel vs the same formula op by op (2x2 vmap)
+    python benchmarks/bench_trainer.py --adam --batches 50
     # GPU: 1x1 vs 3x3 vs 5x5 generation time (vmap)
     python benchmarks/bench_trainer.py --grid-sizes 1 3 5 --device cuda
     # a finished run as Markdown: per-cell fid_cls over generations, final mixture vs best cell
@@ -41,8 +43,13 @@ def machine() -> str:
 
 
 def time_generation(size: int, engine: str, batches: int | None, device: str, batch_size: int,
-                    repeats: int, dataset) -> dict:
-    """Seconds per generation (mean of ``repeats``) for a ``size``×``size`` MLP grid."""
+                    repeats: int, dataset, adam: str = "fused") -> dict:
+    """Seconds per generation (mean of ``repeats``) for a ``size``×``size`` MLP grid, with the
+    fused Adam kernel (``adam="fused"``, where the build has it) or the op-by-op one."""
+    import trainer.batched as batched
+
+    os.environ["MUSTANGS_FUSED_ADAM"] = "1" if adam == "fused" else "0"
+    batched._FUSED.clear()
     over = [f"grid.height={size}", f"grid.width={size}", f"data.batch_size={batch_size}", "data.sampling_ratio=1.0",
             f"device={device}"]
     if batches:
@@ -67,7 +74,7 @@ def time_generation(size: int, engine: str, batches: int | None, device: str, ba
         times.append(time.perf_counter() - t0)
     sec = sum(times) / len(times)
     epoch_batches = len(dataset) // batch_size
-    return {"grid": f"{size}x{size}", "engine": engine, "device": str(dev), "batches": full,
+    return {"grid": f"{size}x{size}", "engine": engine, "adam": adam, "device": str(dev), "batches": full,
             "seconds_per_generation": sec, "seconds_per_batch": sec / full,
             "seconds_per_epoch_generation": sec / full * epoch_batches}
 
@@ -113,6 +120,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=None, help="batches per generation (default: one epoch)")
     ap.add_argument("--batch-size", type=int, default=100, help="mini-batch size")
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="device")
+    ap.add_argument("--adam", action="store_true",
+                    help="2x2 vmap with the fused Adam kernel vs the same formula op by op")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=1, help="timed generations per setting")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -126,19 +135,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     ds = load_dataset("fashion-mnist", "train")
     rows = []
-    if args.grid_sizes:
+    if args.adam:
+        for adam in ("fused", "ops"):
+            rows.append(time_generation(2, "vmap", args.batches, args.device, args.batch_size, args.repeats, ds, adam))
+    elif args.grid_sizes:
         for s in args.grid_sizes:
             rows.append(time_generation(s, "vmap", args.batches, args.device, args.batch_size, args.repeats, ds))
     else:
         for engine in ("vmap", "loop"):
             rows.append(time_generation(2, engine, args.batches, args.device, args.batch_size, args.repeats, ds))
     print(f"machine: {machine()}")
-    print("| grid | engine | device | batches timed | s / generation | s / batch | s / epoch-generation |")
-    print("|---|---|---|---|---|---|---|")
+    print("| grid | engine | adam | device | batches timed | s / generation | s / batch | s / epoch-generation |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['grid']} | {r['engine']} | {r['device']} | {r['batches']} | {r['seconds_per_generation']:.2f} "
+        print(f"| {r['grid']} | {r['engine']} | {r['adam']} | {r['device']} | {r['batches']} | {r['seconds_per_generation']:.2f} "
               f"| {r['seconds_per_batch']:.4f} | {r['seconds_per_epoch_generation']:.1f} |")
-    if not args.grid_sizes:
+    if args.adam:
+        print(f"\nops / fused Adam time ratio: {rows[1]['seconds_per_generation'] / rows[0]['seconds_per_generation']:.2f}")
+    elif not args.grid_sizes:
         print(f"\nloop / vmap time ratio: {rows[1]['seconds_per_generation'] / rows[0]['seconds_per_generation']:.2f}")
     else:
         base = rows[0]["seconds_per_generation"]
