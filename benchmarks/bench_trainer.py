@@ -43,7 +43,7 @@ def machine() -> str:
 
 
 def time_generation(size: int, engine: str, batches: int | None, device: str, batch_size: int,
-                    repeats: int, dataset, adam: str = "fused") -> dict:
+                    repeats: int, dataset, adam: str = "ops") -> dict:
     """Seconds per generation (mean of ``repeats``) for a ``size``×``size`` MLP grid, with the
     fused Adam kernel (``adam="fused"``, where the build has it) or the op-by-op one."""
     import trainer.batched as batched

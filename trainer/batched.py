@@ -5,8 +5,10 @@ buffers (BatchNorm running stats), Adam moments and step counts. :class:`Stacked
 applies all members at once (``torch.func.vmap`` over ``functional_call``) or, as the
 reference/fallback, one after the other (``engine="loop"``); both give the same numbers.
 :func:`adam_step` is Adam over the population axis with a per-member learning rate tensor,
-so a mutated learning rate is by construction the one the next step uses (PyTorch's fused
-kernel per member where available; ``MUSTANGS_FUSED_ADAM=0`` forces the op-by-op formula).
+so a mutated learning rate is by construction the one the next step uses. The formula runs op
+by op; ``MUSTANGS_FUSED_ADAM=1`` opts in to PyTorch's fused kernel per member (1.44× faster
+generations on CPU; same formula, different rounding — opt-in until a seed study settles
+whether its 3-seed quickstart gap is noise, see benchmarks/RESULTS-trainer.md).
 """
 
 from __future__ import annotations
@@ -137,9 +139,9 @@ def adam_step(state: NetState, grads: dict[str, torch.Tensor], lr: torch.Tensor,
     """One Adam step (torch.optim.Adam's formula) for every member, in place.
 
     ``lr`` is ``[P]`` (float64): each member steps with its own learning rate, read at this
-    call, so whatever rate the cell holds now is the rate applied. Uses PyTorch's fused
-    Adam kernel, one call per member (one pass over memory instead of about nine; 7× faster
-    on CPU), where this build has it for the device, else the same formula op by op.
+    call, so whatever rate the cell holds now is the rate applied. With ``MUSTANGS_FUSED_ADAM=1``
+    (and a build that has it for the device) PyTorch's fused Adam kernel runs once per member:
+    one pass over memory instead of about nine.
     """
     state.step.add_(1.0)
     first = next(iter(state.params.values()))
@@ -186,7 +188,7 @@ def _fused_available(device: torch.device, dtype: torch.dtype) -> bool:
     scratch tensor, so a build or device without it never touches real state)."""
     key = (device.type, dtype)
     if key not in _FUSED:
-        ok = hasattr(torch, "_fused_adam_") and os.environ.get("MUSTANGS_FUSED_ADAM", "1") != "0"
+        ok = hasattr(torch, "_fused_adam_") and os.environ.get("MUSTANGS_FUSED_ADAM", "0") == "1"
         if ok:
             try:
                 t = [torch.zeros(2, device=device, dtype=dtype) for _ in range(4)]
