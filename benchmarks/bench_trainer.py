@@ -46,12 +46,8 @@ def time_generation(size: int, engine: str, batches: int | None, device: str, ba
                     repeats: int, dataset, adam: str = "ops") -> dict:
     """Seconds per generation (mean of ``repeats``) for a ``size``×``size`` MLP grid, with the
     fused Adam kernel (``adam="fused"``, where the build has it) or the op-by-op one."""
-    import trainer.batched as batched
-
-    os.environ["MUSTANGS_FUSED_ADAM"] = "1" if adam == "fused" else "0"
-    batched._FUSED.clear()
     over = [f"grid.height={size}", f"grid.width={size}", f"data.batch_size={batch_size}", "data.sampling_ratio=1.0",
-            f"device={device}"]
+            f"device={device}", f"adam={adam}"]
     if batches:
         over.append(f"coevolution.batches_per_generation={batches}")
     cfg = load_train_config(None, over)

@@ -36,14 +36,13 @@ def make(overrides=(), engine=None, data=None):
     return Coevolution(cfg, data or fake_images(), "cpu", engine=engine)
 
 
-@pytest.mark.parametrize("fused", ["1", "0"])
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("transposed_grads", [False, True])
 def test_adam_step_matches_torch_adam_with_per_member_lrs(monkeypatch, fused, transposed_grads):
     # Both kernels (fused, op by op), and grads laid out as autograd.grad gives them under vmap
     # (weights transposed in memory), which a fused kernel reading raw memory would garble.
     import trainer.batched as batched
 
-    monkeypatch.setenv("MUSTANGS_FUSED_ADAM", fused)
     monkeypatch.setattr(batched, "_FUSED", {})
     torch.manual_seed(0)
     nets = [torch.nn.Linear(5, 3) for _ in range(3)]
@@ -57,7 +56,7 @@ def test_adam_step_matches_torch_adam_with_per_member_lrs(monkeypatch, fused, tr
             grads = {k: g.transpose(-1, -2).contiguous().transpose(-1, -2) if g.dim() == 3 else g
                      for k, g in grads.items()}
             assert not grads["weight"].is_contiguous()
-        adam_step(state, grads, lrs, (0.5, 0.999))
+        adam_step(state, grads, lrs, (0.5, 0.999), fused=fused)
         for i, (r, o) in enumerate(zip(ref, opts)):
             for name, p in r.named_parameters():
                 p.grad = grads[name][i].clone()
@@ -66,7 +65,8 @@ def test_adam_step_matches_torch_adam_with_per_member_lrs(monkeypatch, fused, tr
         for name, p in r.named_parameters():
             assert torch.allclose(state.params[name][i], p.detach(), atol=1e-7), name
     assert state.step.tolist() == [5.0, 5.0, 5.0]
-    assert batched._FUSED[("cpu", torch.float32)] == (fused == "1" and hasattr(torch, "_fused_adam_"))
+    # the fused kernel really ran (this torch has it on CPU), and op by op never probed for it
+    assert batched._FUSED == ({("cpu", torch.float32): hasattr(torch, "_fused_adam_")} if fused else {})
 
 
 def test_mutated_lr_is_the_one_the_next_step_uses(monkeypatch):
@@ -79,7 +79,8 @@ def test_mutated_lr_is_the_one_the_next_step_uses(monkeypatch):
     import trainer.coevolution as coev
 
     real_adam = coev.adam_step
-    monkeypatch.setattr(coev, "adam_step", lambda st, g, lr, betas: (seen.append(lr.clone()), real_adam(st, g, lr, betas)))
+    monkeypatch.setattr(coev, "adam_step",
+                        lambda st, g, lr, betas, **kw: (seen.append(lr.clone()), real_adam(st, g, lr, betas, **kw)))
     co.step(block, score=False)
     assert torch.equal(seen[0], mutated)  # first G step of the next generation
     # ... and the magnitude of a fresh Adam step is that lr (|Δp| = lr for a first step)
@@ -224,3 +225,18 @@ def test_fast_fid_equals_pytorch_fid():
     want = frechet_distance(fake.mu, fake.sigma, real.mu, real.sigma)
     assert abs(sc.fid(fake) - want) < 1e-6 * max(1.0, want)
     assert sc.fid(real) < 1e-6 and sc.fid_key(fake) == "fid_cls400"
+
+
+def test_config_adam_fused_runs_the_fused_kernel_and_ops_does_not(monkeypatch):
+    import trainer.batched as batched
+
+    monkeypatch.setattr(batched, "_FUSED", {})
+    calls = []
+    real = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    over = ["coevolution.batches_per_generation=2", "data.batch_size=8"]
+    for kernel, expect in (("ops", 0), ("fused", 2 * 2 * 4)):   # 2 batches x (G, D) x 4 cells
+        calls.clear()
+        co = make(over + [f"adam={kernel}"])
+        co.step(co.init_block(), score=False)
+        assert len(calls) == expect + (1 if kernel == "fused" else 0), kernel   # + the one-time probe

@@ -6,15 +6,14 @@ applies all members at once (``torch.func.vmap`` over ``functional_call``) or, a
 reference/fallback, one after the other (``engine="loop"``); both give the same numbers.
 :func:`adam_step` is Adam over the population axis with a per-member learning rate tensor,
 so a mutated learning rate is by construction the one the next step uses. The formula runs op
-by op; ``MUSTANGS_FUSED_ADAM=1`` opts in to PyTorch's fused kernel per member (1.44× faster
-generations on CPU, same quality over 7 seeds; the default keeps recorded runs reproducible bit
-for bit, see benchmarks/RESULTS-trainer.md).
+by op; ``fused=True`` (config ``adam: fused``) uses PyTorch's fused kernel per member (1.44×
+faster generations on CPU, same quality over 7 seeds; the default keeps recorded runs
+reproducible bit for bit, see benchmarks/RESULTS-trainer.md).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -135,13 +134,13 @@ class StackedNet:
 
 @torch.no_grad()
 def adam_step(state: NetState, grads: dict[str, torch.Tensor], lr: torch.Tensor,
-              betas: Iterable[float] = (0.5, 0.999), eps: float = 1e-8) -> None:
+              betas: Iterable[float] = (0.5, 0.999), eps: float = 1e-8, fused: bool = False) -> None:
     """One Adam step (torch.optim.Adam's formula) for every member, in place.
 
     ``lr`` is ``[P]`` (float64): each member steps with its own learning rate, read at this
-    call, so whatever rate the cell holds now is the rate applied. With ``MUSTANGS_FUSED_ADAM=1``
-    (and a build that has it for the device) PyTorch's fused Adam kernel runs once per member:
-    one pass over memory instead of about nine.
+    call, so whatever rate the cell holds now is the rate applied. With ``fused`` (and a build
+    that has it for the device) PyTorch's fused Adam kernel runs once per member: one pass over
+    memory instead of about nine.
     """
     state.step.add_(1.0)
     first = next(iter(state.params.values()))
@@ -149,7 +148,7 @@ def adam_step(state: NetState, grads: dict[str, torch.Tensor], lr: torch.Tensor,
     # autograd.grad under vmap, whose weight grads come transposed): grads are made
     # contiguous, and state that is not (never, as NetState builds it) takes the op path.
     in_place = all(t.is_contiguous() for part in (state.params, state.m, state.v) for t in part.values())
-    if in_place and _fused_available(first.device, first.dtype):
+    if fused and in_place and _fused_available(first.device, first.dtype):
         _adam_fused(state, {k: g.contiguous() for k, g in grads.items()}, lr, tuple(betas), eps)
     else:
         _adam_ops(state, grads, lr, tuple(betas), eps)
@@ -188,7 +187,7 @@ def _fused_available(device: torch.device, dtype: torch.dtype) -> bool:
     scratch tensor, so a build or device without it never touches real state)."""
     key = (device.type, dtype)
     if key not in _FUSED:
-        ok = hasattr(torch, "_fused_adam_") and os.environ.get("MUSTANGS_FUSED_ADAM", "0") == "1"
+        ok = hasattr(torch, "_fused_adam_")
         if ok:
             try:
                 t = [torch.zeros(2, device=device, dtype=dtype) for _ in range(4)]

@@ -19,6 +19,7 @@ LOSSES = ("bce", "mustangs")          # loss modes of the whole run
 ADVERSARIES = ("own", "random")       # who each selected G/D trains against
 DEVICES = ("auto", "cpu", "cuda")
 BATCHING = ("auto", "vmap", "loop")
+ADAM_KERNELS = ("ops", "fused")
 
 
 @dataclass
@@ -102,6 +103,7 @@ class TrainConfig:
     seed: int = option(0, ge=0)                        # master seed; every cell derives its own streams from it; >= 0
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
     batching: str = option("auto", choices=BATCHING)   # auto (vmap) | vmap (all cells in one batched call) | loop (per-cell loop; same numbers, slower on GPU)
+    adam: str = option("ops", choices=ADAM_KERNELS)      # ops (Adam op by op: the reference numerics) | fused (PyTorch's fused kernel per cell: same formula, other rounding, ~1.4x faster generations on CPU; ops where the build lacks it)
     threads: int | None = option(None, ge=1)           # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine)
     grid: GridConfig = field(default_factory=GridConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)

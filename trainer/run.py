@@ -33,7 +33,7 @@ from trainer.errors import UserError
 from trainer.metrics import FeatureStats
 
 #: Config keys that may change when a run is resumed (everything else must match).
-RESUMABLE_CHANGES = {"coevolution.generations", "device", "threads", "batching", "output.report",
+RESUMABLE_CHANGES = {"coevolution.generations", "device", "threads", "batching", "adam", "output.report",
                      "output.sample_every", "eval.fid_samples"}
 
 
