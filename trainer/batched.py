@@ -143,15 +143,20 @@ def adam_step(state: NetState, grads: dict[str, torch.Tensor], lr: torch.Tensor,
     memory instead of about nine.
     """
     state.step.add_(1.0)
-    first = next(iter(state.params.values()))
-    # The fused kernel walks memory as if contiguous (true of .grad in torch.optim, not of
-    # autograd.grad under vmap, whose weight grads come transposed): grads are made
-    # contiguous, and state that is not (never, as NetState builds it) takes the op path.
-    in_place = all(t.is_contiguous() for part in (state.params, state.m, state.v) for t in part.values())
-    if fused and in_place and _fused_available(first.device, first.dtype):
+    if fused and _can_fuse(state):
+        # The fused kernel walks memory as if contiguous (true of .grad in torch.optim, not of
+        # autograd.grad under vmap, whose weight grads come transposed).
         _adam_fused(state, {k: g.contiguous() for k, g in grads.items()}, lr, tuple(betas), eps)
     else:
         _adam_ops(state, grads, lr, tuple(betas), eps)
+
+
+def _can_fuse(state: NetState) -> bool:
+    """Fused updates write through per-member views, so the state must be contiguous (as
+    NetState always builds it) and the kernel must run on this device and dtype."""
+    first = next(iter(state.params.values()))
+    contiguous = all(t.is_contiguous() for part in (state.params, state.m, state.v) for t in part.values())
+    return contiguous and _fused_available(first.device, first.dtype)
 
 
 def _adam_fused(state: NetState, grads, lr: torch.Tensor, betas: tuple[float, float], eps: float) -> None:
@@ -189,11 +194,10 @@ def _fused_available(device: torch.device, dtype: torch.dtype) -> bool:
     if key not in _FUSED:
         ok = hasattr(torch, "_fused_adam_")
         if ok:
+            z = lambda: {"w": torch.zeros(1, 2, device=device, dtype=dtype)}  # noqa: E731
+            scratch = NetState(z(), {}, z(), z(), torch.zeros(1, dtype=torch.float64, device=device))
             try:
-                t = [torch.zeros(2, device=device, dtype=dtype) for _ in range(4)]
-                step = torch.ones(2, device=device, dtype=torch.float32)
-                torch._fused_adam_([t[0][0:1]], [t[1][0:1]], [t[2][0:1]], [t[3][0:1]], [], [step[0]], lr=1e-3,
-                                   beta1=0.5, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+                _adam_fused(scratch, z(), torch.full((1,), 1e-3, dtype=torch.float64), (0.5, 0.999), 1e-8)
             except (RuntimeError, NotImplementedError, TypeError):
                 ok = False
         _FUSED[key] = ok

@@ -248,6 +248,7 @@ class Coevolution:
         self.data = dataset.data.to(self.device)
         engine = engine or ("vmap" if cfg.batching in ("auto", "vmap") else "loop")
         self.engine = engine
+        self.fused_adam = cfg.adam == "fused"   # adam_step on PyTorch's fused kernel
         self.Gnet = StackedNet(build_generator(self.spec), engine)
         self.Dnet = StackedNet(build_discriminator(self.spec), engine)
         n = len(dataset)
@@ -338,7 +339,7 @@ class Coevolution:
         fake = self.Gnet.apply(params, G.buffers, z, train=True)
         lg = losses.generator_loss_masked(self.Dnet.apply(*adv_D, fake, train=True), mask)
         grads = torch.autograd.grad(lg.sum(), list(params.values()))
-        adam_step(G, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas), fused=self.cfg.adam == "fused")
+        adam_step(G, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas), fused=self.fused_adam)
         return lg.detach()
 
     def discriminator_step(self, D: NetState, adv_G: tuple[dict, dict], z: torch.Tensor, real: torch.Tensor,
@@ -352,7 +353,7 @@ class Coevolution:
         p = self.Dnet.apply(params, D.buffers, torch.cat([real, fake], 1), train=True)
         ld = losses.discriminator_loss(p[:, :B], p[:, B:])
         grads = torch.autograd.grad(ld.sum(), list(params.values()))
-        adam_step(D, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas), fused=self.cfg.adam == "fused")
+        adam_step(D, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas), fused=self.fused_adam)
         return ld.detach()
 
     def train_batch(self, G: NetState, D: NetState, adv_D: tuple[dict, dict], z_g: torch.Tensor,

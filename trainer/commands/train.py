@@ -111,10 +111,7 @@ def run(args) -> int:
     again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides])  # for the resume hint
     job = (cfg, str(out), args.resume, args.quiet, again)
     if launched_by_torchrun():
-        code = _rank_main(None, None, None, job)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # as in _rank_process: no interpreter finalization after the group is gone
+        _leave(_rank_main(None, None, None, job))
     if args.workers > 1:
         return _spawn(args.workers, job)
     try:
@@ -157,9 +154,7 @@ def _spawn(n: int, job) -> int:
 def _rank_process(rank: int, world_size: int, init_method: str, job, finished) -> None:
     """Entry point of a spawned rank: exit with the rank's status (2 for a user error).
 
-    It leaves with ``os._exit`` once its output is flushed: the group is already destroyed,
-    and skipping interpreter finalization keeps the communication library's worker threads
-    from aborting the process on their way out.
+    It leaves through :func:`_leave` (no interpreter finalization).
     """
     def done() -> None:
         finished[rank] = 1
@@ -167,6 +162,13 @@ def _rank_process(rank: int, world_size: int, init_method: str, job, finished) -
     code = _rank_main(rank, world_size, init_method, job, on_finished=done)
     if code == 0 and os.environ.get("MUSTANGS_TEST_ABORT_AT_EXIT") == str(rank):
         os.abort()  # tests only: stands in for a library crashing at teardown, after the run
+    _leave(code)
+
+
+def _leave(code: int) -> None:
+    """End a rank's process with ``code`` once its output is flushed, skipping interpreter
+    finalization: the group is gone, and late teardown of the communication library's threads
+    must not turn a finished run into an abort."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
