@@ -153,7 +153,8 @@ def test_batched_training_equals_per_cell_loop():
 def test_whole_generation_vmap_equals_loop(arch):
     # Batch 16: with 4 samples, BatchNorm over near-constant features turns float rounding into
     # 1e-4 differences within two batches, whichever engine or Adam kernel.
-    over = [f"network.arch={arch}", "data.batch_size=16", "coevolution.batches_per_generation=2"]
+    over = [f"network.arch={arch}", "data.batch_size=16", "coevolution.batches_per_generation=2",
+            "coevolution.adversary=neighbour"]
     blocks = []
     for engine in ("vmap", "loop"):
         co = make(over, engine=engine)

@@ -63,3 +63,14 @@ def test_grid_0x3_from_a_file(tmp_path):
 def test_pagan_without_selection_is_legal():
     cfg = load_train_config(None, ["coevolution.exchange=false", "coevolution.selection=false"])
     assert not cfg.coevolution.exchange
+
+
+@pytest.mark.parametrize("old,new", [("own", "selected"), ("random", "neighbour")])
+def test_retired_adversary_names_say_the_new_name(old, new):
+    with pytest.raises(ConfigError, match=f"renamed to '{new}'"):
+        load_train_config(None, [f"coevolution.adversary={old}"])
+
+
+def test_the_reference_recipe_is_the_default_adversary():
+    assert load_train_config(None).coevolution.adversary == "selected"
+    assert load_train_config("configs/quickstart.yaml").coevolution.adversary == "selected"

@@ -99,8 +99,8 @@ def test_fashion_mnist_subset_run_is_scored_on_the_classifier(tmp_path):
     assert len(pool) == 4 and pool.load_generator(0)(torch.randn(2, 64)).shape == (2, 1, 28, 28)
 
 
-def test_own_adversary_batched_equals_loop_and_stays_in_the_cell():
-    """``coevolution.adversary=own``: vmap == per-cell loop, and without selection no cell
+def test_selected_adversary_batched_equals_loop_and_stays_in_the_cell():
+    """``coevolution.adversary=selected``: vmap == per-cell loop, and without selection no cell
     touches another (the run equals one with exchange off)."""
     from trainer.coevolution import Coevolution
     from trainer.config import load_train_config
@@ -114,7 +114,7 @@ def test_own_adversary_batched_equals_loop_and_stays_in_the_cell():
     try:
         def run(engine, over=()):
             cfg = load_train_config(None, ["grid.height=2", "grid.width=2", "data.batch_size=8",
-                                           "coevolution.batches_per_generation=3", "coevolution.adversary=own", *over])
+                                           "coevolution.batches_per_generation=3", "coevolution.adversary=selected", *over])
             co = Coevolution(cfg, data, "cpu", engine=engine)
             b = co.init_block()
             recs = [co.step(b, score=False) for _ in range(2)]
@@ -136,9 +136,9 @@ def test_own_adversary_batched_equals_loop_and_stays_in_the_cell():
 
 
 @pytest.mark.slow
-def test_own_adversary_resume_is_bit_identical(tmp_path):
+def test_selected_adversary_resume_is_bit_identical(tmp_path):
     over = RINGS + ["coevolution.batches_per_generation=4", "output.report=false", "mixture.eval_samples=200",
-                    "eval.fid_samples=200", "coevolution.adversary=own"]
+                    "eval.fid_samples=200", "coevolution.adversary=selected"]
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
     assert run_cli(tmp_path / "a", "run", over + ["coevolution.generations=3"]) == 0

@@ -6,7 +6,7 @@ mutate → replace → mixture. (Checkpointing is the loop's job, see ``trainer/
 Scale-out seam (issue 6): a process owns a contiguous :class:`Block` of cells; everything it
 needs from other cells comes through its :class:`World` — ``gather_centres`` (all cells'
 G/D with optimizer state: the centres at the start of a generation, and with ``adversary:
-random`` the live trained pairs before each mini-batch so adversaries adapt; the identity in one process, an all_gather or
+neighbour`` the live trained pairs before each mini-batch so adversaries adapt; the identity in one process, an all_gather or
 neighbour send/recv across ranks) and ``gather_stats``/``gather_objects`` for evaluation and
 metrics.
 
@@ -14,23 +14,19 @@ Choices where design.md §3 leaves room (each keeps its promises):
 
 * Fitness of generators is always measured with BCE, whatever loss Mustangs drew, so
   candidates are compared on one yardstick; lower is better.
-* Adversaries during training (``coevolution.adversary``). ``random`` is design.md §3 step 4
-  as written: each cell's selected G (D) faces a G (D) drawn per mini-batch from its
-  neighbourhood, taken live from the neighbour's trained individual (all cells advance in
-  lockstep; against frozen copies the trained pair over-fits a fixed opponent for a whole
-  generation, losses went to 0 on both sides in our runs). ``own`` deviates from step 4: the
-  cell's selected G and selected D (each a tournament winner from the neighbourhood) train
-  against each other, and the neighbourhood enters through fitness, selection, replacement
-  and the mixture only. Why (measured on the quickstart, 2×2 MLP grid, BCE, 600 steps per
-  cell, mean per-cell fid_cls2k): ``random`` 2078, one G facing all neighbourhood D's at once
-  (the batch split between them) 2065 — no better, so it is not the draw's variance —,
-  ``own`` 1466, isolated single GANs 1525, a plain torch.optim GAN 1475. With ``random`` every
-  D sees each G only 1/S of the time and every G is pushed by D's that were trained on a
-  mixture of G's: the D's stay near chance (BCE ≈ 1.1 vs ≈ 0.6 for a plain GAN), the G's
-  chase the gaps the others leave (only their mixture improves) and each learns slowly.
-  ``own`` is also cheaper across processes (no collective per mini-batch). With
-  ``selection: false`` and ``own`` no two cells interact (the SPaGAN ablation needs
-  ``random``); with ``exchange: false`` both modes train the cell's own pair.
+* Adversaries during training (``coevolution.adversary``). ``selected`` (the default) is the
+  Lipizzaner reference recipe: each cell's tournament-selected G trains against the
+  tournament-selected D (and vice versa) on every mini-batch. The reference code "draws a random
+  opponent" each mini-batch, but with its population size of 1 tournament selection returns a
+  population holding only the winner, so the draw always returns the selected opponent. The
+  neighbourhood acts through fitness, selection, replacement and the mixture. ``neighbour`` is an
+  experiment: the selected G (D) faces a live neighbourhood D (G) drawn per mini-batch (all cells
+  advance in lockstep; one collective per mini-batch across ranks). It trains far slower
+  (quickstart, 2×2 MLP grid, BCE, 600 steps per cell, mean per-cell fid_cls2k: ``neighbour`` 2078,
+  ``selected`` 1466, isolated single GANs 1525, a plain torch.optim GAN 1475): every D sees
+  each G only 1/S of the time and stays near chance. Without selection (``selection: false``)
+  the reference's defender population is the whole neighbourhood, so its faithful counterpart
+  is ``neighbour``; with ``selected`` and no selection no two cells interact in training.
 * Replacement compares the trained G (D) with the centre against the generation-start
   sub-population on the same batch and latents used for fitness.
 * With ``exchange: false`` the neighbourhood is the cell alone (isolated GANs, "PaGAN"). Every random draw comes from
@@ -408,7 +404,7 @@ class Coevolution:
         sum_lg = torch.zeros(C, dtype=torch.float64, device=self.device)
         sum_ld = torch.zeros(C, dtype=torch.float64, device=self.device)
         d_steps = 0
-        own = co.adversary == "own"
+        own = co.adversary == "selected"
         for b in range(self.batches):
             if own:
                 # the cell's own selected D (G) is the adversary: one two-player game per cell

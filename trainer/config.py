@@ -16,7 +16,9 @@ from trainer.errors import ConfigError
 from trainer.networks import ARCH_SHAPES, ARCHS
 
 LOSSES = ("bce", "mustangs")          # loss modes of the whole run
-ADVERSARIES = ("own", "random")       # who each selected G/D trains against
+ADVERSARIES = ("selected", "neighbour")  # who each selected G/D trains against
+#: Retired names of the adversary values (they described the implementation, not the recipe).
+ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
 DEVICES = ("auto", "cpu", "cuda")
 BATCHING = ("auto", "vmap", "loop")
 ADAM_KERNELS = ("ops", "fused")
@@ -65,7 +67,7 @@ class CoevolutionConfig:
     mutation_probability: float = option(0.5, ge=0.0, le=1.0)  # chance per cell and generation that each lr is mutated; [0, 1]
     mutation_scale: float = option(0.1, ge=0.0, le=1.0)    # relative std of a mutation: lr ← lr·(1 + scale·N(0,1)); [0, 1]
     lr_min: float = option(1e-6, gt=0.0)                   # a mutated lr never drops below this; > 0
-    adversary: str = option("random", choices=ADVERSARIES)  # random (design.md §3 step 4, Lipizzaner: a live neighbourhood D/G drawn per batch) | own (the cell's selected G and D train against each other; G's learn ~as fast as a plain GAN, see trainer/coevolution.py)
+    adversary: str = option("selected", choices=ADVERSARIES, renamed=ADVERSARY_RENAMES)  # selected (default, the Lipizzaner reference recipe: the cell's tournament-selected G and D train against each other every mini-batch) | neighbour (experiment: a live neighbourhood D/G drawn per mini-batch; trains far slower)
     d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never); >= 2
 
 

@@ -22,9 +22,14 @@ T = TypeVar("T")
 
 
 def option(default: Any, *, choices: Iterable[Any] | None = None, ge: float | None = None,
-           gt: float | None = None, le: float | None = None) -> Any:
-    """A dataclass field with legal values (``choices``) or bounds, checked at load time."""
-    meta = {"choices": tuple(choices) if choices is not None else None, "ge": ge, "gt": gt, "le": le}
+           gt: float | None = None, le: float | None = None, renamed: Mapping[Any, Any] | None = None) -> Any:
+    """A dataclass field with legal values (``choices``) or bounds, checked at load time.
+
+    ``renamed`` maps retired values to their new names, so an old config fails with one line
+    that says what to write instead (rather than a bare "illegal value").
+    """
+    meta = {"choices": tuple(choices) if choices is not None else None, "ge": ge, "gt": gt, "le": le,
+            "renamed": dict(renamed or {})}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -84,6 +89,10 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
     if value is None:
         return
     choices = meta.get("choices")
+    renamed = meta.get("renamed") or {}
+    if choices is not None and value not in choices and value in renamed:
+        raise ConfigError(f"{key}: the value {value!r} was renamed to {renamed[value]!r}; "
+                          f"write {key.split('.')[-1]}: {renamed[value]} (or the override {key}={renamed[value]})")
     if choices is not None and value not in choices:
         legal = ", ".join(str(c) for c in choices)
         raise ConfigError(f"{key}: illegal value {value!r}; legal values: {legal}")
