@@ -3,6 +3,7 @@
   ensembler optimize runs/a/pool --objective tvd --method cma --budget 2000 --seed 0 --out e.json
   ensembler optimize runs/a/pool runs/b/pool --objective "tvd+0.01*fid" --max-size 5 --out e.json
   ensembler optimize runs/a/pool --objective tvd --target "0:0.5,3:0.5" --out two-classes.json
+  ensembler front runs/a/pool --objectives tvd,fid --max-size 5 --out front.json --plot front.png
   ensembler evaluate e.json            (or a pool folder; --json for machine-readable output)
   ensembler sample e.json -n 64 --seed 0 --out grid.png
   ensembler import-lipizzaner lipizzaner_output/ --out runs/lipizzaner/pool
@@ -66,6 +67,39 @@ def cmd_optimize(args) -> int:
         if metrics.get(kind):
             _log(f"{kind:>9}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics[kind].items()))
     _log(f"time: {ensemble.meta['seconds']:.1f} s ({ensemble.meta['timings']})")
+    return 0
+
+
+# --------------------------------------------------------------------------- front
+
+def cmd_front(args) -> int:
+    from ensembler.front import parse_objectives, plot_front, run_front, save_front
+    from ensembler.stats import StatsCache
+
+    objectives = parse_objectives(args.objectives)
+    for flag, value, low in (("--max-size", args.max_size, 1), ("--scalarisations", args.scalarisations, 2),
+                             ("--budget", args.budget, 1), ("--max-points", args.max_points, 2),
+                             ("--samples", args.samples, 2), ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < low:
+            raise UserError(f"{flag} must be at least {low} (got {value})")
+    out = Path(args.out)
+    for flag, path in (("--out", out), ("--plot", Path(args.plot) if args.plot else None)):
+        if path is not None and path.is_dir():
+            raise UserError(f"{flag} {path} is a folder; give a file name")
+    doc = run_front(args.pools, objectives, _evaluator(args.device), StatsCache(args.cache_dir), target=args.target,
+                    scalarisations=args.scalarisations, budget=args.budget, seed=args.seed, max_size=args.max_size,
+                    max_points=args.max_points, samples=args.samples, stats_seed=args.stats_seed,
+                    batch_size=args.batch_size, out=out, progress=None, log=_log)
+    save_front(doc, out)
+    if args.plot:
+        plot_front(doc, args.plot)
+    o1, o2 = objectives
+    _log(f"wrote {out}: {len(doc['points'])} Pareto-optimal ensembles ({doc['evaluations']} evaluations, "
+         f"{doc['seconds']:.1f} s)" + (f", plot {args.plot}" if args.plot else ""))
+    print(f"{'point':>5} {'size':>4} {o1:>10} {o2:>10}")
+    for p in doc["points"]:
+        print(f"{p['index']:>5} {p['size']:>4} {p['objectives'][o1]:>10.4f} {p['objectives'][o2]:>10.4f}")
+    _log(f"export one with: serving export {out} --point I --out model.onnx")
     return 0
 
 
@@ -182,6 +216,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write the convergence curve to this PNG")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("front", help="the Pareto front of two objectives over mixtures (front.json + plot)",
+                       formatter_class=HelpFormatter,
+                       description="CMA-ES over scalarisations (1-a)*obj1 + a*obj2 (normalised), every evaluated "
+                                   "mixture archived, the non-dominated ones kept: each front point is an ensemble "
+                                   "in one JSON; 'serving export front.json --point I' exports one.")
+    p.add_argument("pools", nargs="+", help="pool folders (runs/<name>/pool)")
+    p.add_argument("--objectives", default="tvd,fid", help="two metrics to trade off: tvd | fid | is (maximised)")
+    p.add_argument("--target", default=None, help="class distribution for tvd (as for optimize; None = uniform)")
+    p.add_argument("--max-size", type=_positive_or_none, default=None,
+                   help="at most this many generators with non-zero weight per point (None: no cap)")
+    p.add_argument("--scalarisations", type=int, default=11, help="weighted sums searched (a = 0 .. 1)")
+    p.add_argument("--budget", type=int, default=400, help="objective evaluations per scalarisation")
+    p.add_argument("--max-points", type=int, default=25, help="most front points kept (evenly spread)")
+    p.add_argument("--seed", type=int, default=0, help="search seed")
+    p.add_argument("--samples", type=int, default=10_000, help="samples per generator for its statistics")
+    p.add_argument("--stats-seed", type=int, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.add_argument("--out", default="front.json", help="front file to write")
+    p.add_argument("--plot", default=None, help="write the front (objective 1 vs 2, size as colour) to this PNG")
+    p.set_defaults(func=cmd_front)
 
     p = sub.add_parser("evaluate", help="metrics of every generator alone, the uniform mixture and the ensemble",
                        formatter_class=HelpFormatter)

@@ -88,31 +88,40 @@ class Ensemble:
             raise UserError(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != ENSEMBLE_FORMAT:
             raise UserError(f"{path} is not a Mustangs ensemble file (format != {ENSEMBLE_FORMAT})")
-        spec = NetSpec.from_json(data.get("network", {}))
+        meta = {k: v for k, v in data.items() if k not in ("format", "network", "members")}
+        return cls.from_members(data.get("network", {}), data.get("members"), path.parent, str(path), meta)
+
+    @classmethod
+    def from_members(cls, network: dict, raw_members, base: Path, where: str,
+                     meta: dict[str, Any] | None = None) -> "Ensemble":
+        """An ensemble from the JSON ``network`` and ``members`` list (the ``ensemble.json`` layout).
+
+        Member paths are relative to ``base``; every file's hash is checked. ``where`` names the
+        source in error messages. Shared by ``ensemble.json`` and the points of a ``front.json``.
+        """
+        if not isinstance(network, dict):
+            raise UserError(f"{where}: 'network' must be an object")
+        spec = NetSpec.from_json(network)
         members, gens = [], []
-        try:
-            raw_members = list(data["members"])
-        except (KeyError, TypeError):
-            raise UserError(f"{path}: no 'members' list") from None
+        if not isinstance(raw_members, list):
+            raise UserError(f"{where}: no 'members' list")
         if not raw_members:
-            raise UserError(f"{path}: the ensemble has no members")
+            raise UserError(f"{where}: the ensemble has no members")
         for m in raw_members:
             try:
                 file = Path(m["path"])
-                file = file if file.is_absolute() else (path.parent / file)
+                file = file if file.is_absolute() else (Path(base) / file)
                 member = Member(str(m["id"]), file.resolve(), str(m["sha256"]), float(m["weight"]),
                                 str(m.get("pool", "")), dict(m.get("origin", {})))
             except (KeyError, TypeError, ValueError) as exc:
-                raise UserError(f"{path}: malformed member {m!r} ({exc})") from None
+                raise UserError(f"{where}: malformed member {m!r} ({exc})") from None
             members.append(member)
             gens.append(load_generator_file(member.path, spec, expected_sha256=member.sha256))
-        meta = {k: v for k, v in data.items() if k not in ("format", "network", "members")}
         return cls(spec, gens, [m.weight for m in members], members, meta)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write ``ensemble.json`` atomically; member paths are stored relative to it when possible."""
-        path = Path(path)
-        base = path.parent.resolve()
+    def members_json(self, base: str | os.PathLike) -> list[dict[str, Any]]:
+        """The ``members`` list as written to JSON, paths relative to the folder ``base`` when possible."""
+        base = Path(base).resolve()
         members = []
         for m, w in zip(self.members, self.weights):
             try:
@@ -121,7 +130,13 @@ class Ensemble:
                 rel = str(m.path)
             members.append({"id": m.id, "path": rel, "sha256": m.sha256, "weight": float(w), "pool": m.pool,
                             "origin": m.origin})
-        data = {"format": ENSEMBLE_FORMAT, "network": self.spec.to_json(), "members": members, **self.meta}
+        return members
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``ensemble.json`` atomically; member paths are stored relative to it when possible."""
+        path = Path(path)
+        data = {"format": ENSEMBLE_FORMAT, "network": self.spec.to_json(), "members": self.members_json(path.parent),
+                **self.meta}
         write_text_atomic(path, json.dumps(data, indent=2))
 
     # ------------------------------------------------------------------ sampling

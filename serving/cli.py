@@ -1,7 +1,10 @@
 """``serving``: export an ensemble to ONNX, sample from it, serve it over HTTP, build a Bento.
 
     serving export runs/x/ensemble.json --out ensemble.onnx     one ONNX graph (parity-checked)
+    serving export runs/x/pool --out pool.onnx                  every generator of a pool (re-aim per request)
+    serving export front.json --point 3 --out p3.onnx           one point of 'ensembler front'
     serving sample ensemble.onnx -n 64 --seed 1 --out grid.png  a quick local look (.png or .npy)
+    serving sample pool.onnx --target "Sneaker:0.5,Bag:0.5"     re-aimed at a class mix
     serving info ensemble.onnx                                  the model's metadata as JSON
     serving serve ensemble.onnx --port 3000                     BentoML HTTP service (POST /sample)
     serving build ensemble.onnx                                 a Bento with the model inside
@@ -48,18 +51,39 @@ def _check_model(path: str):
 
 # ---------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    """``serving export``: ensemble.json → one ONNX file, optionally parity-checked before it lands."""
+    """``serving export``: pool(s) / ensemble.json / a front point → one ONNX file with re-purposing statistics."""
     import torch
 
-    from serving.export import export_ensemble
+    from serving.export import export_model, load_source, repurpose_stats
 
+    if args.stats_samples < 2:
+        raise UserError(f"--stats-samples must be at least 2 (got {args.stats_samples}); 10000 is the protocol")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
-    result = export_ensemble(args.ensemble, args.out, check_parity=args.check, tolerance=args.tolerance,
-                             opset=args.opset)
+    ensemble, digest, kind = load_source(args.sources, args.point)
+    stats = None
+    if args.stats:
+        dataset = ensemble.meta.get("dataset") or ""
+        if not dataset:
+            print("note: the source records no dataset, so the model carries no class statistics "
+                  "(targets will be refused); export from the pool to enable them", file=sys.stderr)
+        else:
+            try:
+                stats = repurpose_stats(ensemble, dataset, args.stats_samples, args.stats_seed, args.device,
+                                        cache_dir=args.cache_dir, log=lambda m: print(m, file=sys.stderr))
+            except UserError as exc:
+                print(f"note: no class statistics in the model ({exc})", file=sys.stderr)
+    result = export_model(ensemble, out, source_sha256=digest, source_kind=kind, stats=stats,
+                          check_parity=args.check, tolerance=args.tolerance, opset=args.opset)
     meta = result.metadata
+    stats_bytes = sum(len(meta[k]) for k in meta if k.startswith("mustangs.repurpose"))
+    extra = (f"; class statistics of {stats.info['samples_per_generator']} samples per generator on "
+             f"{stats.info['classifier']['name']} ({stats_bytes / 1e6:.2f} MB of it)" if stats is not None else "")
     print(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB): {result.n_generators} "
-          f"'{meta['mustangs.arch']}' generators, latent {meta['mustangs.latent_dim']}, "
-          f"samples {json.loads(meta['mustangs.sample_shape'])}")
+          f"'{meta['mustangs.arch']}' generators from a {kind}, latent {meta['mustangs.latent_dim']}, "
+          f"samples {json.loads(meta['mustangs.sample_shape'])}{extra}")
     if result.max_abs_diff is not None:
         print(f"parity torch vs onnxruntime (N = 1, 7, 1000): max abs diff {result.max_abs_diff:.3g} "
               f"(<= {args.tolerance:g})")
@@ -73,13 +97,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
+    from serving.repurpose import parse_target_text
     from serving.sampler import OnnxSampler
 
     sampler = OnnxSampler(args.model, threads=args.threads)
+    target = parse_target_text(args.target) if args.target is not None else None
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = [float(x) for x in args.weights.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--weights must be comma-separated numbers, got {args.weights!r}") from None
+    plan = sampler.plan(target, weights, args.fid_weight)
     out = Path(args.out)
-    data = sampler.sample_npy(args.n, args.seed) if out.suffix == ".npy" else sampler.sample_png(args.n, args.seed)
+    data = (sampler.sample_npy(args.n, args.seed, plan=plan) if out.suffix == ".npy"
+            else sampler.sample_png(args.n, args.seed, plan=plan))
     write_bytes_atomic(out, data)
-    print(f"wrote {out}: {args.n} samples from {args.model} (seed {args.seed}, {sampler.active_providers[0]})")
+    how = ""
+    if plan.source == "target":
+        how = f", target solved: estimated tvd {plan.estimated_tvd:.4f}"
+        if plan.estimated_fid is not None:
+            how += f", estimated fid_cls {plan.estimated_fid:.2f}"
+        how += ", weights " + ", ".join(f"{g}={w:.3f}" for g, w in zip(sampler.generator_ids, plan.weights) if w > 0)
+    print(f"wrote {out}: {args.n} samples from {args.model} (seed {args.seed}, {sampler.active_providers[0]}{how})")
     return 0
 
 
@@ -155,8 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export the ensemble's generators into one self-contained ONNX file with inputs "
                                    "z [N, latent] float32 and k [N] int64 and output samples [N, C, H, W]; the "
                                    "mixture weights and shapes travel in its metadata.")
-    p.add_argument("ensemble", help="ensemble.json written by 'ensembler optimize'")
+    p.add_argument("sources", nargs="+", metavar="POOL_OR_ENSEMBLE",
+                   help="pool folder(s) (every generator, uniform default weights), an ensemble.json (its members "
+                        "and weights) or a front.json with --point")
     p.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
+    p.add_argument("--point", type=int, default=None, help="the point of a front.json to export")
+    p.add_argument("--stats", action=argparse.BooleanOptionalAction, default=True,
+                   help="store per-generator class histograms and feature moments on the evaluation classifier, "
+                        "so requests can re-aim the mixture at a class target")
+    p.add_argument("--stats-samples", type=int, default=10_000, help="samples per generator for those statistics")
+    p.add_argument("--stats-seed", type=int, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--device", default="auto", help="device for the statistics: auto | cpu | cuda[:i]")
+    p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare torch and onnxruntime on N = 1, 7, 1000 before writing; print the max abs diff")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest max abs diff that --check accepts")
@@ -170,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=None, help="seed (omit for a random draw)")
     p.add_argument("--out", default="samples.png", help="output file: .png (grid) or .npy (float32 array)")
+    p.add_argument("--target", default=None,
+                   help="class target solved per draw: 'Sneaker:0.5,Bag:0.5' (names or indices), one weight per "
+                        "class, 'uniform', 'real' or JSON (None: the model's weights)")
+    p.add_argument("--weights", default=None, help="explicit per-generator weights, comma-separated")
+    p.add_argument("--fid-weight", type=float, default=0.0, help="λ in the solved tvd + λ·fid (with --target)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     p.set_defaults(func=cmd_sample)
 

@@ -45,7 +45,9 @@ META_KEYS = {
     "generator_ids": "mustangs.generator_ids",    # JSON list of K member ids, same order as weights
     "ensemble_sha256": "mustangs.ensemble_sha256",  # sha256 of the source ensemble.json bytes
     "ensemble_meta": "mustangs.ensemble_meta",    # JSON: method/objective/metrics from ensemble.json
+    "source": "mustangs.source",                  # what was exported: pool | ensemble | front
 }
+#: Re-purposing statistics (optional) travel under serving.repurpose.META_PAYLOAD / META_INFO / META_SHA256.
 
 
 class EnsembleGraph(nn.Module):
@@ -172,7 +174,7 @@ def max_abs_diff(onnx_path: str | Path, ensemble, sizes=(1, 7, 1000), seed: int 
 
 def export_ensemble(ensemble_path: str | Path, out: str | Path, *, check_parity: bool = False,
                     tolerance: float = 1e-4, opset: int | None = None) -> ExportResult:
-    """Export ``ensemble.json`` to one ONNX file at ``out`` (atomic: all or nothing).
+    """Export ``ensemble.json`` to one ONNX file at ``out`` (atomic: all or nothing), without statistics.
 
     Args:
         ensemble_path: an ``ensemble.json`` written by the ensembler.
@@ -185,15 +187,120 @@ def export_ensemble(ensemble_path: str | Path, out: str | Path, *, check_parity:
     Raises:
         UserError: the ensemble file is missing, foreign or corrupt, or parity fails.
     """
-    import onnx
-
     from ensembler.ensemble import Ensemble
 
-    ensemble_path, out = Path(ensemble_path), Path(out)
+    ensemble_path = Path(ensemble_path)
+    _check_out(out)
+    ensemble = Ensemble.load(ensemble_path)
+    return export_model(ensemble, out, source_sha256=sha256_file(ensemble_path), check_parity=check_parity,
+                        tolerance=tolerance, opset=opset)
+
+
+def _check_out(out: str | Path) -> None:
+    out = Path(out)
     if out.exists() and out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'ensemble.onnx'}")
-    ensemble = Ensemble.load(ensemble_path)
-    metadata = ensemble_metadata(ensemble, sha256_file(ensemble_path))
+
+
+def load_source(paths: list[str | Path], point: int | None = None):
+    """What ``serving export`` was given → ``(Ensemble, sha256 of the source, kind)``.
+
+    * one or more pool folders (``runs/x/pool``): every generator, uniform default weights;
+      kind ``"pool"``;
+    * one ``ensemble.json``: its members with its weights as defaults; kind ``"ensemble"``;
+    * one ``front.json`` (``ensembler front``) with ``point``: that front point; kind ``"front"``.
+    """
+    import hashlib
+
+    from ensembler.ensemble import Ensemble
+    from ensembler.front import FRONT_FORMAT, load_front_point
+    from ensembler.pools import open_pools
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise UserError("give a pool folder, an ensemble.json or a front.json")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"{missing[0]} does not exist (give pool folders, an ensemble.json or a front.json)")
+    if all(p.is_dir() for p in paths):
+        if point is not None:
+            raise UserError("--point selects a point of a front.json; it does not apply to pools")
+        pools = open_pools(paths)
+        pools.check_all()
+        meta = {"dataset": pools.dataset, "method": "pool", "objective": None,
+                "pools": [str(p.root) for p in pools.pools]}
+        ensemble = pools.ensemble(np.ones(len(pools)), meta)
+        digest = hashlib.sha256("".join(sha256_file(p.root / "manifest.json") for p in pools.pools).encode()).hexdigest()
+        return ensemble, digest, "pool"
+    if len(paths) > 1:
+        raise UserError("give either pool folders (one or more) or a single ensemble.json / front.json")
+    path = paths[0]
+    if path.name == "manifest.json":
+        raise UserError(f"give the pool folder {path.parent}, not its manifest")
+    try:
+        head = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a readable JSON file ({exc})") from None
+    if isinstance(head, dict) and head.get("format") == FRONT_FORMAT:
+        if point is None:
+            raise UserError(f"{path} is a front of {len(head.get('points', []))} ensembles; choose one with --point I "
+                            "(see the plot or 'ensembler front' output)")
+        return load_front_point(path, point), sha256_file(path), "front"
+    if point is not None:
+        raise UserError("--point selects a point of a front.json; it does not apply to an ensemble.json")
+    return Ensemble.load(path), sha256_file(path), "ensemble"
+
+
+def repurpose_stats(ensemble, dataset: str, samples: int = 10_000, seed: int = 0, device: str = "auto",
+                    batch_size: int = 1000, cache_dir=None, log=None):
+    """The per-generator statistics that request-time re-purposing needs (:class:`serving.repurpose.RepurposeStats`).
+
+    Computed on the evaluation classifier of ``dataset`` with ``samples`` samples per generator
+    (latent seed ``seed``), through the ensembler's statistics cache, so generators the
+    ensembler has already measured cost nothing.
+    """
+    from ensembler.stats import Source, StatsCache, load_evaluator, pool_stats
+    from serving.repurpose import RepurposeStats
+    from trainer.class_names import class_names
+
+    evaluator = load_evaluator(dataset, device)
+    sources = [Source(m.id, m.sha256, ensemble.spec, (lambda g=g: g))
+               for m, g in zip(ensemble.members, ensemble.generators)]
+    stats = pool_stats(sources, evaluator, samples, seed, batch_size, StatsCache(cache_dir), progress=False, log=log)
+    ensemble.to("cpu")
+    clf_info = getattr(evaluator.classifier, "info", {}) or {}
+    info = {
+        "classifier": {"name": f"classifier-{dataset}", "dataset": dataset, "sha256": evaluator.classifier_hash,
+                       "test_accuracy": clf_info.get("test_accuracy"), "feature_dim": evaluator.feature_dim},
+        "class_names": class_names(dataset, evaluator.num_classes),
+        "samples_per_generator": int(samples),
+        "seed": int(seed),
+    }
+    real = evaluator.real
+    return RepurposeStats(np.stack([s.hist for s in stats]), np.stack([s.mu for s in stats]),
+                          np.stack([s.second for s in stats]), np.array([s.n for s in stats]), np.asarray(real.mu),
+                          np.asarray(real.sigma), np.asarray(real.hist), info)
+
+
+def export_model(ensemble, out: str | Path, *, source_sha256: str, source_kind: str = "ensemble", stats=None,
+                 check_parity: bool = False, tolerance: float = 1e-4, opset: int | None = None) -> ExportResult:
+    """Export an in-memory :class:`ensembler.ensemble.Ensemble` to one ONNX file at ``out`` (atomic).
+
+    ``stats`` (a :class:`serving.repurpose.RepurposeStats`, optional) is stored in the model's
+    metadata with its sha256, so the served model can be re-aimed at class targets per request.
+    """
+    import onnx
+
+    out = Path(out)
+    _check_out(out)
+    metadata = ensemble_metadata(ensemble, source_sha256)
+    metadata[META_KEYS["source"]] = source_kind
+    if stats is not None:
+        from serving.repurpose import encode_payload
+
+        if stats.K != len(ensemble.generators):
+            raise UserError(f"statistics for {stats.K} generators but the ensemble has {len(ensemble.generators)}")
+        metadata.update(encode_payload(stats))
     try:
         model = build_graph_model(ensemble, opset)
     except UserError:
