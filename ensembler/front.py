@@ -226,28 +226,35 @@ def plot_front(doc: dict, path: str | Path, title: str = "") -> None:
     x = np.array([p["objectives"][o1] for p in pts])
     y = np.array([p["objectives"][o2] for p in pts])
     size = np.array([p["size"] for p in pts])
-    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
     refs = doc.get("references", {})
-    if refs.get("singles"):
-        s = np.asarray(refs["singles"])
-        ax.scatter(s[:, 0], s[:, 1], marker="x", color="0.6", label="single generators", zorder=1)
-    if refs.get("uniform"):
-        ax.scatter([refs["uniform"][0]], [refs["uniform"][1]], marker="s", facecolor="none", edgecolor="0.3",
-                   label="uniform mixture", zorder=1)
-    ax.plot(x, y, color="0.75", lw=1, zorder=2)
-    sc = ax.scatter(x, y, c=size, cmap="viridis", s=36, zorder=3, edgecolor="k", linewidth=0.3)
-    for p, xi, yi in zip(pts, x, y):
-        ax.annotate(str(p["index"]), (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    fig.colorbar(sc, ax=ax, label="ensemble size (generators with weight > 0)")
-    label = {"tvd": "tvd_cls (class imbalance)", "fid": "fid_cls", "is": "−is_cls"}
-    ax.set_xlabel(label.get(o1, o1))
-    ax.set_ylabel(label.get(o2, o2))
-    if o2 == "fid" and np.all(y > 0) and y.max() / y.min() > 20:
-        ax.set_yscale("log")
-    ax.set_title(title or f"Pareto front {o1} vs {o2} ({len(pts)} ensembles)")
-    ax.grid(alpha=0.3)
-    if refs:
-        ax.legend(fontsize=8, loc="best")
+    label = {"tvd": "tvd_cls (distance to the target class mix)", "fid": "fid_cls", "is": "−is_cls"}
+    sizes = np.arange(size.min(), size.max() + 1)
+    cmap = plt.get_cmap("viridis", len(sizes))
+    norm = matplotlib.colors.BoundaryNorm(np.arange(sizes[0] - 0.5, sizes[-1] + 1.5), cmap.N)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=100, gridspec_kw={"width_ratios": [1, 1.25]})
+    for ax, zoom in zip(axes, (False, True)):
+        if not zoom and refs.get("singles"):
+            s = np.asarray(refs["singles"])
+            ax.scatter(s[:, 0], s[:, 1], marker="x", color="0.55", label="single generators", zorder=1)
+        if refs.get("uniform") and (not zoom):
+            ax.scatter([refs["uniform"][0]], [refs["uniform"][1]], marker="s", facecolor="none", edgecolor="0.3",
+                       label="uniform mixture", zorder=1)
+        ax.plot(x, y, color="0.7", lw=1, zorder=2)
+        sc = ax.scatter(x, y, c=size, cmap=cmap, norm=norm, s=34 if zoom else 18, zorder=3, edgecolor="k",
+                        linewidth=0.3, label="front (Pareto-optimal mixtures)")
+        if zoom:
+            step = max(1, len(pts) // 12)
+            for p, xi, yi in list(zip(pts, x, y))[::step]:
+                ax.annotate(str(p["index"]), (xi, yi), textcoords="offset points", xytext=(5, 3), fontsize=8)
+            ax.set_title("the front (point numbers for --point)", fontsize=10)
+        else:
+            ax.set_title(title or f"Pareto front {o1} vs {o2} ({len(pts)} ensembles)", fontsize=10)
+            ax.legend(fontsize=8, loc="best")
+        ax.set_xlabel(label.get(o1, o1))
+        ax.set_ylabel(label.get(o2, o2))
+        ax.grid(alpha=0.3)
+    cb = fig.colorbar(sc, ax=axes[1], ticks=sizes if len(sizes) <= 12 else None)
+    cb.set_label("ensemble size (generators with weight > 0)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -160,7 +160,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from serving.service import MODEL_FILE, STORE_MODEL
 
     labels = {"arch": sampler.arch, "generators": str(len(sampler.weights))}
-    with bentoml.models.create(STORE_MODEL, labels=labels, metadata=sampler.info()) as stored:
+    with bentoml.models.create(STORE_MODEL, labels=labels, metadata=_without_none(sampler.info())) as stored:
         shutil.copyfile(args.model, stored.path_of(MODEL_FILE))
     print(f"stored the model as {stored.tag} (BENTOML_HOME={os.environ['BENTOML_HOME']})")
     env = bentoml_env()
@@ -176,6 +176,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"built Bento {tag or '(see bentoml list)'}; run it with 'bentoml serve {tag or 'mustangs:latest'}' "
           f"or make an image with 'bentoml containerize {tag or 'mustangs:latest'}'")
     return 0
+
+
+def _without_none(value):
+    """``value`` with every ``None`` dropped from dicts and lists (BentoML's model metadata refuses None)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value if v is not None]
+    return value
 
 
 def _bento_tag(output: str) -> str | None:

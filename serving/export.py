@@ -221,7 +221,8 @@ def load_source(paths: list[str | Path], point: int | None = None):
         raise UserError("give a pool folder, an ensemble.json or a front.json")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise UserError(f"{missing[0]} does not exist (give pool folders, an ensemble.json or a front.json)")
+        raise UserError(f"cannot read {missing[0]}: it does not exist (give pool folders, an ensemble.json or a "
+                        "front.json)")
     if all(p.is_dir() for p in paths):
         if point is not None:
             raise UserError("--point selects a point of a front.json; it does not apply to pools")
@@ -239,8 +240,8 @@ def load_source(paths: list[str | Path], point: int | None = None):
         raise UserError(f"give the pool folder {path.parent}, not its manifest")
     try:
         head = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a readable JSON file ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        head = None  # Ensemble.load below says what is wrong with the file
     if isinstance(head, dict) and head.get("format") == FRONT_FORMAT:
         if point is None:
             raise UserError(f"{path} is a front of {len(head.get('points', []))} ensembles; choose one with --point I "
