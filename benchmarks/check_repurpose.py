@@ -155,7 +155,8 @@ def main() -> int:
         print(f"\n{model}: {res['generators']} generators, {args.n} samples per target through HTTP")
         print(f"{'target':<34} {'est. tvd':>8} {'measured':>8} {'gap':>6} {'share':>6} {'uniform':>7} {'ratio':>6}")
         for i, r in enumerate(res["rows"]):
-            tgt = r["target"] if isinstance(r["target"], str) else ",".join(f"{k}:{v:g}" for k, v in r["target"].items())
+            t = r["target"]
+            tgt = t if isinstance(t, str) else ",".join(f"{k}:{v:g}" for k, v in t.items())
             extra = (f"{r['share']:>6.3f} {r['uniform_share']:>7.3f} {r['ratio']:>6.2f}" if "share" in r else "")
             print(f"{r['label'] + ' ' + tgt:<34.34} {r['estimated_tvd']:>8.4f} {r['measured_tvd']:>8.4f} "
                   f"{r['gap']:>6.4f} {extra}")

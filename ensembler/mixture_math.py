@@ -65,7 +65,7 @@ def sqrt_psd(m: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance_eigh(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Fréchet distance via symmetric eigenvalues: |μ1−μ2|² + tr Σ1 + tr Σ2 − 2 Σ √λ(A Σ1 A), A = Σ2^{1/2}.
+    """Fréchet distance by symmetric eigenvalues: |μ1−μ2|² + tr Σ1 + tr Σ2 − 2 Σ √λ(A Σ1 A), A = Σ2^{1/2}.
 
     Equal to pytorch-fid's ``calculate_frechet_distance`` for PSD covariances (tested), without
     a non-symmetric ``sqrtm``. Clipped at 0.

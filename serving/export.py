@@ -1,7 +1,9 @@
-"""Export an ensemble (``ensemble.json``) to one self-contained ONNX graph.
+"""Export pools, an ensemble or a front point to one self-contained ONNX graph.
 
-The graph takes a latent ``z [N, latent_dim]`` (float32) and the chosen component
-``k [N]`` (int64) and returns samples ``[N, *sample_shape]`` (float32 in [-1, 1]).
+``serving export`` takes pool folders (every generator, uniform default weights), an
+``ensemble.json`` (its members, its weights as defaults) or one point of a ``front.json``
+(:func:`load_source`). The graph takes a latent ``z [N, latent_dim]`` (float32) and the chosen
+component ``k [N]`` (int64) and returns samples ``[N, *sample_shape]`` (float32 in [-1, 1]).
 Components are drawn on the host from the mixture weights (see :mod:`serving.sampler`), so
 the graph itself is deterministic. Inside the graph every generator runs only on its own
 rows (``nonzero`` → ``index_select`` → generator; then one concat and one gather put the
@@ -9,8 +11,10 @@ rows back in order), so an N-row call costs about one generator's N-row forward 
 of them; components that receive no rows cost next to nothing. Rows whose ``k`` is outside ``[0, K)`` come out as zeros.
 
 Everything a downstream app needs travels in the model's ``metadata_props`` (keys in
-:data:`META_KEYS`): the mixture weights, latent size, sample shape, architecture, generator
-ids and the sha256 of the source ``ensemble.json``.
+:data:`META_KEYS`): the default mixture weights, latent size, sample shape, architecture, generator
+ids, what was exported and the sha256 of the source. When the dataset has an evaluation
+classifier, the per-generator class histograms and feature moments that request-time
+re-purposing needs travel there too (:func:`repurpose_stats`, :mod:`serving.repurpose`).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ META_KEYS = {
     "sample_shape": "mustangs.sample_shape",      # JSON list, e.g. [1, 28, 28]
     "arch": "mustangs.arch",                      # generator architecture name
     "generator_ids": "mustangs.generator_ids",    # JSON list of K member ids, same order as weights
-    "ensemble_sha256": "mustangs.ensemble_sha256",  # sha256 of the source ensemble.json bytes
+    "ensemble_sha256": "mustangs.ensemble_sha256",  # sha256 of the source file (pools: of their manifests)
     "ensemble_meta": "mustangs.ensemble_meta",    # JSON: method/objective/metrics from ensemble.json
     "source": "mustangs.source",                  # what was exported: pool | ensemble | front
 }
@@ -231,7 +235,8 @@ def load_source(paths: list[str | Path], point: int | None = None):
         meta = {"dataset": pools.dataset, "method": "pool", "objective": None,
                 "pools": [str(p.root) for p in pools.pools]}
         ensemble = pools.ensemble(np.ones(len(pools)), meta)
-        digest = hashlib.sha256("".join(sha256_file(p.root / "manifest.json") for p in pools.pools).encode()).hexdigest()
+        manifests = "".join(sha256_file(p.root / "manifest.json") for p in pools.pools)
+        digest = hashlib.sha256(manifests.encode()).hexdigest()
         return ensemble, digest, "pool"
     if len(paths) > 1:
         raise UserError("give either pool folders (one or more) or a single ensemble.json / front.json")

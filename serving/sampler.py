@@ -149,7 +149,8 @@ class OnnxSampler:
         return (f"OnnxSampler({str(self.path)!r}, K={len(self.weights)}, latent_dim={self.latent_dim}, "
                 f"sample_shape={self.sample_shape}, providers={self.active_providers})")
 
-    def draw(self, n: int, rng: np.random.Generator, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self, n: int, rng: np.random.Generator,
+             weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Components ``k [n]`` (int64, from ``weights``, default the plan's) then latents ``z [n, latent_dim]``
         (float32, N(0, 1))."""
         w = self.default_plan.weights if weights is None else np.asarray(weights, np.float64)

@@ -231,6 +231,20 @@ def test_sampler_reaims_and_the_estimate_matches_what_is_drawn(class_model, eval
     assert np.array_equal(s.sample(20, seed=1, weights=w), OnnxSampler(class_model, weights=w).sample(20, seed=1))
 
 
+def _forget_bentoml_metrics() -> None:
+    """Unregister BentoML's HTTP metrics from prometheus' global registry.
+
+    BentoML registers them when an app starts; a second service app in the same process (the
+    other HTTP test module's) would otherwise fail with "Duplicated timeseries".
+    """
+    import prometheus_client
+
+    registry = prometheus_client.REGISTRY
+    for collector, names in list(registry._collector_to_names.items()):
+        if any(n.startswith("bentoml_") for n in names):
+            registry.unregister(collector)
+
+
 @pytest.fixture(scope="module")
 def client(class_model, tmp_path_factory):
     with warnings.catch_warnings():
@@ -243,8 +257,11 @@ def client(class_model, tmp_path_factory):
         mp.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml-home")))
         from serving.service import MustangsSampler
 
-        with TestClient(MustangsSampler.to_asgi()) as c:
-            yield c
+        try:
+            with TestClient(MustangsSampler.to_asgi()) as c:
+                yield c
+        finally:
+            _forget_bentoml_metrics()
 
 
 def test_http_target_header_and_same_bytes(client, class_model):
