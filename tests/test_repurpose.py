@@ -231,6 +231,26 @@ def test_sampler_reaims_and_the_estimate_matches_what_is_drawn(class_model, eval
     assert np.array_equal(s.sample(20, seed=1, weights=w), OnnxSampler(class_model, weights=w).sample(20, seed=1))
 
 
+def test_cli_sample_with_target_and_refusals(class_model, tmp_path, capsys):
+    from serving.cli import main
+    from serving.sampler import OnnxSampler
+
+    out = tmp_path / "t.npy"
+    assert main(["sample", str(class_model), "-n", "12", "--seed", "2", "--target", "Dress", "--out", str(out)]) == 0
+    assert "estimated tvd" in capsys.readouterr().out
+    want = OnnxSampler(class_model, threads=1).sample(12, seed=2, target={"Dress": 1})
+    assert np.array_equal(np.load(out, allow_pickle=False), want)
+    for flags, words in ((["--target", "Dresses:1"], "unknown class 'Dresses'"),
+                         (["--target", "Dress:-1"], "negative"),
+                         (["--weights", "1,2"], "one entry per generator (6)"),
+                         (["--weights", "1,x"], "comma-separated numbers")):
+        bad = tmp_path / "bad.png"
+        assert main(["sample", str(class_model), "--out", str(bad), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and words in err and len(err.splitlines()) == 1
+        assert not bad.exists()
+
+
 def _forget_bentoml_metrics() -> None:
     """Unregister BentoML's HTTP metrics from prometheus' global registry.
 
