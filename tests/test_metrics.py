@@ -119,20 +119,21 @@ def test_parse_target_rejects_bad_specs_with_one_line(spec):
 
 # --------------------------------------------------------------------------- evaluation pipeline (rings)
 
-def test_rings_classifier_labels_modes_and_gives_is_near_eight():
-    from trainer.classifier import RingsClassifier, load_classifier
-    from trainer.data import make_rings
+@pytest.mark.parametrize("name,modes", [("rings", 8), ("grid25", 25)])
+def test_toy_classifier_labels_modes_and_gives_is_near_the_mode_count(name, modes):
+    from trainer.classifier import PointModesClassifier, load_classifier
+    from trainer.data import make_points
     from trainer.evaluation import stats_of_tensor
 
-    clf = load_classifier("rings")
-    assert isinstance(clf, RingsClassifier) and clf.num_classes == 8 and clf.feature_dim == 2
-    data = make_rings(4000, seed=3)
+    clf = load_classifier(name)
+    assert isinstance(clf, PointModesClassifier) and clf.num_classes == modes and clf.feature_dim == 2
+    data = make_points(name, 4000, seed=3)
     f, logits = clf.features_and_logits(data.data)
     assert torch.equal(f, data.data)
     assert torch.equal(logits, clf(data.data))
     assert (logits.argmax(1) == data.labels).float().mean() == 1.0
     s = stats_of_tensor(clf, data.data)
-    assert inception_score_from_moments(s.mean_probs, s.mean_plogp) == pytest.approx(8.0, rel=0.02)
+    assert inception_score_from_moments(s.mean_probs, s.mean_plogp) == pytest.approx(modes, rel=0.02)
     assert tvd(s.hist) < 0.05
 
 

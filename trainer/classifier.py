@@ -7,7 +7,7 @@ the project (``trainer classifier train``). Its weights ship inside the package
 dataset, the test accuracy and the weights' sha256; loading checks the hash, and caches of
 real-data statistics are keyed by it, so a retrained classifier never meets stale statistics.
 
-For the 2-D ``rings`` toy no training is needed: :class:`RingsClassifier` labels a point by its
+For the 2-D toys (``rings``, ``grid25``) no training is needed: :class:`PointModesClassifier` labels a point by its
 nearest mode and uses the point itself as its feature.
 """
 
@@ -35,6 +35,8 @@ TRAINABLE = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
 
 #: Hash that keys caches for the analytic ``rings`` classifier (bump when its definition changes).
 RINGS_HASH = "analytic-rings-v1-std0.02"
+#: Cache keys of the analytic classifiers of the 2-D toys.
+POINT_HASHES = {"rings": RINGS_HASH, "grid25": "analytic-grid25-v1-std0.0125"}
 
 
 # --------------------------------------------------------------------------- networks
@@ -79,24 +81,28 @@ class EvalClassifier(nn.Module):
         return self.features_and_logits(x)[1]
 
 
-class RingsClassifier(nn.Module):
-    """Analytic classifier for the ``rings`` toy (no training, no weights).
+class PointModesClassifier(nn.Module):
+    """Analytic classifier for a 2-D toy of Gaussian modes (``rings``, ``grid25``): no training, no weights.
 
-    Logits are minus the squared distance to each of the ``modes`` ring centres (the same
-    geometry as :func:`trainer.data.make_rings`), divided by ``2·std²``: the softmax is then the
-    exact posterior p(mode | x) of the rings mixture, so real data scores IS ≈ ``modes``.
+    Logits are minus the squared distance to each mode centre (the geometry of
+    :func:`trainer.data.point_modes`), divided by ``2·std²``: the softmax is then the exact
+    posterior p(mode | x) of the equal-weight mixture, so real data scores IS ≈ the number of modes.
     Features are the 2-D point itself.
     """
 
-    def __init__(self, modes: int = 8, radius: float = 1.0, std: float = 0.02):
+    def __init__(self, dataset: str = "rings"):
         super().__init__()
-        self.num_classes = int(modes)
+        from trainer.data import point_modes
+
+        centres, std = point_modes(dataset)
+        self.dataset = dataset
+        self.num_classes = int(centres.shape[0])
         self.feature_dim = 2
         self.input_shape = (2,)
-        angle = torch.arange(modes, dtype=torch.float32) * (2 * math.pi / modes)
-        self.register_buffer("centres", torch.stack([torch.cos(angle), torch.sin(angle)], 1) * radius)
+        self.std = float(std)
+        self.register_buffer("centres", centres)
         self.scale = 1.0 / (2.0 * std * std)
-        self.sha256 = RINGS_HASH
+        self.sha256 = POINT_HASHES[dataset]
         self.eval()
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,6 +114,13 @@ class RingsClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, modes]``."""
         return self.features_and_logits(x)[1]
+
+
+class RingsClassifier(PointModesClassifier):
+    """The analytic classifier of the ``rings`` toy (kept for callers of the earlier class)."""
+
+    def __init__(self):
+        super().__init__("rings")
 
 
 # --------------------------------------------------------------------------- shipped weights
@@ -127,7 +140,7 @@ def read_classifier_info(dataset: str, folder: str | Path | None = None) -> dict
     weights, meta = asset_paths(dataset, folder)
     if dataset not in TRAINABLE:
         raise UserError(f"no evaluation classifier for dataset '{dataset}'; classifiers exist for "
-                        f"{', '.join(TRAINABLE)} (trained) and rings (analytic)")
+                        f"{', '.join(TRAINABLE)} (trained) and {', '.join(POINT_HASHES)} (analytic)")
     if not meta.is_file() or not weights.is_file():
         raise UserError(f"no evaluation classifier for {dataset} ({weights} missing); {_train_hint(dataset)}")
     try:
@@ -145,10 +158,10 @@ def read_classifier_info(dataset: str, folder: str | Path | None = None) -> dict
 def classifier_sha256(dataset: str) -> str:
     """The hash that identifies the classifier for ``dataset`` (keys caches of real statistics).
 
-    The sha256 of the shipped weights as recorded in their JSON; a fixed string for ``rings``.
+    The sha256 of the shipped weights as recorded in their JSON; a fixed string for the 2-D toys.
     """
-    if dataset == "rings":
-        return RINGS_HASH
+    if dataset in POINT_HASHES:
+        return POINT_HASHES[dataset]
     return str(read_classifier_info(dataset)["sha256"])
 
 
@@ -167,10 +180,10 @@ def load_classifier(dataset: str = "fashion-mnist", device: str | torch.device =
 
     Reads the shipped safetensors weights and checks their sha256 against the JSON beside them
     (a mismatch means a corrupt or foreign file: refuse rather than produce wrong metrics).
-    ``rings`` gets the analytic :class:`RingsClassifier`. The module carries ``.sha256``.
+    The 2-D toys get the analytic :class:`PointModesClassifier`. The module carries ``.sha256``.
     """
-    if dataset == "rings":
-        return RingsClassifier().to(device)
+    if dataset in POINT_HASHES:
+        return PointModesClassifier(dataset).to(device)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -307,8 +320,8 @@ def evaluate_classifier(dataset: str = "fashion-mnist", *, data_dir=None, n: int
     from trainer.data import load_dataset
 
     model = load_classifier(dataset, folder=folder)
-    if dataset == "rings":
-        test = load_dataset("rings", "test")
+    if dataset in POINT_HASHES:
+        test = load_dataset(dataset, "test")
         x, y = test.data, test.labels
     else:
         test = load_dataset(dataset, "test", data_dir=data_dir)
@@ -318,5 +331,5 @@ def evaluate_classifier(dataset: str = "fashion-mnist", *, data_dir=None, n: int
     return {"accuracy": accuracy(model, x, y), "dataset": dataset, "sha256": model.sha256, "n": int(x.shape[0])}
 
 
-__all__ = ["EvalClassifier", "RingsClassifier", "load_classifier", "classifier_sha256", "train_classifier",
+__all__ = ["EvalClassifier", "RingsClassifier", "PointModesClassifier", "load_classifier", "classifier_sha256", "train_classifier",
            "evaluate_classifier", "read_classifier_info", "asset_paths", "accuracy", "ASSETS_DIR"]

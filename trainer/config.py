@@ -44,7 +44,7 @@ class NetworkConfig:
 class DataConfig:
     """Training data and how each cell sees it."""
 
-    dataset: str = option("fashion-mnist", choices=DATASETS)  # fashion-mnist | mnist | cifar10 | image-folder | rings
+    dataset: str = option("fashion-mnist", choices=DATASETS)  # fashion-mnist | mnist | cifar10 | image-folder | rings | grid25 (2-D toys: modes_covered, high_quality, tvd_modes scores)
     data_dir: str | None = None                # folder with the data files (None = default places)
     image_size: int | None = option(None, ge=8)  # image-folder only: square side in pixels (None = 64)
     sampling_ratio: float = option(1.0, gt=0.0, le=1.0)  # data dieting: each cell trains on its own fixed random subset of this fraction; (0, 1]

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from trainer.atomic import write_text_atomic
@@ -255,8 +256,15 @@ class Run:
         ``eval.fid_samples`` samples."""
         if self.scorer is None:
             return [{} for _ in self.block.cells], [{} for _ in self.block.cells]
+        from trainer.data import POINT_DATASETS, point_modes
+        from trainer.metrics import ModeStats, mode_scores, mode_stats
+
         n = self.cfg.eval.fid_samples
-        local_stats = []
+        local_stats, local_modes = [], []
+        points = None
+        if self.cfg.data.dataset in POINT_DATASETS:
+            centres, std = point_modes(self.cfg.data.dataset)
+            points = (centres.numpy(), std)
         for i, c in enumerate(self.block.cells):
             g = cell_generator(self.cfg.seed, c, STREAM_FINAL)
             z = torch.randn(n, self.cfg.network.latent_dim, generator=g).to(self.device)
@@ -266,11 +274,19 @@ class Run:
                 x = torch.cat([self.coev.Gnet.apply(params, buffers, z[None, j:j + 1000], train=False)[0]
                                for j in range(0, n, 1000)])
             local_stats.append(self.scorer.stats(x))
+            if points is not None:
+                ms = mode_stats(x.cpu().numpy(), *points)
+                local_modes.append([ms.n, ms.nearest.tolist(), ms.close.tolist()])
         all_stats = self.world.gather_stats(local_stats)
         gen_scores = [self.scorer.score(s, ("fid", "tvd", "is")) for s in all_stats]
         nbr = self.coev.nbr
         mix_scores = [self.scorer.score(FeatureStats.mix([all_stats[int(j)] for j in nbr[c]], mix_w[c]),
                                         ("fid", "tvd", "is")) for c in range(len(all_stats))]
+        if points is not None:   # 2-D toys: mode coverage of every generator and cell mixture
+            modes = [ModeStats(n, np.asarray(a), np.asarray(b)) for n, a, b in self.world.gather_objects(local_modes)]
+            for c, ms in enumerate(modes):
+                gen_scores[c].update(mode_scores(ms))
+                mix_scores[c].update(mode_scores(ModeStats.mix([modes[int(j)] for j in nbr[c]], mix_w[c])))
         return gen_scores, mix_scores
 
     def finish(self) -> dict:

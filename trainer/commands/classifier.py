@@ -62,7 +62,7 @@ def register(sub) -> None:
 
     e = verbs.add_parser("eval", help="print the shipped classifier's test accuracy",
                          formatter_class=HelpFormatter)
-    e.add_argument("--dataset", default="fashion-mnist", choices=sorted(TRAINABLE) + ["rings"],
+    e.add_argument("--dataset", default="fashion-mnist", choices=sorted(TRAINABLE) + ["rings", "grid25"],
                    help="dataset whose classifier and test split to use")
     e.add_argument("--samples", type=int, default=None, help="evaluate on the first N test images only")
     e.add_argument("--weights-dir", default=None, help="folder holding classifier-<dataset>.*; "

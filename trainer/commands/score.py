@@ -31,6 +31,7 @@ def _parse_metrics(text: str) -> list[str]:
 def run_score(args) -> dict:
     """Compute the requested metrics; returns the JSON-able result (metrics + what was compared)."""
     import numpy as np
+    import torch
 
     from trainer.classifier import load_classifier
     from trainer.data import parse_source
@@ -64,6 +65,14 @@ def run_score(args) -> dict:
         fake_x = load_samples(args.fake, shape, args.samples, seed=args.seed, data_dir=args.data_dir)
         mu_f, cov_f, n_f = inception_moments(model, fake_x)
         result[f"fid_incep{protocol_suffix(n_f)}"] = frechet_distance(mu_f, cov_f, mu_r, cov_r)
+    from trainer.data import POINT_DATASETS
+
+    if real_name in POINT_DATASETS:   # 2-D toys: modes covered, high-quality share, TVD over modes
+        from trainer.data import point_modes
+        from trainer.metrics import mode_scores, mode_stats
+
+        pts = load_samples(args.fake, (2,), args.samples, seed=args.seed, data_dir=args.data_dir)
+        result.update(mode_scores(mode_stats(pts.to(torch.float32).numpy(), *point_modes(real_name))))
     result.update({
         "real": f"{real_name}:{real_split}",
         "fake": args.fake,

@@ -80,7 +80,9 @@ def _scoring_plan(dataset: str) -> str:
     try:
         from trainer.classifier import read_classifier_info
 
-        if dataset != "rings":
+        from trainer.data import POINT_DATASETS
+
+        if dataset not in POINT_DATASETS:
             read_classifier_info(dataset)
     except UserError as exc:
         return (f"no evaluation classifier for {dataset} ({exc}); the run will train without fid_cls scores "
