@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from trainer.atomic import atomic_path, sha256_file, write_text_atomic
 from trainer.batched import NetState
 from trainer.errors import UserError
+from trainer.faults import kill_point
 from trainer.loaders import read_json_file
 from trainer.schema import CheckpointDoc, CheckpointIndex, validate
 
@@ -77,10 +78,13 @@ def save_checkpoint(folder: str | Path, generation: int, tensors: dict[str, torc
     stem = f"gen-{generation:06d}"
     with atomic_path(folder / f"{stem}.safetensors") as tmp:
         save_file(tensors, str(tmp))
+        kill_point("checkpoint-tmp")
+    kill_point("checkpoint-tensors")
     tensor_sha = sha256_file(folder / f"{stem}.safetensors")
     doc = {"format": CHECKPOINT_FORMAT, "generation": generation, "tensors": f"{stem}.safetensors",
            "tensors_sha256": tensor_sha, **meta}
     write_text_atomic(folder / f"{stem}.json", json.dumps(doc, indent=1))
+    kill_point("checkpoint-json")
     index = _read_index(folder)
     entry = {"generation": generation, "json": f"{stem}.json", "json_sha256": sha256_file(folder / f"{stem}.json")}
     previous = index.get("latest") if index and index.get("latest", {}).get("json") != entry["json"] else \

@@ -25,6 +25,7 @@ from torch import nn
 
 from trainer.atomic import atomic_dir, sha256_file
 from trainer.errors import UserError
+from trainer.faults import kill_point
 from trainer.loaders import read_json_file
 from trainer.networks import NetSpec, build_generator, check_network_memory
 from trainer.schema import PoolManifest, validate
@@ -137,6 +138,7 @@ def write_pool(root: str | Path, spec: NetSpec, dataset: str, generators: list[t
             **dict(extra or {}),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        kill_point("pool-tmp")
     return read_pool(root)
 
 

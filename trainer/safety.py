@@ -148,14 +148,6 @@ def check_memory(estimate: float, what: str, fix: str = "") -> None:
                         f"is available{'; ' + fix if fix else ''}")
 
 
-def samples_bytes(n: int, latent_dim: int, sample_shape: Iterable[int], copies: int = 3) -> int:
-    """Estimated bytes to draw ``n`` float32 samples: latents plus ``copies`` buffers of the samples."""
-    numel = 1
-    for s in sample_shape:
-        numel *= int(s)
-    return 4 * int(n) * (int(latent_dim) + copies * numel)
-
-
 # --------------------------------------------------------------------------- OS errors
 
 _ERRNO_HINTS = {
@@ -185,4 +177,4 @@ def os_error_message(exc: OSError, *, bare: bool = False) -> str:
 
 
 __all__ = ["guard_output", "check_suffix", "check_writable", "available_memory", "check_memory",
-           "human_bytes", "samples_bytes", "os_error_message"]
+           "human_bytes", "os_error_message"]
