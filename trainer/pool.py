@@ -155,6 +155,8 @@ def read_pool(root: str | Path) -> Pool:
     data = read_json_file(manifest_path, "pool manifest")
     if not isinstance(data, dict) or data.get("format") != POOL_FORMAT:
         raise UserError(f"{manifest_path} is not a Mustangs pool manifest (format != {POOL_FORMAT})")
+    if data.get("generators") == []:
+        raise UserError(f"pool {root} holds no generators")
     doc = validate(PoolManifest, data, str(manifest_path))
     spec = NetSpec.from_json(doc.network.model_dump())
     check_network_memory(spec, str(manifest_path))

@@ -42,6 +42,7 @@ def _intermixed(parser) -> None:
 def register(sub) -> None:
     """Add the ``train`` verb to the ``trainer`` CLI."""
     from trainer.cli import HelpFormatter
+    from trainer.cliargs import int_range
 
     p = sub.add_parser("train", help="train a grid of GANs (coevolution) and write a generator pool",
                        description=__doc__, formatter_class=HelpFormatter)
@@ -52,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest good checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and what would run, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int_range(1, 4096), default=1,
                    help="worker processes on this machine (torch.distributed ranks: gloo on CPU, NCCL with one "
                         "GPU each); each trains a block of cells. Under torchrun leave it at 1: ranks come "
                         "from torchrun")
