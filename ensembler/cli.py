@@ -63,11 +63,11 @@ def _guard_optimize_outputs(args) -> None:
     from trainer.safety import check_suffix, check_writable, guard_output
 
     inputs = _pool_inputs(args.pools)
-    check_suffix(args.out, (".json",), what="ensemble.json")
     guard_output(args.out, inputs)
+    check_suffix(args.out, (".json",), what="ensemble.json")
     if args.plot:
-        check_suffix(args.plot, (".png",), flag="--plot", what="a PNG image")
         guard_output(args.plot, inputs + [("--out file", args.out)], flag="--plot")
+        check_suffix(args.plot, (".png",), flag="--plot", what="a PNG image")
     if args.cache_dir:
         guard_output(args.cache_dir, inputs + [("--out file", args.out)] +
                      ([("--plot file", args.plot)] if args.plot else []), flag="--cache-dir")
@@ -174,11 +174,11 @@ def cmd_sample(args) -> int:
 
     if args.n < 1 or args.n > 10_000:
         raise UserError(f"-n must be between 1 and 10000 (got {args.n})")
-    check_suffix(args.out, (".png",), what="a PNG grid")
     guard_output(args.out, [("ensemble", args.ensemble)])
     ensemble = Ensemble.load(args.ensemble)
-    guard_output(args.out, [(f"member '{m.id}' of", str(m.path)) for m in ensemble.members]
+    guard_output(args.out, [("member file", str(m.path)) for m in ensemble.members]
                  + [("pool", str(m.path.parent)) for m in ensemble.members])
+    check_suffix(args.out, (".png",), what="a PNG grid")
     check_writable(args.out)
     x = ensemble.sample(args.n, args.seed)
     save_grid(x, args.out, nrow=args.nrow)

@@ -121,14 +121,15 @@ class Ensemble:
         check_network_memory(spec, str(path))
         merged: dict[str, Member] = {}
         pools: dict = {}
+        top = max(m.weight for m in doc.members)  # > 0 (schema); scaling first keeps sums finite
         for m in doc.members:
             if m.sha256 in merged:
-                merged[m.sha256].weight += m.weight
+                merged[m.sha256].weight += m.weight / top
                 continue
             file = Path(m.path)
             file = (file if file.is_absolute() else (path.parent / file)).resolve()
             _check_member_file(path, m.id, file, m.sha256, pools)
-            merged[m.sha256] = Member(m.id, file, m.sha256, m.weight, m.pool, dict(m.origin))
+            merged[m.sha256] = Member(m.id, file, m.sha256, m.weight / top, m.pool, dict(m.origin))
         members = [m for m in merged.values() if m.weight > 0]
         gens = [load_generator_file(m.path, spec, expected_sha256=m.sha256) for m in members]
         meta = {k: v for k, v in data.items() if k not in ("format", "network", "members")}

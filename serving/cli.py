@@ -103,9 +103,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from serving.export import export_ensemble
     from trainer.safety import check_suffix, check_writable, guard_output
 
+    guard_output(args.out, {"ensemble": args.ensemble})
     check_suffix(args.out, (".onnx",), what="an ONNX model")
     _check_opset(args.opset)
-    guard_output(args.out, {"ensemble": args.ensemble})
     guard_output(args.out, _ensemble_inputs(args.ensemble))
     check_writable(args.out)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
@@ -131,8 +131,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
-    check_suffix(args.out, (".png", ".npy"), what="a PNG grid or an .npy array")
     guard_output(args.out, {"model": args.model})
+    check_suffix(args.out, (".png", ".npy"), what="a PNG grid or an .npy array")
     from serving.sampler import OnnxSampler
 
     sampler = OnnxSampler(args.model, threads=args.threads)

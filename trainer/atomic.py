@@ -93,6 +93,11 @@ def current_umask() -> int:
 _TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$|^\..+\.old$")
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one this module gives its temporary files and folders."""
+    return bool(_TEMP_NAME.match(name))
+
+
 def clean_temp_files(folder: str | os.PathLike) -> list[Path]:
     """Remove what an interrupted atomic write left in ``folder`` (not recursive); returns what went.
 

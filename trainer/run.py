@@ -72,8 +72,12 @@ def _foreign_files(out: Path) -> list[str]:
     """Entries of ``out`` that a run without a checkpoint would not have written (at most 3)."""
     import re
 
+    from trainer.atomic import is_temp_name
+
     bad = []
     for p in sorted(out.iterdir()):
+        if is_temp_name(p.name):
+            continue
         if p.name not in _RUN_FILES:
             bad.append(p.name)
             continue
@@ -81,7 +85,8 @@ def _foreign_files(out: Path) -> list[str]:
         if (pattern is None) == p.is_dir() or p.is_symlink():
             bad.append(p.name)
         elif pattern is not None:
-            bad += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if not re.fullmatch(pattern, q.name)]
+            bad += [f"{p.name}/{q.name}" for q in sorted(p.iterdir())
+                    if not (re.fullmatch(pattern, q.name) or is_temp_name(q.name))]
     return bad[:3]
 
 
@@ -140,8 +145,6 @@ class Run:
             raise UserError(f"--out {out} exists and is not a folder")
         if self.world.is_writer:
             check_writable(out, is_dir=True)  # a read-only or impossible folder fails now, not after a generation
-            for folder in (out, out / "checkpoints", out / "samples", out / "report"):
-                clean_temp_files(folder)  # what a killed atomic write left behind
         ck = out / "checkpoints"
         self._restart = False
         if has_checkpoint(ck):
@@ -194,6 +197,8 @@ class Run:
             self.log(f"resuming {self.out} from the checkpoint of generation {self.block.generation}")
         if self.world.is_writer:
             self.out.mkdir(parents=True, exist_ok=True)
+            for folder in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "report"):
+                clean_temp_files(folder)  # what a killed atomic write left behind
             if self._restart:
                 _remove_run_files(self.out)
             write_text_atomic(self.out / "config.yaml", to_yaml(cfg))
