@@ -320,6 +320,24 @@ def test_malformed_manifests(tmp_path, edit, words):
     refused(tmp_path, ensembler_main, ["optimize", pool, "--out", tmp_path / "e.json"], words)
 
 
+@pytest.mark.parametrize("text,words", [
+    ('{"format": "mustangs-pool/1", "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ('{"format": "mustangs-pool/1", "format": "mustangs-pool/1"}', "duplicate key 'format'"),
+    ("\ufffe\x00garbage", "not valid JSON"),
+])
+def test_unparseable_manifests(tmp_path, text, words):
+    pool = make_pool(tmp_path / "pool")
+    (pool / "manifest.json").write_text(text)
+    refused(tmp_path, ensembler_main, ["optimize", pool, "--out", tmp_path / "e.json"], words)
+
+
+def test_empty_or_huge_values_in_configs(tmp_path):
+    cfg = write_config(tmp_path / "cfg.yaml", "# test\n")
+    refused(tmp_path, trainer_main, ["train", cfg, "--out", "", "--dry-run"], "--out is empty")
+    refused(tmp_path, trainer_main, ["train", cfg, "seed=1180591620717411303424", "--dry-run"], "seed")
+    refused(tmp_path, trainer_main, ["train", cfg, "threads=100000", "--dry-run"], "threads")
+
+
 @pytest.mark.parametrize("edit,words", [
     (lambda d: d["members"][0].update(weight=-1), "weight"),
     (lambda d: d["members"][0].update(weight="big"), "weight"),

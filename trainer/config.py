@@ -102,11 +102,11 @@ class OutputConfig:
 class TrainConfig:
     """Everything ``trainer train`` needs; see configs/*.yaml for worked examples."""
 
-    seed: int = option(0, ge=0)                        # master seed; every cell derives its own streams from it; >= 0
+    seed: int = option(0, ge=0, le=2**63 - 1)          # master seed; every cell derives its own streams from it; 0 ..= 2**63-1
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
     batching: str = option("auto", choices=BATCHING)   # auto (vmap) | vmap (all cells in one batched call) | loop (per-cell loop; same numbers, slower on GPU)
     adam: str = option("ops", choices=ADAM_KERNELS)      # ops (Adam op by op: the reference numerics) | fused (PyTorch's fused kernel per cell: same formula, other rounding, ~1.4x faster generations on CPU; ops where the build lacks it)
-    threads: int | None = option(None, ge=1)           # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine)
+    threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)

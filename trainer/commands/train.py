@@ -101,6 +101,8 @@ def _guard_run_folder(out: Path, args, cfg) -> None:
     """
     from trainer.safety import guard_output
 
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty; give a run folder such as runs/my-run")
     config = Path(args.config).resolve()
     own = args.resume and config == (out / "config.yaml").resolve()
     guard_output(out, {"config": None if own else args.config, "data folder": cfg.data.data_dir})
