@@ -61,12 +61,12 @@ class CoevolutionConfig:
     tournament_size: int = option(2, ge=1)                  # tournament size of selection; 1 ..= sub-population size
     selection: bool = True   # tournament selection + elitist replacement; false = "SPaGAN" ablation (always train and keep the centre)
     exchange: bool = True    # exchange with the von Neumann neighbours; false = "PaGAN" ablation (isolated GANs, sub-population = the cell)
-    lr_g: float = option(0.0002, gt=0.0)                   # initial generator learning rate; > 0
-    lr_d: float = option(0.0002, gt=0.0)                   # initial discriminator learning rate; > 0
+    lr_g: float = option(0.0002, gt=0.0, le=1.0)           # initial generator learning rate; (0, 1]
+    lr_d: float = option(0.0002, gt=0.0, le=1.0)           # initial discriminator learning rate; (0, 1]
     betas: list[float] = option([0.5, 0.999])              # Adam (beta1, beta2); each in [0, 1)
     mutation_probability: float = option(0.5, ge=0.0, le=1.0)  # chance per cell and generation that each lr is mutated; [0, 1]
     mutation_scale: float = option(0.1, ge=0.0, le=1.0)    # relative std of a mutation: lr ← lr·(1 + scale·N(0,1)); [0, 1]
-    lr_min: float = option(1e-6, gt=0.0)                   # a mutated lr never drops below this; > 0
+    lr_min: float = option(1e-6, gt=0.0, le=1.0)           # a mutated lr never drops below this; (0, 1]
     adversary: str = option("selected", choices=ADVERSARIES, renamed=ADVERSARY_RENAMES)  # selected (default, the Lipizzaner reference recipe: the cell's tournament-selected G and D train against each other every mini-batch) | neighbour (experiment: a live neighbourhood D/G drawn per mini-batch; trains far slower)
     d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never); >= 2
 
