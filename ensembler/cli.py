@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.cliargs import int_range, seed_type
 from trainer.errors import UserError
 
 
@@ -30,8 +31,50 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _positive_or_none(text: str):
-    return None if text.lower() == "none" else int(text)
+def _pool_inputs(paths) -> list[tuple[str, str]]:
+    """The pools a command reads, as inputs for :func:`trainer.safety.guard_output`."""
+    pairs = []
+    for p in paths:
+        p = Path(p)
+        pairs.append(("pool", str(p.parent if p.name == "manifest.json" else p)))
+    return pairs
+
+
+def _check_sizes(pool_paths, batch_size: int, kept_samples: int) -> None:
+    """Refuse a ``--batch-size`` or sample count whose tensors cannot fit in memory (before any work).
+
+    A forward pass holds ``batch_size`` latents and samples; verification keeps every sample's
+    classifier features (≤ 256 floats) and its latent.
+    """
+    from trainer.pool import read_pool
+    from trainer.safety import check_memory, human_bytes
+    from trainer.sizes import samples_bytes
+
+    spec = read_pool(pool_paths[0]).spec
+    batch = samples_bytes(batch_size, spec.latent_dim, spec.sample_shape, copies=4)
+    kept = 8 * kept_samples * (spec.latent_dim + 256 + 1)
+    check_memory(batch + kept, f"--batch-size {batch_size} ({human_bytes(batch)} per forward pass) with "
+                 f"{kept_samples:,} samples kept for verification ({human_bytes(kept)})",
+                 "lower --batch-size, -n or --verify-samples")
+
+
+def _guard_optimize_outputs(args) -> None:
+    """``--out``/``--plot``/``--cache-dir`` may not be, contain or lie in a pool; names must fit; folders writable."""
+    from trainer.safety import check_suffix, check_writable, guard_output
+
+    inputs = _pool_inputs(args.pools)
+    guard_output(args.out, inputs)
+    check_suffix(args.out, (".json",), what="ensemble.json")
+    if args.plot:
+        guard_output(args.plot, inputs + [("--out file", args.out)], flag="--plot")
+        check_suffix(args.plot, (".png",), flag="--plot", what="a PNG image")
+    if args.cache_dir:
+        guard_output(args.cache_dir, inputs + [("--out file", args.out)] +
+                     ([("--plot file", args.plot)] if args.plot else []), flag="--cache-dir")
+    if not args.dry_run:
+        check_writable(args.out)
+        if args.plot:
+            check_writable(args.plot, flag="--plot")
 
 
 # --------------------------------------------------------------------------- optimize
@@ -50,10 +93,12 @@ def cmd_optimize(args) -> int:
         raise UserError(f"--out {out} is a folder; give a file name such as {out}/ensemble.json")
     if args.plot and Path(args.plot).is_dir():
         raise UserError(f"--plot {args.plot} is a folder; give a file name such as {args.plot}/curve.png")
+    _guard_optimize_outputs(args)
     if args.dry_run:
         print(json.dumps({"pools": args.pools, **opts.__dict__, "out": str(out), "plot": args.plot,
                           "cache_dir": args.cache_dir, "device": args.device}, indent=2))
         return 0
+    _check_sizes(args.pools, args.batch_size, max(args.verify_samples, 2))
     ensemble, result = optimize(args.pools, opts, _evaluator(args.device), StatsCache(args.cache_dir),
                                 progress=None, log=_log)
     if args.plot:
@@ -86,6 +131,10 @@ def cmd_evaluate(args) -> int:
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"{path} does not exist (give an ensemble.json or a pool folder)")
+    if args.cache_dir:
+        from trainer.safety import guard_output
+
+        guard_output(args.cache_dir, [("file", str(path))], flag="--cache-dir")
     ensemble = None
     if _is_ensemble_file(path):
         ensemble = Ensemble.load(path)
@@ -96,6 +145,7 @@ def cmd_evaluate(args) -> int:
         pools = open_pools(pool_paths)
     else:
         pools = open_pools([path])
+    _check_sizes([p.root for p in pools.pools], args.batch_size, args.n)
     pools.check_all()
     evaluator = _evaluator(args.device)(pools.dataset)
     target_spec = args.target if args.target is not None else (ensemble.meta.get("target") if ensemble else None)
@@ -120,9 +170,16 @@ def cmd_sample(args) -> int:
 
     from ensembler.ensemble import Ensemble
 
+    from trainer.safety import check_suffix, check_writable, guard_output
+
     if args.n < 1 or args.n > 10_000:
         raise UserError(f"-n must be between 1 and 10000 (got {args.n})")
+    guard_output(args.out, [("ensemble", args.ensemble)])
     ensemble = Ensemble.load(args.ensemble)
+    guard_output(args.out, [("member file", str(m.path)) for m in ensemble.members]
+                 + [("pool", str(m.path.parent)) for m in ensemble.members])
+    check_suffix(args.out, (".png",), what="a PNG grid")
+    check_writable(args.out)
     x = ensemble.sample(args.n, args.seed)
     save_grid(x, args.out, nrow=args.nrow)
     _log(f"wrote {args.out} ({args.n} samples, seed {args.seed})")
@@ -138,12 +195,38 @@ def cmd_import(args) -> int:
 
     if args.dataset not in DATASETS:
         raise UserError(f"unknown --dataset '{args.dataset}'; legal values: {', '.join(DATASETS)}")
+    from trainer.safety import check_writable, guard_output
+
     out = Path(args.out)
+    guard_output(out, {"folder": args.folder})
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; pass --force to replace it")
+    if out.exists():
+        _check_replaceable_pool(out)
+    check_writable(out, is_dir=True)
     pool = import_lipizzaner(args.folder, out, dataset=args.dataset)
     _log(f"wrote pool {pool.root} with {len(pool)} generators ({pool.spec.arch}, z={pool.spec.latent_dim})")
     return 0
+
+
+def _check_replaceable_pool(out: Path) -> None:
+    """``--force`` replaces only a pool this tool wrote: its manifest and the files it lists, nothing else."""
+    from trainer.atomic import clean_temp_files
+    from trainer.pool import read_pool
+
+    if not out.is_dir() or not (out / "manifest.json").is_file():
+        raise UserError(f"--force replaces only a pool written by Mustangs, and {out} is not one "
+                        f"({'a file' if out.is_file() else 'no manifest.json'}); choose another --out")
+    try:
+        pool = read_pool(out)
+    except UserError as exc:
+        raise UserError(f"--force replaces only a pool written by Mustangs, and {out} is not a readable one ({exc})")
+    clean_temp_files(out)
+    own = {"manifest.json"} | {e.file for e in pool.entries}
+    other = sorted(p.name for p in out.iterdir() if p.name not in own)
+    if other:
+        raise UserError(f"--force would delete files the pool {out} does not list ({', '.join(other[:3])}); "
+                        "move them away or choose another --out")
 
 
 # --------------------------------------------------------------------------- parser
@@ -164,17 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class distribution for tvd: uniform | real | 'CLASS:WEIGHT,...' e.g. '0:0.5,3:0.5' "
                         "(None = uniform)")
     p.add_argument("--method", default="cma", help=f"search method: {' | '.join(METHODS)}")
-    p.add_argument("--budget", type=int, default=2000, help="objective evaluations")
-    p.add_argument("--seed", type=int, default=0, help="search seed (same seed → same weights)")
-    p.add_argument("--max-size", type=_positive_or_none, default=None,
+    p.add_argument("--budget", type=int_range(1, 10_000_000), default=2000, help="objective evaluations")
+    p.add_argument("--seed", type=seed_type, default=0, help="search seed (same seed → same weights)")
+    p.add_argument("--max-size", type=int_range(1, none=True), default=None,
                    help="keep at most this many generators with non-zero weight (None: no cap)")
     p.add_argument("--param", default="clip", help="weights on the simplex: clip (exact zeros) | softmax")
-    p.add_argument("--popsize", type=int, default=None, help="CMA-ES population (None: 4 + 3 ln K)")
-    p.add_argument("--samples", type=int, default=10_000, help="samples per generator for its statistics")
-    p.add_argument("--stats-seed", type=int, default=0, help="latent seed of the statistics samples")
-    p.add_argument("--verify-samples", type=int, default=10_000,
+    p.add_argument("--popsize", type=int_range(2, 100_000), default=None, help="CMA-ES population (None: 4 + 3 ln K)")
+    p.add_argument("--samples", type=int_range(2, 10_000_000), default=10_000, help="samples per generator for its statistics")
+    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--verify-samples", type=int_range(0, 10_000_000), default=10_000,
                    help="fresh samples of the final ensemble for the verified metrics (0: skip)")
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass")
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None,
                    help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
@@ -186,20 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of every generator alone, the uniform mixture and the ensemble",
                        formatter_class=HelpFormatter)
     p.add_argument("path", help="ensemble.json or a pool folder")
-    p.add_argument("-n", type=int, default=10_000, help="samples per row")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("-n", type=int_range(2, 10_000_000), default=10_000, help="samples per row")
+    p.add_argument("--seed", type=seed_type, default=0, help="sampling seed")
     p.add_argument("--target", default=None, help="TVD target (None: the ensemble's, else uniform)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass")
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="write a PNG grid of samples from an ensemble", formatter_class=HelpFormatter)
     p.add_argument("ensemble", help="ensemble.json")
-    p.add_argument("-n", type=int, default=64, help="number of samples (1..10000)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--nrow", type=int, default=None, help="images per row (None: square)")
+    p.add_argument("-n", type=int_range(1, 10_000), default=64, help="number of samples (1..10000)")
+    p.add_argument("--seed", type=seed_type, default=0, help="sampling seed")
+    p.add_argument("--nrow", type=int_range(1, 10_000), default=None, help="images per row (None: square)")
     p.add_argument("--out", default="grid.png", help="PNG file to write")
     p.set_defaults(func=cmd_sample)
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.cliargs import float_range, int_range, port_type, seed_type, threads_type
 from trainer.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +47,67 @@ def _check_model(path: str):
     return OnnxSampler(path, threads=1)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` once, so a taken port or a bad address is one line here, not a server traceback."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            import errno
+
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is already in use; stop what uses it or pass another "
+                                "--port") from None
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _ensemble_inputs(path: str) -> list[tuple[str, str]]:
+    """The member weights files and pool folders an ensemble.json reads (best effort: unreadable → none)."""
+    from trainer.loaders import read_json_file
+
+    try:
+        data = read_json_file(path, "ensemble file")
+        base = Path(path).parent
+        files = [Path(m["path"]) if Path(m["path"]).is_absolute() else base / m["path"] for m in data["members"]]
+    except (UserError, KeyError, TypeError, AttributeError):
+        return []  # the export itself reports what is wrong with the file
+    return [("member file", str(f)) for f in files] + [("pool", str(f.parent)) for f in files]
+
+
+def _check_opset(opset: int | None) -> None:
+    """The opsets the exporter really targets: its own (no silent down-conversion) up to onnx's newest."""
+    if opset is None:
+        return
+    import onnx
+    from torch.onnx import _constants
+
+    lo = int(getattr(_constants, "TORCHLIB_OPSET", 18))
+    hi = min(int(getattr(_constants, "ONNX_MAX_OPSET", lo)), int(onnx.defs.onnx_opset_version()))
+    if not lo <= opset <= hi:
+        raise UserError(f"--opset {opset} is not supported by this exporter; use {lo}..{hi} (or leave it out)")
+
+
 # ---------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     """``serving export``: ensemble.json → one ONNX file, optionally parity-checked before it lands."""
     import torch
 
     from serving.export import export_ensemble
+    from trainer.safety import check_suffix, check_writable, guard_output
 
+    guard_output(args.out, {"ensemble": args.ensemble})
+    check_suffix(args.out, (".onnx",), what="an ONNX model")
+    _check_opset(args.opset)
+    guard_output(args.out, _ensemble_inputs(args.ensemble))
+    check_writable(args.out)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     result = export_ensemble(args.ensemble, args.out, check_parity=args.check, tolerance=args.tolerance,
                              opset=args.opset)
@@ -71,11 +126,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """``serving sample``: draw samples with onnxruntime and write a PNG grid or an .npy array."""
     from trainer.atomic import write_bytes_atomic
 
+    from trainer.safety import check_suffix, check_writable, guard_output
+    from trainer.sizes import check_samples_memory
+
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
+    guard_output(args.out, {"model": args.model})
+    check_suffix(args.out, (".png", ".npy"), what="a PNG grid or an .npy array")
     from serving.sampler import OnnxSampler
 
     sampler = OnnxSampler(args.model, threads=args.threads)
+    check_samples_memory(args.n, sampler.latent_dim, sampler.sample_shape, f"-n {args.n}", "lower -n", copies=4)
+    check_writable(args.out)
     out = Path(args.out)
     data = sampler.sample_npy(args.n, args.seed) if out.suffix == ".npy" else sampler.sample_png(args.n, args.seed)
     write_bytes_atomic(out, data)
@@ -98,8 +160,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--max-n must be >= 1, got {args.max_n}")
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
+    from trainer.sizes import check_samples_memory
+
     model = str(Path(args.model).resolve())
-    _check_model(model)
+    sampler = _check_model(model)
+    check_samples_memory(args.max_n, sampler.latent_dim, sampler.sample_shape, f"--max-n {args.max_n}",
+                         "lower --max-n", copies=4)
+    _check_port(args.host, args.port)
     extra = {MODEL_ENV: model, MAX_N_ENV: str(args.max_n)}
     if args.threads:
         extra[THREADS_ENV] = str(args.threads)
@@ -159,18 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare torch and onnxruntime on N = 1, 7, 1000 before writing; print the max abs diff")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest max abs diff that --check accepts")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads for tracing and the parity check")
+    p.add_argument("--tolerance", type=float_range(0.0), default=1e-4, help="largest max abs diff that --check accepts")
+    p.add_argument("--opset", type=int_range(1, 1000), default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--threads", type=threads_type, default=2, help="torch CPU threads for tracing and the parity check")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sample", help="draw samples from an ONNX model into a PNG grid or .npy",
                        formatter_class=HelpFormatter)
     p.add_argument("model", help="ensemble.onnx written by 'serving export'")
-    p.add_argument("-n", type=int, default=64, help="number of samples")
-    p.add_argument("--seed", type=int, default=None, help="seed (omit for a random draw)")
+    p.add_argument("-n", type=int_range(1, 10_000_000), default=64, help="number of samples")
+    p.add_argument("--seed", type=seed_type, default=None, help="seed (omit for a random draw)")
     p.add_argument("--out", default="samples.png", help="output file: .png (grid) or .npy (float32 array)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    p.add_argument("--threads", type=threads_type, default=1, help="onnxruntime threads")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("info", help="print an ONNX model's Mustangs metadata", formatter_class=HelpFormatter)
@@ -183,9 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "/readyz, OpenAPI at / and /docs.json.")
     p.add_argument("model", help="ensemble.onnx written by 'serving export'")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=3000, help="TCP port")
-    p.add_argument("--max-n", type=int, default=1024, help="largest n one request may ask for")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per worker (default: all cores)")
+    p.add_argument("--port", type=port_type, default=3000, help="TCP port")
+    p.add_argument("--max-n", type=int_range(1, 1_000_000), default=1024, help="largest n one request may ask for")
+    p.add_argument("--threads", type=threads_type, default=None, help="onnxruntime threads per worker (default: all cores)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("build", help="build a Bento (deployable archive) with the model inside",

@@ -9,7 +9,6 @@ up to float rounding, and byte-identical output on the same one.
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 
@@ -90,19 +89,18 @@ class OnnxSampler:
         if meta.get(_K["format"]) != _FORMAT:
             raise UserError(f"{self.path} is not a Mustangs ensemble model (metadata {_K['format']} != {_FORMAT}); "
                             f"make one with 'serving export ensemble.json --out model.onnx'")
-        try:
-            self.weights = np.asarray(json.loads(meta[_K["weights"]]), dtype=np.float64)
-            self.latent_dim = int(meta[_K["latent_dim"]])
-            self.sample_shape = tuple(int(s) for s in json.loads(meta[_K["sample_shape"]]))
-            self.generator_ids = [str(g) for g in json.loads(meta[_K["generator_ids"]])]
-            self.arch = meta.get(_K["arch"], "")
-            self.ensemble_sha256 = meta.get(_K["ensemble_sha256"], "")
-            self.ensemble_meta = json.loads(meta.get(_K["ensemble_meta"], "{}"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{self.path}: malformed Mustangs metadata ({exc})") from None
-        w = self.weights
-        if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-            raise UserError(f"{self.path}: bad mixture weights in metadata: {w.tolist()}")
+        from serving.schema import check_graph, parse_meta
+
+        parsed = parse_meta(meta, _K, str(self.path))
+        check_graph(self.session, parsed, str(self.path))
+        self.latent_dim = parsed.latent_dim
+        self.sample_shape = tuple(parsed.sample_shape)
+        self.generator_ids = list(parsed.generator_ids)
+        self.arch = parsed.arch
+        self.ensemble_sha256 = parsed.ensemble_sha256
+        self.ensemble_meta = parsed.ensemble_meta
+        w = np.asarray(parsed.weights, dtype=np.float64)
+        w = w / w.max()  # huge weights (1e308) cannot overflow the sum
         self.weights = w / w.sum()
         self._cumw = np.cumsum(self.weights)
         self.batch_size = int(batch_size)

@@ -65,11 +65,21 @@ def test_ablations_run(tmp_path):
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):
+    # A folder with files that no run writes is refused ...
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    (tmp_path / "run" / "notes.txt").write_text("mine")
     assert run_cli(tmp_path, "run", RINGS) == 2
     err = capsys.readouterr().err
-    assert "already holds files" in err and "--resume" in err
+    assert "already holds files" in err and "notes.txt" in err
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    # ... and so is a fresh run into a folder that holds a checkpointed run (it says to resume).
+    base = RINGS + ["coevolution.generations=1", "coevolution.batches_per_generation=2", "output.report=false",
+                    "eval.every=null"]
+    assert run_cli(tmp_path, "done", base) == 0
+    capsys.readouterr()
+    assert run_cli(tmp_path, "done", base) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err
 
 
 def test_without_a_classifier_training_still_runs(tmp_path, monkeypatch, capsys):

@@ -61,12 +61,12 @@ class CoevolutionConfig:
     tournament_size: int = option(2, ge=1)                  # tournament size of selection; 1 ..= sub-population size
     selection: bool = True   # tournament selection + elitist replacement; false = "SPaGAN" ablation (always train and keep the centre)
     exchange: bool = True    # exchange with the von Neumann neighbours; false = "PaGAN" ablation (isolated GANs, sub-population = the cell)
-    lr_g: float = option(0.0002, gt=0.0)                   # initial generator learning rate; > 0
-    lr_d: float = option(0.0002, gt=0.0)                   # initial discriminator learning rate; > 0
+    lr_g: float = option(0.0002, gt=0.0, le=1.0)           # initial generator learning rate; (0, 1]
+    lr_d: float = option(0.0002, gt=0.0, le=1.0)           # initial discriminator learning rate; (0, 1]
     betas: list[float] = option([0.5, 0.999])              # Adam (beta1, beta2); each in [0, 1)
     mutation_probability: float = option(0.5, ge=0.0, le=1.0)  # chance per cell and generation that each lr is mutated; [0, 1]
     mutation_scale: float = option(0.1, ge=0.0, le=1.0)    # relative std of a mutation: lr ← lr·(1 + scale·N(0,1)); [0, 1]
-    lr_min: float = option(1e-6, gt=0.0)                   # a mutated lr never drops below this; > 0
+    lr_min: float = option(1e-6, gt=0.0, le=1.0)           # a mutated lr never drops below this; (0, 1]
     adversary: str = option("selected", choices=ADVERSARIES, renamed=ADVERSARY_RENAMES)  # selected (default, the Lipizzaner reference recipe: the cell's tournament-selected G and D train against each other every mini-batch) | neighbour (experiment: a live neighbourhood D/G drawn per mini-batch; trains far slower)
     d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never); >= 2
 
@@ -102,11 +102,11 @@ class OutputConfig:
 class TrainConfig:
     """Everything ``trainer train`` needs; see configs/*.yaml for worked examples."""
 
-    seed: int = option(0, ge=0)                        # master seed; every cell derives its own streams from it; >= 0
+    seed: int = option(0, ge=0, le=2**63 - 1)          # master seed; every cell derives its own streams from it; 0 ..= 2**63-1
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
     batching: str = option("auto", choices=BATCHING)   # auto (vmap) | vmap (all cells in one batched call) | loop (per-cell loop; same numbers, slower on GPU)
     adam: str = option("ops", choices=ADAM_KERNELS)      # ops (Adam op by op: the reference numerics) | fused (PyTorch's fused kernel per cell: same formula, other rounding, ~1.4x faster generations on CPU; ops where the build lacks it)
-    threads: int | None = option(None, ge=1)           # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine)
+    threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trainer.atomic import write_text_atomic
+from trainer.atomic import clean_temp_files, write_text_atomic
 from trainer.checkpoint import block_tensors, has_checkpoint, load_checkpoint, restore_block, save_checkpoint
 from trainer.coevolution import (STREAM_FINAL, STREAM_SAMPLES, Coevolution, Scorer, World, cell_generator,
                                  load_scorer)
@@ -31,7 +30,9 @@ from trainer.config import TrainConfig
 from trainer.configio import to_dict, to_yaml
 from trainer.data import load_dataset
 from trainer.errors import UserError
+from trainer.faults import kill_point
 from trainer.metrics import FeatureStats
+from trainer.safety import check_writable
 
 #: Config keys that may change when a run is resumed (everything else must match).
 RESUMABLE_CHANGES = {"coevolution.generations", "device", "threads", "batching", "adam", "output.report",
@@ -60,6 +61,45 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def _config_changes(old: dict, new: dict) -> list[str]:
     a, b = _flat(old), _flat(new)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+
+
+#: What a run writes before its first checkpoint: name -> pattern of the names allowed inside (folders).
+_RUN_FILES = {"config.yaml": None, "metrics.jsonl": None, "samples": r"gen-\d{6}\.png",
+              "checkpoints": r"gen-\d{6}\.safetensors", "report.html": None, "report": r"[a-z_]+\.png"}
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """Entries of ``out`` that a run without a checkpoint would not have written (at most 3)."""
+    import re
+
+    from trainer.atomic import is_temp_name
+
+    bad = []
+    for p in sorted(out.iterdir()):
+        if is_temp_name(p.name):
+            continue
+        if p.name not in _RUN_FILES:
+            bad.append(p.name)
+            continue
+        pattern = _RUN_FILES[p.name]
+        if (pattern is None) == p.is_dir() or p.is_symlink():
+            bad.append(p.name)
+        elif pattern is not None:
+            bad += [f"{p.name}/{q.name}" for q in sorted(p.iterdir())
+                    if not (re.fullmatch(pattern, q.name) or is_temp_name(q.name))]
+    return bad[:3]
+
+
+def _remove_run_files(out: Path) -> None:
+    """Remove the files of a run that stopped before its first checkpoint (checked by :func:`_foreign_files`)."""
+    import shutil
+
+    for name, pattern in _RUN_FILES.items():
+        p = out / name
+        if pattern is not None and p.is_dir():
+            shutil.rmtree(p)
+        elif name != "config.yaml" and p.is_file():
+            p.unlink()
 
 
 def _rows_for_cells(tensors: dict[str, torch.Tensor], cells: list[int]) -> dict[str, torch.Tensor]:
@@ -94,26 +134,35 @@ class Run:
 
     # ------------------------------------------------------------------ set-up
     def _check_out(self) -> dict | None:
-        """Refuse to clobber a run; on --resume return the checkpoint (meta, tensors) or None."""
+        """Refuse to clobber a run; on --resume return the checkpoint (meta, tensors) or None.
+
+        A folder that holds only the files of a run that stopped before its first checkpoint
+        (crash, OOM, full disk, kill) is a dead end otherwise: it is started over, with a note,
+        with or without ``--resume``. Anything else in a non-empty folder is refused.
+        """
         out = self.out
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} exists and is not a folder")
-        nonempty = out.is_dir() and any(out.iterdir())
-        if not self.resume:
-            if nonempty:
-                raise UserError(f"{out} already holds files (a previous run?); pass --resume to continue it, "
-                                f"or choose another --out")
-            return None
+        if self.world.is_writer:
+            check_writable(out, is_dir=True)  # a read-only or impossible folder fails now, not after a generation
         ck = out / "checkpoints"
-        if not has_checkpoint(ck):
-            if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-                self.log(f"note: torchrun restarted the group before the first checkpoint; starting {out} over")
-                return None
-            if nonempty and (out / "metrics.jsonl").exists():
-                raise UserError(f"{out} has no checkpoint to resume from; start over with another --out")
-            self.log(f"note: nothing to resume in {out}; starting a new run")
+        self._restart = False
+        if has_checkpoint(ck):
+            if not self.resume:
+                raise UserError(f"{out} already holds a run with checkpoints; pass --resume to continue it, "
+                                f"or choose another --out")
+            return load_checkpoint(ck, self.log)
+        if not (out.is_dir() and any(out.iterdir())):
+            if self.resume:
+                self.log(f"note: nothing to resume in {out}; starting a new run")
             return None
-        return load_checkpoint(ck, self.log)
+        foreign = _foreign_files(out)
+        if foreign:
+            raise UserError(f"{out} already holds files that are not an unfinished Mustangs run ({', '.join(foreign)}); "
+                            f"choose another --out")
+        self.log(f"note: {out} holds a run that stopped before its first checkpoint; starting it over")
+        self._restart = True
+        return None
 
     def setup(self):
         """Load data, classifier and state (fresh or from the checkpoint)."""
@@ -148,6 +197,10 @@ class Run:
             self.log(f"resuming {self.out} from the checkpoint of generation {self.block.generation}")
         if self.world.is_writer:
             self.out.mkdir(parents=True, exist_ok=True)
+            for folder in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "report"):
+                clean_temp_files(folder)  # what a killed atomic write left behind
+            if self._restart:
+                _remove_run_files(self.out)
             write_text_atomic(self.out / "config.yaml", to_yaml(cfg))
             mpath = self.out / "metrics.jsonl"
             if mpath.exists():
@@ -155,6 +208,7 @@ class Run:
                     fh.truncate(self.metrics_bytes)
             else:
                 mpath.touch()
+        kill_point("setup")
 
     # ------------------------------------------------------------------ the loop
     def _checkpoint(self) -> None:
@@ -227,6 +281,7 @@ class Run:
                 if comm is not None:  # exchange cost on the writer rank (multi-process runs)
                     line["exchange"] = comm
                 self._write_metrics(line)
+                kill_point("generation")
                 if "mixture" in best:
                     k = next(k for k in best["mixture"] if k.startswith("fid_"))
                     best_str = f"{best['mixture'][k]:.2f}"
@@ -337,10 +392,13 @@ class Run:
         except Exception:  # noqa: BLE001 - provenance only
             pass
         write_pool(self.out / "pool", self.coev.spec, cfg.data.dataset, gens, mixtures=mixtures, extra=extra)
+        kill_point("report")
         if cfg.output.report:
             from trainer.report import write_report
 
             write_report(self.out)
+        for folder in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "report"):
+            clean_temp_files(folder)
         for line in self._summary_lines(summary):
             self.log(line)
         return summary

@@ -42,6 +42,7 @@ def register(sub) -> None:
     """Add the ``classifier`` verb (``train`` / ``eval``) to the ``trainer`` CLI."""
     from trainer.cli import HelpFormatter
     from trainer.classifier import TRAINABLE
+    from trainer.cliargs import float_range, int_range, seed_type, threads_type
 
     p = sub.add_parser("classifier", help="train or evaluate the evaluation classifier", description=__doc__,
                        formatter_class=HelpFormatter)
@@ -50,21 +51,21 @@ def register(sub) -> None:
     t = verbs.add_parser("train", help="train the evaluation CNN and write its weights + JSON",
                          formatter_class=HelpFormatter)
     t.add_argument("--dataset", default="fashion-mnist", choices=sorted(TRAINABLE), help="dataset to train on")
-    t.add_argument("--epochs", type=int, default=8, help="passes over the training set")
-    t.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
-    t.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
-    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    t.add_argument("--epochs", type=int_range(1, 10_000), default=8, help="passes over the training set")
+    t.add_argument("--seed", type=seed_type, default=0, help="seed of initialisation, shuffling and augmentation")
+    t.add_argument("--batch-size", type=int_range(1, 100_000), default=128, help="mini-batch size")
+    t.add_argument("--lr", type=float_range(0.0, 10.0, lo_open=True), default=2e-3, help="peak learning rate of the one-cycle schedule")
     t.add_argument("--no-augment", action="store_true", help="disable random ±2-pixel shifts")
     t.add_argument("--out", default=None, help="output folder; None = the package's trainer/assets/")
     t.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-    t.add_argument("--threads", type=int, default=None, help="torch threads; None = torch's choice")
+    t.add_argument("--threads", type=threads_type, default=None, help="torch threads; None = torch's choice")
     t.set_defaults(func=_train)
 
     e = verbs.add_parser("eval", help="print the shipped classifier's test accuracy",
                          formatter_class=HelpFormatter)
     e.add_argument("--dataset", default="fashion-mnist", choices=sorted(TRAINABLE) + ["rings", "grid25"],
                    help="dataset whose classifier and test split to use")
-    e.add_argument("--samples", type=int, default=None, help="evaluate on the first N test images only")
+    e.add_argument("--samples", type=int_range(1, 10_000_000), default=None, help="evaluate on the first N test images only")
     e.add_argument("--weights-dir", default=None, help="folder holding classifier-<dataset>.*; "
                    "None = the package's trainer/assets/")
     e.add_argument("--data-dir", default=None, help="folder holding the dataset files")

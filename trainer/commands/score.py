@@ -100,6 +100,7 @@ def _score(args) -> int:
 def register(sub) -> None:
     """Add the ``score`` verb to the ``trainer`` CLI."""
     from trainer.cli import HelpFormatter
+    from trainer.cliargs import int_range, seed_type
     from trainer.evaluation import SOURCE_HELP
 
     p = sub.add_parser("score", help="FID/TVD/IS of samples against a real split (classifier features)",
@@ -107,14 +108,14 @@ def register(sub) -> None:
     p.add_argument("--real", default="fashion-mnist:test",
                    help="real dataset split DATASET:SPLIT; its classifier is the yardstick")
     p.add_argument("--fake", required=True, help=f"samples to score: {SOURCE_HELP}")
-    p.add_argument("--samples", type=int, default=10000, help="number of fake samples (fewer if the source holds fewer)")
+    p.add_argument("--samples", type=int_range(2, 1_000_000), default=10000, help="number of fake samples (fewer if the source holds fewer)")
     p.add_argument("--metrics", default="fid,tvd,is", help=f"comma-separated subset of {','.join(METRICS)}")
     p.add_argument("--target", default="uniform",
                    help="class distribution for TVD: uniform, real (the real split's predicted histogram), "
                    "'CLASS:WEIGHT,...' (e.g. '0:0.5,3:0.5') or one weight per class")
     p.add_argument("--inception", action="store_true",
                    help="also Inception FID (fid_incep*); needs pytorch-fid's weights on disk, slow on CPU")
-    p.add_argument("--seed", type=int, default=0, help="seed of the 'noise' source")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the 'noise' source")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_score)

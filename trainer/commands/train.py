@@ -17,6 +17,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from trainer.errors import UserError
+
 
 def _intermixed(parser) -> None:
     """Let ``KEY=VALUE`` overrides come before or after options (``CONFIG --out D k=v``)."""
@@ -40,6 +42,7 @@ def _intermixed(parser) -> None:
 def register(sub) -> None:
     """Add the ``train`` verb to the ``trainer`` CLI."""
     from trainer.cli import HelpFormatter
+    from trainer.cliargs import int_range
 
     p = sub.add_parser("train", help="train a grid of GANs (coevolution) and write a generator pool",
                        description=__doc__, formatter_class=HelpFormatter)
@@ -50,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest good checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and what would run, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int_range(1, 4096), default=1,
                    help="worker processes on this machine (torch.distributed ranks: gloo on CPU, NCCL with one "
                         "GPU each); each trains a block of cells. Under torchrun leave it at 1: ranks come "
                         "from torchrun")
@@ -92,6 +95,23 @@ def _scoring_plan(dataset: str) -> str:
     return f"fid_cls on the {dataset} evaluation classifier; mixture (1+1)-ES per cell"
 
 
+def _guard_run_folder(out: Path, args, cfg) -> None:
+    """The run folder must not be, contain or lie inside the config or the data folder.
+
+    One exception: resuming with the run's own ``config.yaml`` (what the resume hint suggests);
+    the run rewrites that file with the same resolved config.
+    """
+    from trainer.safety import guard_output
+
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty; give a run folder such as runs/my-run")
+    config = Path(args.config).resolve()
+    own = args.resume and config == (out / "config.yaml").resolve()
+    guard_output(out, {"config": None if own else args.config, "data folder": cfg.data.data_dir})
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+
+
 def run(args) -> int:
     """Run ``trainer train``."""
     from trainer.config import load_train_config
@@ -102,13 +122,19 @@ def run(args) -> int:
 
     cfg = load_train_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    _guard_run_folder(out, args, cfg)
     cells = cfg.grid.height * cfg.grid.width
     if launched_by_torchrun() and args.workers != 1:
         raise UserError("--workers is for runs without torchrun; under torchrun the number of ranks is "
                         "--nnodes x --nproc-per-node")
     split_cells(cells, int(os.environ.get("WORLD_SIZE", args.workers)))  # refuse impossible layouts early
+    from trainer.safety import human_bytes
+    from trainer.sizes import check_train_memory
+
+    need = check_train_memory(cfg)  # grid 3000x3000, latent_dim 1e9, ...: refused with the number, now
     if args.dry_run:
         print(dry_run_text(cfg, out))
+        print(f"# memory: about {human_bytes(need)} (estimate of the largest tensors)")
         return 0
     again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides])  # for the resume hint
     job = (cfg, str(out), args.resume, args.quiet, again)
@@ -207,6 +233,12 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
     except UserError as exc:
         if workers.is_writer:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except (OSError, MemoryError) as exc:  # disk full, read-only folder, ...: one line, like the CLI
+        from trainer.errors import environment_message
+
+        if workers.is_writer:
+            print(f"error: {environment_message(exc)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         return 130
