@@ -125,7 +125,7 @@ def use_evaluator(monkeypatch, evaluator, tmp_path):
     """Make the CLI use the stand-in evaluator and a private cache."""
     from ensembler import stats
 
-    monkeypatch.setattr(stats, "load_evaluator", lambda dataset, device="auto": evaluator)
+    monkeypatch.setattr(stats, "load_evaluator", lambda dataset, device="auto", **kw: evaluator)
     monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
     return evaluator
 
@@ -492,6 +492,10 @@ def test_real_evaluator_path_on_a_rings_pool(tmp_path, monkeypatch):
     assert run_cli("optimize", pool, "--objective", "tvd+0.1*fid", "--budget", 100, "--samples", 2000,
                    "--verify-samples", 2000, "--device", "cpu", "--out", out) == 0
     data = json.loads(out.read_text())
-    assert set(data["metrics"]["verified"]) == {"fid_cls2k", "tvd_cls2k", "is_cls2k"}
+    assert set(data["metrics"]["verified"]) == {"fid_cls2k", "tvd_cls2k", "is_cls2k", "precision_cls1k",
+                                                "recall_cls1k", "density_cls1k", "coverage_cls1k", "kid_cls1k"}
+    assert set(data["metrics"]["estimated"]) == set(data["metrics"]["verified"]) | {"objective"}
     assert data["statistics"]["classifier_sha256"]
+    assert data["classifier"] == {"name": "rings", "dataset": "rings", "sha256": data["statistics"]["classifier_sha256"],
+                                  "source": "analytic", "forced": False}
     assert list((tmp_path / "cache" / "ensembler-stats").glob("*.npz"))
