@@ -132,7 +132,7 @@ def test_unknown_dataset_split_and_metric(capsys, cache):
     _fails_with_one_line(capsys, "--real", "imagenet:test", "--fake", "noise", match="unknown dataset")
     _fails_with_one_line(capsys, "--real", "rings:val", "--fake", "noise", match="unknown split")
     _fails_with_one_line(capsys, "--real", "rings:test", "--fake", "foo:train", match="unknown dataset")
-    _fails_with_one_line(capsys, "--real", "rings:test", "--fake", "noise", "--metrics", "fid,kid", match="kid")
+    _fails_with_one_line(capsys, "--real", "rings:test", "--fake", "noise", "--metrics", "fid,lpips", match="lpips")
     _fails_with_one_line(capsys, "--real", "rings:test", "--fake", "noise", "--target", "0:1,9:1", match="range")
 
 
