@@ -110,11 +110,11 @@ def cmd_evaluate(args) -> int:
         pools = open_pools(pool_paths)
     else:
         pools = open_pools([path])
+    target_spec = args.target if args.target is not None else (ensemble.meta.get("target") if ensemble else None)
+    evaluator = _evaluator(args, need_real=(target_spec or "").strip() == "real")(pools.dataset)
     for line in pools.merge_lines():
         _log(line)
     pools.check_all()
-    target_spec = args.target if args.target is not None else (ensemble.meta.get("target") if ensemble else None)
-    evaluator = _evaluator(args, need_real=(target_spec or "").strip() == "real")(pools.dataset)
     if evaluator.real is None:
         _log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); showing tvd and is only "
              f"(pass --data-dir for fid and precision/recall/density/coverage/kid)")

@@ -220,10 +220,10 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
     check_options(opts)
     terms = parse_objective(opts.objective)
     pools = open_pools(pool_paths)
+    evaluator = evaluator_fn(pools.dataset)   # refuses a wrong classifier before anything else is said
     for line in pools.merge_lines():
         log(line)
     pools.check_all()
-    evaluator = evaluator_fn(pools.dataset)
     if evaluator.real is None:
         log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); fid and precision/recall/"
             f"density/coverage/kid are not reported (pass --data-dir to get them)")

@@ -130,7 +130,7 @@ def load_evaluator(dataset: str, device: str | torch.device | None = "auto", *, 
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if not dataset:
         raise UserError("the pool does not say which dataset it was trained on; cannot pick a classifier")
-    clf, record = classifier_store.load_checked(classifier, dataset, dev, force, what=f"the pool ({dataset})",
+    clf, record = classifier_store.load_checked(classifier, dataset, dev, force, what="the pool",
                                                 log=log)
     real, missing = None, None
     try:

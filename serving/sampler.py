@@ -98,6 +98,8 @@ class OnnxSampler:
             self.arch = meta.get(_K["arch"], "")
             self.ensemble_sha256 = meta.get(_K["ensemble_sha256"], "")
             self.ensemble_meta = json.loads(meta.get(_K["ensemble_meta"], "{}"))
+            # set by 'serving export --classifier': scores of this model's own samples and who judged them
+            self.served_scores = json.loads(meta.get("mustangs.served_scores", "null"))
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{self.path}: malformed Mustangs metadata ({exc})") from None
         w = self.weights
@@ -173,6 +175,7 @@ class OnnxSampler:
             "ensemble": self.ensemble_meta,
             "providers": list(self.active_providers),
             "model_sha256": self.model_sha256,
+            **({"served_scores": self.served_scores} if self.served_scores is not None else {}),
         }
 
 

@@ -206,7 +206,7 @@ def check_dataset(ref: ClassifierRef, dataset: str, force: bool = False, *, what
     if not dataset or ref.dataset == dataset:
         return False
     if not force:
-        raise UserError(f"classifier {ref.name!r} was trained on {ref.dataset} but {what} is {dataset}; pass "
+        raise UserError(f"classifier {ref.name!r} was trained on {ref.dataset} but {what} holds {dataset} data; pass "
                         f"--classifier with a {dataset} classifier ({_train_hint(dataset)}), or {force_hint} "
                         f"to judge it anyway")
     (log or (lambda m: print(m, file=sys.stderr)))(

@@ -190,7 +190,7 @@ def load_scorer(dataset: str, device: torch.device, log: Callable[[str], None] =
             raise UserError(f"eval.classifier: {exc}") from None
         log(f"warning: {exc}; training without fid_cls scores and with uniform mixture weights")
         return None
-    forced = classifier_store.check_dataset(ref, dataset, force, what=f"data.dataset ({dataset})",
+    forced = classifier_store.check_dataset(ref, dataset, force, what="data.dataset",
                                             force_hint="eval.force_classifier=true", log=log)
     clf = classifier_store.load(ref, device)
     try:

@@ -66,11 +66,11 @@ def run_score(args) -> dict:
 
         require_weights()  # fail at once, before any work
     classifier, record = classifier_store.load_checked(args.classifier, real_name, force=args.force_classifier,
-                                                       what=f"the real data ({real_name})")
+                                                       what="the real split")
     if args.fake != "noise" and is_dataset_source(args.fake):
         fake_name, _ = parse_source(args.fake)
         record["forced"] |= classifier_store.check_dataset(classifier.ref, fake_name, args.force_classifier,
-                                                           what=f"the fake samples ({args.fake})")
+                                                           what=f"--fake {args.fake}")
     target_spec = (args.target or "uniform").strip()
     needs_real = bool(set(metrics) & set(NEEDS_REAL)) or target_spec == "real" or args.inception
     real = real_stats(real_name, real_split, classifier, data_dir=args.data_dir) if needs_real else None
