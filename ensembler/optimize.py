@@ -221,6 +221,10 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
     terms = parse_objective(opts.objective)
     pools = open_pools(pool_paths)
     evaluator = evaluator_fn(pools.dataset)   # refuses a wrong classifier before anything else is said
+    sample_terms = [t.metric for t in terms if t.metric in ("recall", "coverage")]
+    if sample_terms and not evaluator.has_real_features:
+        raise UserError(f"objective {', '.join(sample_terms)} needs features of the real {pools.dataset} test split "
+                        f"({evaluator.missing_real or 'not available'}); pass --data-dir")
     for line in pools.merge_lines():
         log(line)
     pools.check_all()

@@ -82,6 +82,21 @@ def dry_run_text(cfg, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _check_judge(cfg) -> None:
+    """Refuse a wrong ``eval.classifier`` (unknown, or trained for another dataset) before any work."""
+    from trainer import classifier_store
+    from trainer.errors import UserError
+
+    try:
+        ref = classifier_store.resolve(cfg.eval.classifier, cfg.data.dataset)
+    except UserError as exc:
+        if cfg.eval.classifier is not None:
+            raise UserError(f"eval.classifier: {exc}") from None
+        return  # no classifier for this dataset: the run trains unscored (and says so)
+    classifier_store.check_dataset(ref, cfg.data.dataset, cfg.eval.force_classifier, what="data.dataset",
+                                   force_hint="eval.force_classifier=true", log=lambda m: None)
+
+
 def _scoring_plan(cfg) -> str:
     """What will judge the run: the classifier found (or why none), and the extra final metrics."""
     from trainer.errors import UserError
@@ -123,6 +138,7 @@ def run(args) -> int:
         overrides.append("eval.force_classifier=true")
     args.overrides = overrides
     cfg = load_train_config(args.config, overrides)
+    _check_judge(cfg)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     cells = cfg.grid.height * cfg.grid.width
     if launched_by_torchrun() and args.workers != 1:
