@@ -59,8 +59,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         from ensembler.ensemble import Ensemble
         from trainer import classifier_store
 
-        ens_meta = Ensemble.load(args.ensemble).meta
-        dataset = str(ens_meta.get("dataset", ""))
+        from serving.judge import ensemble_dataset
+
+        ensemble = Ensemble.load(args.ensemble)
+        ens_meta, dataset = ensemble.meta, ensemble_dataset(ensemble)
         classifier_store.check_dataset(classifier_store.resolve(args.classifier, dataset), dataset,
                                        args.force_classifier, what="the ensemble", log=lambda m: None)
     result = export_ensemble(args.ensemble, args.out, check_parity=args.check, tolerance=args.tolerance,

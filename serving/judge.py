@@ -64,6 +64,22 @@ def judge_model(model_path: str | Path, dataset: str, *, classifier: str | None 
     return {"classifier": record, "samples": int(n), "seed": int(seed), "metrics": metrics}
 
 
+def ensemble_dataset(ensemble) -> str:
+    """The dataset an ensemble's generators were trained on: its ``dataset`` field, else its pool's."""
+    from trainer.pool import read_pool
+
+    if ensemble.meta.get("dataset"):
+        return str(ensemble.meta["dataset"])
+    for member in ensemble.members:
+        if member.pool:
+            try:
+                return read_pool(member.pool).dataset
+            except UserError:
+                continue
+    raise UserError("the ensemble does not say which dataset its generators were trained on (no 'dataset' field "
+                    "and no readable pool); cannot check the classifier")
+
+
 def add_metadata(model_path: str | Path, entries: dict[str, str]) -> None:
     """Add (or replace) ``metadata_props`` entries of an ONNX file, rewriting it atomically."""
     import onnx
@@ -85,4 +101,4 @@ def record_scores(model_path: str | Path, verdict: dict) -> None:
     add_metadata(model_path, {SERVED_SCORES_KEY: json.dumps(verdict)})
 
 
-__all__ = ["judge_model", "add_metadata", "record_scores", "SERVED_SCORES_KEY"]
+__all__ = ["judge_model", "ensemble_dataset", "add_metadata", "record_scores", "SERVED_SCORES_KEY"]
