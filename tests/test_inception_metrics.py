@@ -39,6 +39,7 @@ def stand_in(monkeypatch, tmp_path):
     model = StandInInception().eval()
     monkeypatch.setattr(inception, "load_inception", lambda device="cpu": model)
     monkeypatch.setattr(inception, "available", lambda: True)
+    monkeypatch.setattr(inception, "require_weights", lambda: tmp_path / "stand-in.pth")
     monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
     return model
 
@@ -102,3 +103,17 @@ def test_inception_scores_equal_direct_fid_and_kid(stand_in):
     assert out["kid_incep20"] == pytest.approx(kid(real, fake))
     same = inception.inception_scores(stand_in, real, real_x)
     assert same["fid_incep30"] == pytest.approx(0, abs=1e-6) and abs(same["kid_incep30"]) < 1e-3
+
+
+def test_score_cli_on_rgb_data_without_a_classifier_reports_inception_only(tmp_path, stand_in, capsys):
+    import json
+
+    from trainer.cli import main
+
+    data = image_folder(tmp_path / "images", n=30, size=64)
+    assert main(["score", "--real", "image-folder:test", "--data-dir", str(data), "--fake", str(data),
+                 "--samples", "10", "--inception", "--json"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert set(k for k in result if k.endswith("_incep10")) == {"fid_incep10", "kid_incep10"}
+    assert result["classifier"] is None and "Inception metrics only" in err

@@ -65,6 +65,12 @@ def run_score(args) -> dict:
         from trainer.inception import require_weights
 
         require_weights()  # fail at once, before any work
+    if args.inception and args.classifier is None:
+        try:
+            classifier_store.resolve(None, real_name)
+        except UserError as exc:   # e.g. cifar10, image-folder: Inception is the yardstick there
+            print(f"note: {str(exc).split(';')[0]}; computing the Inception metrics only", file=sys.stderr)
+            return _inception_only(args, real_name, real_split)
     classifier, record = classifier_store.load_checked(args.classifier, real_name, force=args.force_classifier,
                                                        what="the real split")
     if args.fake != "noise" and is_dataset_source(args.fake):
@@ -116,15 +122,37 @@ def run_score(args) -> dict:
     return result
 
 
+def _inception_only(args, real_name: str, real_split: str) -> dict:
+    """``fid_incep*``/``kid_incep*`` of the fake samples when no classifier exists for the dataset."""
+    from trainer.data import load_dataset
+    from trainer.evaluation import load_samples, subset_indices
+    from trainer.inception import default_device, inception_scores, load_inception, real_inception_features
+
+    real = load_dataset(real_name, real_split, data_dir=args.data_dir)
+    fake_x = load_samples(args.fake, real.sample_shape, args.samples, seed=args.seed, data_dir=args.data_dir)
+    model = load_inception(default_device())
+
+    def real_x():
+        idx = subset_indices(len(real), args.samples, real.labels)
+        return real.data if idx is None else real.data[idx]
+
+    result = inception_scores(model, real_inception_features(model, real_name, real_split, real_x, args.samples),
+                              fake_x)
+    result.update({"real": f"{real_name}:{real_split}", "fake": args.fake, "samples": int(fake_x.shape[0]),
+                   "target": None, "classifier": None, "classifier_sha256": None})
+    return result
+
+
 def _score(args) -> int:
     result = run_score(args)
     if args.json:
         print(json.dumps(result))
         return 0
     clf = result["classifier"]
+    judge = (f"{clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…{', FORCED' if clf['forced'] else ''})"
+             if clf else "none (Inception only)")
     print(f"real: {result['real'] or '(not needed)'}   fake: {result['fake']} ({result['samples']} samples)   "
-          f"target: {result['target']}   classifier: {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
-          f"{', FORCED' if clf['forced'] else ''})")
+          f"target: {result['target']}   classifier: {judge}")
     for key, value in result.items():
         if key.startswith(("fid_", "tvd_", "is_", "precision_", "recall_", "density_", "coverage_", "kid_")):
             print(f"  {key:<18} {value:12.4f}")
