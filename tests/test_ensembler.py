@@ -523,8 +523,8 @@ def use_diversity_evaluator(monkeypatch, evaluator, fashion, tmp_path):
 def test_coverage_objective_beats_every_single_generator_and_verifies(class_pool, use_diversity_evaluator,
                                                                       tmp_path, capsys):
     out = tmp_path / "cov.json"
-    assert run_cli("optimize", class_pool, "--objective", "coverage", "--budget", 300, "--samples", 1000,
-                   "--diversity-samples", 500, "--verify-samples", 2000, "--out", out) == 0
+    assert run_cli("optimize", class_pool, "--objective", "coverage", "--budget", 150, "--samples", 500,
+                   "--diversity-samples", 500, "--verify-samples", 1000, "--out", out) == 0
     data = json.loads(out.read_text())
     est, ver = data["metrics"]["estimated"], data["metrics"]["verified"]
     assert data["objective_minimised"] == "(1-coverage)"
@@ -535,13 +535,13 @@ def test_coverage_objective_beats_every_single_generator_and_verifies(class_pool
     assert abs(est["recall_cls500"] - ver["recall_cls500"]) < 0.1
     assert set(est) >= {f"{m}_cls500" for m in ("precision", "recall", "density", "coverage", "kid")}
     capsys.readouterr()
-    assert run_cli("evaluate", out, "-n", 1000, "--diversity-samples", 500, "--json") == 0
+    assert run_cli("evaluate", out, "-n", 500, "--diversity-samples", 500, "--json") == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
     singles = [r["coverage_cls500"] for r in rows.values() if r["kind"] == "single"]
     assert est["coverage_cls500"] > max(singles)          # a mixture covers more than any one generator
     assert rows["ensemble"]["coverage_cls500"] >= rows["uniform"]["coverage_cls500"] - 0.03
     # recall as an objective, combined with tvd
-    assert run_cli("optimize", class_pool, "--objective", "tvd+recall", "--budget", 60, "--samples", 1000,
+    assert run_cli("optimize", class_pool, "--objective", "tvd+recall", "--budget", 30, "--samples", 500,
                    "--diversity-samples", 300, "--verify-samples", 0, "--out", tmp_path / "rec.json") == 0
     assert json.loads((tmp_path / "rec.json").read_text())["objective_minimised"] == "tvd + (1-recall)"
 
