@@ -3,6 +3,8 @@
   ensembler optimize runs/a/pool --objective tvd --method cma --budget 2000 --seed 0 --out e.json
   ensembler optimize runs/a/pool runs/b/pool --objective "tvd+0.01*fid" --max-size 5 --out e.json
   ensembler optimize runs/a/pool --objective tvd --target "0:0.5,3:0.5" --out two-classes.json
+  ensembler optimize runs/a/pool --objective "tvd+coverage" --data-dir DIR --out diverse.json
+  ensembler optimize lipizzaner/pool --objective tvd --classifier ~/.cache/mustangs/classifiers/mnist
   ensembler evaluate e.json            (or a pool folder; --json for machine-readable output)
   ensembler sample e.json -n 64 --seed 0 --out grid.png
   ensembler import-lipizzaner lipizzaner_output/ --out runs/lipizzaner/pool
@@ -20,11 +22,17 @@ from trainer.cliargs import int_range, seed_type
 from trainer.errors import UserError
 
 
-def _evaluator(device: str):
-    """The evaluator factory for a dataset (a module-level hook: tests replace ``load_evaluator``)."""
+def _evaluator(args, need_real: bool = True):
+    """The evaluator factory for a dataset (a module-level hook: tests replace ``load_evaluator``).
+
+    Passes the judge (``--classifier``, ``--force-classifier``) and ``--data-dir``; with
+    ``need_real=False`` a missing real test split only drops the metrics that need it.
+    """
     from ensembler import stats
 
-    return lambda dataset: stats.load_evaluator(dataset, device)
+    return lambda dataset: stats.load_evaluator(dataset, args.device, classifier=args.classifier,
+                                                force=args.force_classifier, data_dir=args.data_dir,
+                                                need_real=need_real, log=_log)
 
 
 def _log(msg: str) -> None:
@@ -80,13 +88,14 @@ def _guard_optimize_outputs(args) -> None:
 # --------------------------------------------------------------------------- optimize
 
 def cmd_optimize(args) -> int:
-    from ensembler.optimize import OptimizeOptions, check_options, optimize, plot_history
+    from ensembler.optimize import OptimizeOptions, check_options, needs_real, optimize, plot_history
     from ensembler.stats import StatsCache
 
     opts = OptimizeOptions(objective=args.objective, target=args.target, method=args.method, budget=args.budget,
                            seed=args.seed, max_size=args.max_size, param=args.param, samples=args.samples,
                            stats_seed=args.stats_seed, verify_samples=args.verify_samples,
-                           batch_size=args.batch_size, popsize=args.popsize)
+                           batch_size=args.batch_size, popsize=args.popsize,
+                           diversity_samples=args.diversity_samples)
     check_options(opts)
     out = Path(args.out)
     if out.is_dir():
@@ -96,15 +105,20 @@ def cmd_optimize(args) -> int:
     _guard_optimize_outputs(args)
     if args.dry_run:
         print(json.dumps({"pools": args.pools, **opts.__dict__, "out": str(out), "plot": args.plot,
-                          "cache_dir": args.cache_dir, "device": args.device}, indent=2))
+                          "cache_dir": args.cache_dir, "device": args.device, "classifier": args.classifier,
+                          "force_classifier": args.force_classifier, "data_dir": args.data_dir,
+                          "needs_real_data": needs_real(opts)}, indent=2))
         return 0
     _check_sizes(args.pools, args.batch_size, max(args.verify_samples, 2))
-    ensemble, result = optimize(args.pools, opts, _evaluator(args.device), StatsCache(args.cache_dir),
+    ensemble, result = optimize(args.pools, opts, _evaluator(args, needs_real(opts)), StatsCache(args.cache_dir),
                                 progress=None, log=_log)
     if args.plot:
         plot_history(ensemble.meta["history"], args.plot, title=f"{opts.method}: {opts.objective}")
     ensemble.save(out)
     metrics = ensemble.meta["metrics"]
+    clf = ensemble.meta["classifier"]
+    _log(f"judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
+         f"{', FORCED' if clf.get('forced') else ''})")
     _log(f"wrote {out}: {len(ensemble.members)} generators, weights "
          + ", ".join(f"{m.id}={w:.3f}" for m, w in zip(ensemble.members, ensemble.weights)))
     for kind in ("estimated", "verified"):
@@ -146,15 +160,24 @@ def cmd_evaluate(args) -> int:
     else:
         pools = open_pools([path])
     _check_sizes([p.root for p in pools.pools], args.batch_size, args.n)
-    pools.check_all()
-    evaluator = _evaluator(args.device)(pools.dataset)
     target_spec = args.target if args.target is not None else (ensemble.meta.get("target") if ensemble else None)
-    target = parse_target(target_spec, evaluator.num_classes, evaluator.real.hist)
+    evaluator = _evaluator(args, need_real=(target_spec or "").strip() == "real")(pools.dataset)
+    for line in pools.merge_lines():
+        _log(line)
+    pools.check_all()
+    if evaluator.real is None:
+        _log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); showing tvd and is only "
+             f"(pass --data-dir for fid and precision/recall/density/coverage/kid)")
+    target = parse_target(target_spec, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
     rows = evaluate_table(pools, evaluator, args.n, args.seed, target, ensemble, StatsCache(args.cache_dir),
-                          args.batch_size)
+                          args.batch_size, diversity_samples=args.diversity_samples)
     if args.json:
-        print(json.dumps({"target": target.tolist(), "n": args.n, "seed": args.seed, "rows": rows}, indent=2))
+        print(json.dumps({"target": target.tolist(), "n": args.n, "seed": args.seed, "classifier": evaluator.record,
+                          "merged": pools.merged, "rows": rows}, indent=2))
         return 0
+    clf = evaluator.record
+    _log(f"classifier: {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
+          f"{', FORCED' if clf.get('forced') else ''})")
     keys = [k for k in rows[0] if k not in ("name", "kind")]
     width = max(len(r["name"]) for r in rows) + 2
     print(f"{'':{width}}" + "".join(f"{k:>14}" for k in keys))
@@ -206,6 +229,12 @@ def cmd_import(args) -> int:
     check_writable(out, is_dir=True)
     pool = import_lipizzaner(args.folder, out, dataset=args.dataset)
     _log(f"wrote pool {pool.root} with {len(pool)} generators ({pool.spec.arch}, z={pool.spec.latent_dim})")
+    groups: dict[str, list[str]] = {}
+    for e in pool.entries:
+        groups.setdefault(e.sha256, []).append(f"{e.id} ({e.origin.get('file', e.file)})")
+    for ids in groups.values():
+        if len(ids) > 1:
+            _log(f"note: {', '.join(ids)} hold identical weights; the ensembler will merge them into one generator")
     return 0
 
 
@@ -231,6 +260,17 @@ def _check_replaceable_pool(out: Path) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+def _judge_args(p) -> None:
+    """``--classifier``, ``--force-classifier`` and ``--data-dir``: who judges, and where the real data is."""
+    p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
+                   help="the judge: a classifier folder or .json, or a NAME looked up in $MUSTANGS_CACHE/classifiers/ "
+                        "then the package (None: the one for the pool's dataset)")
+    p.add_argument("--force-classifier", action="store_true",
+                   help="accept a classifier trained on another dataset than the pool's (recorded as forced)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the real dataset files (read for fid, recall/coverage and --target real)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``ensembler`` argument parser."""
     from ensembler.methods import METHODS
@@ -242,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter)
     p.add_argument("pools", nargs="+", help="pool folders (runs/<name>/pool); merged when their networks agree")
     p.add_argument("--objective", default="tvd",
-                   help="loss to minimise: tvd | fid | is (maximised) or a weighted sum such as 'tvd+0.01*fid'")
+                   help="loss to minimise: tvd | fid | is | recall | coverage (the last three maximised) or a "
+                        "weighted sum such as 'tvd+0.01*fid' or 'tvd+coverage'")
     p.add_argument("--target", default=None,
                    help="class distribution for tvd: uniform | real | 'CLASS:WEIGHT,...' e.g. '0:0.5,3:0.5' "
                         "(None = uniform)")
@@ -261,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None,
                    help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.add_argument("--diversity-samples", type=int, default=1000,
+                   help="feature samples per generator (and real) for precision/recall/density/coverage/kid and "
+                        "the recall/coverage objectives (0: skip; reported only when the real split is there)")
+    _judge_args(p)
     p.add_argument("--out", default="ensemble.json", help="ensemble file to write")
     p.add_argument("--plot", default=None, help="write the convergence curve to this PNG")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
@@ -276,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.add_argument("--diversity-samples", type=int, default=1000,
+                   help="samples per row for precision/recall/density/coverage/kid (0: skip)")
+    _judge_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="write a PNG grid of samples from an ensemble", formatter_class=HelpFormatter)

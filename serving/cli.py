@@ -109,6 +109,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     guard_output(args.out, _ensemble_inputs(args.ensemble))
     check_writable(args.out)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
+    judge = args.classifier is not None or args.score_samples > 0
+    if judge:  # refuse a wrong judge before writing anything
+        from ensembler.ensemble import Ensemble
+        from trainer import classifier_store
+
+        from serving.judge import ensemble_dataset
+
+        ensemble = Ensemble.load(args.ensemble)
+        ens_meta, dataset = ensemble.meta, ensemble_dataset(ensemble)
+        classifier_store.check_dataset(classifier_store.resolve(args.classifier, dataset), dataset,
+                                       args.force_classifier, what="the ensemble", log=lambda m: None)
     result = export_ensemble(args.ensemble, args.out, check_parity=args.check, tolerance=args.tolerance,
                              opset=args.opset)
     meta = result.metadata
@@ -118,6 +129,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     if result.max_abs_diff is not None:
         print(f"parity torch vs onnxruntime (N = 1, 7, 1000): max abs diff {result.max_abs_diff:.3g} "
               f"(<= {args.tolerance:g})")
+    if judge:
+        from serving.judge import judge_model, record_scores
+
+        verdict = judge_model(result.path, dataset, classifier=args.classifier, force=args.force_classifier,
+                              n=args.score_samples or 10_000, seed=0, data_dir=args.data_dir,
+                              target=ens_meta.get("target_distribution"), threads=args.threads,
+                              log=lambda m: print(m, file=sys.stderr))
+        record_scores(result.path, verdict)
+        clf = verdict["classifier"]
+        print(f"served model judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
+              f"{', FORCED' if clf['forced'] else ''}) on {verdict['samples']} onnxruntime samples: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in verdict["metrics"].items()))
     return 0
 
 
@@ -229,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float_range(0.0), default=1e-4, help="largest max abs diff that --check accepts")
     p.add_argument("--opset", type=int_range(1, 1000), default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--threads", type=threads_type, default=2, help="torch CPU threads for tracing and the parity check")
+    p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
+                   help="score the exported model's samples with this classifier (a folder or .json, or a NAME looked "
+                        "up in $MUSTANGS_CACHE/classifiers/ then the package) and store the scores in its metadata "
+                        "(mustangs.served_scores); None: no scoring unless --score-samples")
+    p.add_argument("--force-classifier", action="store_true",
+                   help="accept a classifier trained on another dataset than the ensemble's (recorded as forced)")
+    p.add_argument("--score-samples", type=int_range(0, 10_000_000), default=0,
+                   help="samples for that scoring (0: 10000 when --classifier is given, else no scoring)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the real dataset files (for fid and precision/recall/density/coverage/kid)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sample", help="draw samples from an ONNX model into a PNG grid or .npy",

@@ -105,7 +105,7 @@ def _json_safe(value):
 #: The ensemble.json summary fields copied into the model (and shown by ``POST /info``). Left
 #: out on purpose: local pool paths, the search history and the optimiser's state.
 ENSEMBLE_META_FIELDS = ("dataset", "method", "objective", "objective_minimised", "target", "target_distribution",
-                        "budget", "evaluations", "seed", "max_size", "metrics", "statistics")
+                        "budget", "evaluations", "seed", "max_size", "metrics", "statistics", "classifier", "merged")
 
 
 def ensemble_metadata(ensemble, ensemble_sha256: str) -> dict[str, str]:

@@ -101,6 +101,11 @@ class OnnxSampler:
         self.ensemble_meta = parsed.ensemble_meta
         w = np.asarray(parsed.weights, dtype=np.float64)
         w = w / w.max()  # huge weights (1e308) cannot overflow the sum
+        # set by 'serving export --classifier': scores of this model's own samples and who judged them
+        try:
+            self.served_scores = json.loads(meta.get("mustangs.served_scores", "null"))
+        except ValueError:
+            raise UserError(f"{self.path}: malformed mustangs.served_scores metadata") from None
         self.weights = w / w.sum()
         self._cumw = np.cumsum(self.weights)
         self.batch_size = int(batch_size)
@@ -171,6 +176,7 @@ class OnnxSampler:
             "ensemble": self.ensemble_meta,
             "providers": list(self.active_providers),
             "model_sha256": self.model_sha256,
+            **({"served_scores": self.served_scores} if self.served_scores is not None else {}),
         }
 
 

@@ -86,6 +86,11 @@ class EvalConfig:
 
     every: int | None = option(1, ge=1)       # score cells and step the mixture ES every n generations (None = only at the end); >= 1
     fid_samples: int = option(10000, ge=16)   # samples per generator for the final scores written to the pool; >= 16
+    classifier: str | None = None             # the judge: None = the dataset's ($MUSTANGS_CACHE/classifiers/<dataset>/, then shipped) | a NAME | a classifier folder or .json
+    force_classifier: bool = False            # accept a classifier trained on another dataset (the pool records forced: true)
+    diversity_samples: int | None = option(1000, ge=6)  # samples per generator (and real) for precision/recall/density/coverage/kid in the final pool scores (None = skip); >= 6
+    inception: bool | None = None             # fid_incep*/kid_incep* in the final pool scores: None = for RGB data when pytorch-fid's weights are on disk | true = required | false = never
+    inception_samples: int = option(10000, ge=2)  # samples per generator (and real) for the Inception metrics; >= 2
 
 
 @dataclass
@@ -96,6 +101,7 @@ class OutputConfig:
     sample_every: int | None = option(1, ge=1)  # PNG sample grid every n generations (None = only the last); >= 1
     samples_per_cell: int = option(8, ge=1, le=64)  # samples per cell in each grid (one row per cell); 1 ..= 64
     report: bool = True                       # write report.html + PNGs at the end
+    tensorboard: bool | None = None           # TensorBoard event files in <run>/tensorboard/: None = when the tensorboard package is installed | true = required | false = never
 
 
 @dataclass
@@ -157,6 +163,15 @@ class TrainConfig:
                 f"({sub} on a {self.grid.height}x{self.grid.width} grid"
                 f"{'' if co.exchange else ' without exchange'}); set coevolution.tournament_size<={sub}"
                 f"{'' if co.exchange else ' or coevolution.selection=false'}")
+        if self.eval.inception and self.data.dataset == "rings":
+            raise ConfigError("eval.inception=true needs image data, but data.dataset=rings holds 2-D points; "
+                              "set eval.inception=null")
+        if self.output.tensorboard:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ConfigError("output.tensorboard=true but the tensorboard package is not installed; "
+                                  "pip install 'mustangs[tensorboard]' or set output.tensorboard=null")
         if co.lr_min > min(co.lr_g, co.lr_d):
             raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the initial learning rates; lower it")
 

@@ -7,6 +7,7 @@ Examples::
     trainer train configs/quickstart.yaml --dry-run          # print the resolved config and exit
     trainer train configs/quickstart.yaml --out runs/qs --resume   # continue a stopped run
     trainer train configs/quickstart.yaml --out runs/qs --workers 2  # 2 processes (torch.distributed)
+    trainer train configs/mnist-3x3.yaml --data-dir ~/data/mnist --classifier ~/my-mnist-classifier
     torchrun --nproc-per-node 2 -m trainer train configs/quickstart.yaml --out runs/qs --resume
 """
 
@@ -53,6 +54,13 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest good checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and what would run, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the dataset files (same as the override data.data_dir=DIR)")
+    p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
+                   help="the judge of fid_cls scores and mixtures (same as eval.classifier=NAME_OR_DIR); None: the "
+                        "config's, else the dataset's ($MUSTANGS_CACHE/classifiers/DATASET, then shipped)")
+    p.add_argument("--force-classifier", action="store_true",
+                   help="accept a classifier trained on another dataset (eval.force_classifier=true)")
     p.add_argument("--workers", type=int_range(1, 4096), default=1,
                    help="worker processes on this machine (torch.distributed ranks: gloo on CPU, NCCL with one "
                         "GPU each); each trains a block of cells. Under torchrun leave it at 1: ranks come "
@@ -73,26 +81,47 @@ def dry_run_text(cfg, out: Path) -> str:
              f"{cfg.coevolution.generations} generations, loss={cfg.coevolution.loss}, "
              f"selection={cfg.coevolution.selection}, exchange={cfg.coevolution.exchange}",
              f"# output: {out}"]
-    lines.append(f"# scoring: {_scoring_plan(cfg.data.dataset)}")
+    lines.append(f"# scoring: {_scoring_plan(cfg)}")
     return "\n".join(lines)
 
 
-def _scoring_plan(dataset: str) -> str:
+def _check_judge(cfg) -> None:
+    """Refuse a wrong ``eval.classifier`` (unknown, or trained for another dataset) before any work."""
+    from trainer import classifier_store
     from trainer.errors import UserError
 
     try:
-        from trainer.classifier import read_classifier_info
-
-        from trainer.data import POINT_DATASETS
-
-        if dataset not in POINT_DATASETS:
-            read_classifier_info(dataset)
+        ref = classifier_store.resolve(cfg.eval.classifier, cfg.data.dataset)
     except UserError as exc:
-        return (f"no evaluation classifier for {dataset} ({exc}); the run will train without fid_cls scores "
+        if cfg.eval.classifier is not None:
+            raise UserError(f"eval.classifier: {exc}") from None
+        return  # no classifier for this dataset: the run trains unscored (and says so)
+    classifier_store.check_dataset(ref, cfg.data.dataset, cfg.eval.force_classifier, what="data.dataset",
+                                   force_hint="eval.force_classifier=true", log=lambda m: None)
+
+
+def _scoring_plan(cfg) -> str:
+    """What will judge the run: the classifier found (or why none), and the extra final metrics."""
+    from trainer.errors import UserError
+
+    dataset = cfg.data.dataset
+    try:
+        from trainer import classifier_store
+
+        ref = classifier_store.resolve(cfg.eval.classifier, dataset)
+        classifier_store.check_dataset(ref, dataset, cfg.eval.force_classifier, what="data.dataset",
+                                       force_hint="eval.force_classifier=true", log=lambda m: None)
+    except UserError as exc:
+        if cfg.eval.classifier is not None:
+            return f"ERROR: {exc}"
+        return (f"no evaluation classifier ({exc}); the run will train without fid_cls scores "
                 f"and keep uniform mixture weights")
     except ImportError:
         return "evaluation classifier module missing; no fid_cls scores"
-    return f"fid_cls on the {dataset} evaluation classifier; mixture (1+1)-ES per cell"
+    plan = f"fid_cls on classifier {ref.describe()}; mixture (1+1)-ES per cell"
+    if cfg.eval.diversity_samples:
+        plan += f"; final precision/recall/density/coverage/kid on {cfg.eval.diversity_samples} samples"
+    return plan
 
 
 def _guard_run_folder(out: Path, args, cfg) -> None:
@@ -120,7 +149,16 @@ def run(args) -> int:
     from trainer.distributed import launched_by_torchrun, split_cells
     from trainer.errors import UserError
 
-    cfg = load_train_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    if args.classifier is not None:
+        overrides.append(f"eval.classifier={args.classifier}")
+    if args.force_classifier:
+        overrides.append("eval.force_classifier=true")
+    args.overrides = overrides
+    cfg = load_train_config(args.config, overrides)
+    _check_judge(cfg)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     _guard_run_folder(out, args, cfg)
     cells = cfg.grid.height * cfg.grid.width
