@@ -9,6 +9,7 @@ up to float rounding, and byte-identical output on the same one.
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
