@@ -138,6 +138,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=10_000, help="samples per target, drawn through HTTP")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the server")
     ap.add_argument("--dataset", default="fashion-mnist", help="dataset of the evaluation classifier")
+    ap.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
+                    help="the judge that classifies the drawn samples (None: the one for --dataset); use the one the "
+                         "models were exported with (POST /info names it)")
+    ap.add_argument("--force-classifier", action="store_true", help="accept a judge trained on another dataset")
     ap.add_argument("--all-classes", action="store_true", help="also check every single-class target")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
@@ -145,9 +149,10 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from trainer.classifier import load_classifier
+    from trainer import classifier_store
 
-    classifier = load_classifier(args.dataset, "cpu")
+    classifier, record = classifier_store.load_checked(args.classifier, args.dataset, "cpu", args.force_classifier)
+    print(f"judge: {record['name']} ({record['dataset']}, sha256 {record['sha256'][:12]}…)")
     ok, results = True, []
     for model in args.models:
         res = check_model(Path(model), args.n, args.threads, classifier, args.all_classes)

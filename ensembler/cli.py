@@ -3,6 +3,8 @@
   ensembler optimize runs/a/pool --objective tvd --method cma --budget 2000 --seed 0 --out e.json
   ensembler optimize runs/a/pool runs/b/pool --objective "tvd+0.01*fid" --max-size 5 --out e.json
   ensembler optimize runs/a/pool --objective tvd --target "0:0.5,3:0.5" --out two-classes.json
+  ensembler optimize runs/a/pool --objective "tvd+coverage" --data-dir DIR --out diverse.json
+  ensembler optimize lipizzaner/pool --objective tvd --classifier ~/.cache/mustangs/classifiers/mnist
   ensembler front runs/a/pool --objectives tvd,fid --max-size 5 --out front.json --plot front.png
   ensembler evaluate e.json            (or a pool folder; --json for machine-readable output)
   ensembler sample e.json -n 64 --seed 0 --out grid.png
@@ -17,50 +19,109 @@ import sys
 from pathlib import Path
 
 from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.cliargs import int_range, seed_type
 from trainer.errors import UserError
 
 
-def _evaluator(device: str):
-    """The evaluator factory for a dataset (a module-level hook: tests replace ``load_evaluator``)."""
+def _evaluator(args, need_real: bool = True):
+    """The evaluator factory for a dataset (a module-level hook: tests replace ``load_evaluator``).
+
+    Passes the judge (``--classifier``, ``--force-classifier``) and ``--data-dir``; with
+    ``need_real=False`` a missing real test split only drops the metrics that need it.
+    """
     from ensembler import stats
 
-    return lambda dataset: stats.load_evaluator(dataset, device)
+    return lambda dataset: stats.load_evaluator(dataset, args.device, classifier=args.classifier,
+                                                force=args.force_classifier, data_dir=args.data_dir,
+                                                need_real=need_real, log=_log)
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _positive_or_none(text: str):
-    return None if text.lower() == "none" else int(text)
+def _pool_inputs(paths) -> list[tuple[str, str]]:
+    """The pools a command reads, as inputs for :func:`trainer.safety.guard_output`."""
+    pairs = []
+    for p in paths:
+        p = Path(p)
+        pairs.append(("pool", str(p.parent if p.name == "manifest.json" else p)))
+    return pairs
+
+
+def _check_sizes(pool_paths, batch_size: int, kept_samples: int) -> None:
+    """Refuse a ``--batch-size`` or sample count whose tensors cannot fit in memory (before any work).
+
+    A forward pass holds ``batch_size`` latents and samples; verification keeps every sample's
+    classifier features (≤ 256 floats) and its latent.
+    """
+    from trainer.pool import read_pool
+    from trainer.safety import check_memory, human_bytes
+    from trainer.sizes import samples_bytes
+
+    spec = read_pool(pool_paths[0]).spec
+    batch = samples_bytes(batch_size, spec.latent_dim, spec.sample_shape, copies=4)
+    kept = 8 * kept_samples * (spec.latent_dim + 256 + 1)
+    check_memory(batch + kept, f"--batch-size {batch_size} ({human_bytes(batch)} per forward pass) with "
+                 f"{kept_samples:,} samples kept for verification ({human_bytes(kept)})",
+                 "lower --batch-size, -n or --verify-samples")
+
+
+def _guard_optimize_outputs(args, what: str = "ensemble.json") -> None:
+    """``--out``/``--plot``/``--cache-dir`` may not be, contain or lie in a pool; names must fit; folders writable.
+
+    Shared by ``optimize`` and ``front`` (``what`` names the JSON written: ensemble.json, front.json)."""
+    from trainer.safety import check_suffix, check_writable, guard_output
+
+    inputs = _pool_inputs(args.pools)
+    guard_output(args.out, inputs)
+    check_suffix(args.out, (".json",), what=what)
+    if args.plot:
+        guard_output(args.plot, inputs + [("--out file", args.out)], flag="--plot")
+        check_suffix(args.plot, (".png",), flag="--plot", what="a PNG image")
+    if args.cache_dir:
+        guard_output(args.cache_dir, inputs + [("--out file", args.out)] +
+                     ([("--plot file", args.plot)] if args.plot else []), flag="--cache-dir")
+    if not args.dry_run:
+        check_writable(args.out)
+        if args.plot:
+            check_writable(args.plot, flag="--plot")
 
 
 # --------------------------------------------------------------------------- optimize
 
 def cmd_optimize(args) -> int:
-    from ensembler.optimize import OptimizeOptions, check_options, optimize, plot_history
+    from ensembler.optimize import OptimizeOptions, check_options, needs_real, optimize, plot_history
     from ensembler.stats import StatsCache
 
     opts = OptimizeOptions(objective=args.objective, target=args.target, method=args.method, budget=args.budget,
                            seed=args.seed, max_size=args.max_size, param=args.param, samples=args.samples,
                            stats_seed=args.stats_seed, verify_samples=args.verify_samples,
-                           batch_size=args.batch_size, popsize=args.popsize)
+                           batch_size=args.batch_size, popsize=args.popsize,
+                           diversity_samples=args.diversity_samples)
     check_options(opts)
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out}/ensemble.json")
     if args.plot and Path(args.plot).is_dir():
         raise UserError(f"--plot {args.plot} is a folder; give a file name such as {args.plot}/curve.png")
+    _guard_optimize_outputs(args)
     if args.dry_run:
         print(json.dumps({"pools": args.pools, **opts.__dict__, "out": str(out), "plot": args.plot,
-                          "cache_dir": args.cache_dir, "device": args.device}, indent=2))
+                          "cache_dir": args.cache_dir, "device": args.device, "classifier": args.classifier,
+                          "force_classifier": args.force_classifier, "data_dir": args.data_dir,
+                          "needs_real_data": needs_real(opts)}, indent=2))
         return 0
-    ensemble, result = optimize(args.pools, opts, _evaluator(args.device), StatsCache(args.cache_dir),
+    _check_sizes(args.pools, args.batch_size, max(args.verify_samples, 2))
+    ensemble, result = optimize(args.pools, opts, _evaluator(args, needs_real(opts)), StatsCache(args.cache_dir),
                                 progress=None, log=_log)
     if args.plot:
         plot_history(ensemble.meta["history"], args.plot, title=f"{opts.method}: {opts.objective}")
     ensemble.save(out)
     metrics = ensemble.meta["metrics"]
+    clf = ensemble.meta["classifier"]
+    _log(f"judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
+         f"{', FORCED' if clf.get('forced') else ''})")
     _log(f"wrote {out}: {len(ensemble.members)} generators, weights "
          + ", ".join(f"{m.id}={w:.3f}" for m, w in zip(ensemble.members, ensemble.weights)))
     for kind in ("estimated", "verified"):
@@ -77,23 +138,40 @@ def cmd_front(args) -> int:
     from ensembler.stats import StatsCache
 
     objectives = parse_objectives(args.objectives)
-    for flag, value, low in (("--max-size", args.max_size, 1), ("--scalarisations", args.scalarisations, 2),
-                             ("--budget", args.budget, 1), ("--max-points", args.max_points, 2),
-                             ("--samples", args.samples, 2), ("--batch-size", args.batch_size, 1)):
-        if value is not None and value < low:
-            raise UserError(f"{flag} must be at least {low} (got {value})")
+    sample_terms = [m for m in objectives if m in ("recall", "coverage")]
+    if args.diversity_samples < 0 or 0 < args.diversity_samples <= 5:
+        raise UserError(f"--diversity-samples must be 0 (skip) or more than 5 (got {args.diversity_samples})")
+    if sample_terms and not args.diversity_samples:
+        raise UserError(f"objective {', '.join(sample_terms)} needs --diversity-samples > 0")
     out = Path(args.out)
     for flag, path in (("--out", out), ("--plot", Path(args.plot) if args.plot else None)):
         if path is not None and path.is_dir():
             raise UserError(f"{flag} {path} is a folder; give a file name")
-    doc = run_front(args.pools, objectives, _evaluator(args.device), StatsCache(args.cache_dir), target=args.target,
-                    scalarisations=args.scalarisations, budget=args.budget, seed=args.seed, max_size=args.max_size,
-                    max_points=args.max_points, samples=args.samples, stats_seed=args.stats_seed,
-                    batch_size=args.batch_size, out=out, progress=None, log=_log)
+    _guard_optimize_outputs(args, "front.json")
+    need_real = bool(set(objectives) & {"fid", "recall", "coverage"}) or (args.target or "").strip() == "real"
+    if args.dry_run:
+        print(json.dumps({"pools": args.pools, "objectives": list(objectives), "target": args.target,
+                          "max_size": args.max_size, "scalarisations": args.scalarisations, "budget": args.budget,
+                          "max_points": args.max_points, "seed": args.seed, "samples": args.samples,
+                          "stats_seed": args.stats_seed, "batch_size": args.batch_size,
+                          "diversity_samples": args.diversity_samples, "out": str(out), "plot": args.plot,
+                          "cache_dir": args.cache_dir, "device": args.device, "classifier": args.classifier,
+                          "force_classifier": args.force_classifier, "data_dir": args.data_dir,
+                          "needs_real_data": need_real}, indent=2))
+        return 0
+    _check_sizes(args.pools, args.batch_size, 2)
+    doc = run_front(args.pools, objectives, _evaluator(args, need_real), StatsCache(args.cache_dir),
+                    target=args.target, scalarisations=args.scalarisations, budget=args.budget, seed=args.seed,
+                    max_size=args.max_size, max_points=args.max_points, samples=args.samples,
+                    stats_seed=args.stats_seed, batch_size=args.batch_size, diversity_samples=args.diversity_samples,
+                    out=out, progress=None, log=_log)
     save_front(doc, out)
     if args.plot:
         plot_front(doc, args.plot)
     o1, o2 = objectives
+    clf = doc["classifier"]
+    _log(f"judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
+         f"{', FORCED' if clf.get('forced') else ''})")
     _log(f"wrote {out}: {len(doc['points'])} Pareto-optimal ensembles ({doc['evaluations']} evaluations, "
          f"{doc['seconds']:.1f} s)" + (f", plot {args.plot}" if args.plot else ""))
     print(f"{'point':>5} {'size':>4} {o1:>10} {o2:>10}")
@@ -120,6 +198,10 @@ def cmd_evaluate(args) -> int:
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"{path} does not exist (give an ensemble.json or a pool folder)")
+    if args.cache_dir:
+        from trainer.safety import guard_output
+
+        guard_output(args.cache_dir, [("file", str(path))], flag="--cache-dir")
     ensemble = None
     if _is_ensemble_file(path):
         ensemble = Ensemble.load(path)
@@ -130,15 +212,25 @@ def cmd_evaluate(args) -> int:
         pools = open_pools(pool_paths)
     else:
         pools = open_pools([path])
-    pools.check_all()
-    evaluator = _evaluator(args.device)(pools.dataset)
+    _check_sizes([p.root for p in pools.pools], args.batch_size, args.n)
     target_spec = args.target if args.target is not None else (ensemble.meta.get("target") if ensemble else None)
-    target = parse_target(target_spec, evaluator.num_classes, evaluator.real.hist)
+    evaluator = _evaluator(args, need_real=(target_spec or "").strip() == "real")(pools.dataset)
+    for line in pools.merge_lines():
+        _log(line)
+    pools.check_all()
+    if evaluator.real is None:
+        _log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); showing tvd and is only "
+             f"(pass --data-dir for fid and precision/recall/density/coverage/kid)")
+    target = parse_target(target_spec, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
     rows = evaluate_table(pools, evaluator, args.n, args.seed, target, ensemble, StatsCache(args.cache_dir),
-                          args.batch_size)
+                          args.batch_size, diversity_samples=args.diversity_samples)
     if args.json:
-        print(json.dumps({"target": target.tolist(), "n": args.n, "seed": args.seed, "rows": rows}, indent=2))
+        print(json.dumps({"target": target.tolist(), "n": args.n, "seed": args.seed, "classifier": evaluator.record,
+                          "merged": pools.merged, "rows": rows}, indent=2))
         return 0
+    clf = evaluator.record
+    _log(f"classifier: {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
+          f"{', FORCED' if clf.get('forced') else ''})")
     keys = [k for k in rows[0] if k not in ("name", "kind")]
     width = max(len(r["name"]) for r in rows) + 2
     print(f"{'':{width}}" + "".join(f"{k:>14}" for k in keys))
@@ -154,9 +246,16 @@ def cmd_sample(args) -> int:
 
     from ensembler.ensemble import Ensemble
 
+    from trainer.safety import check_suffix, check_writable, guard_output
+
     if args.n < 1 or args.n > 10_000:
         raise UserError(f"-n must be between 1 and 10000 (got {args.n})")
+    guard_output(args.out, [("ensemble", args.ensemble)])
     ensemble = Ensemble.load(args.ensemble)
+    guard_output(args.out, [("member file", str(m.path)) for m in ensemble.members]
+                 + [("pool", str(m.path.parent)) for m in ensemble.members])
+    check_suffix(args.out, (".png",), what="a PNG grid")
+    check_writable(args.out)
     x = ensemble.sample(args.n, args.seed)
     save_grid(x, args.out, nrow=args.nrow)
     _log(f"wrote {args.out} ({args.n} samples, seed {args.seed})")
@@ -172,15 +271,58 @@ def cmd_import(args) -> int:
 
     if args.dataset not in DATASETS:
         raise UserError(f"unknown --dataset '{args.dataset}'; legal values: {', '.join(DATASETS)}")
+    from trainer.safety import check_writable, guard_output
+
     out = Path(args.out)
+    guard_output(out, {"folder": args.folder})
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; pass --force to replace it")
+    if out.exists():
+        _check_replaceable_pool(out)
+    check_writable(out, is_dir=True)
     pool = import_lipizzaner(args.folder, out, dataset=args.dataset)
     _log(f"wrote pool {pool.root} with {len(pool)} generators ({pool.spec.arch}, z={pool.spec.latent_dim})")
+    groups: dict[str, list[str]] = {}
+    for e in pool.entries:
+        groups.setdefault(e.sha256, []).append(f"{e.id} ({e.origin.get('file', e.file)})")
+    for ids in groups.values():
+        if len(ids) > 1:
+            _log(f"note: {', '.join(ids)} hold identical weights; the ensembler will merge them into one generator")
     return 0
 
 
+def _check_replaceable_pool(out: Path) -> None:
+    """``--force`` replaces only a pool this tool wrote: its manifest and the files it lists, nothing else."""
+    from trainer.atomic import clean_temp_files
+    from trainer.pool import read_pool
+
+    if not out.is_dir() or not (out / "manifest.json").is_file():
+        raise UserError(f"--force replaces only a pool written by Mustangs, and {out} is not one "
+                        f"({'a file' if out.is_file() else 'no manifest.json'}); choose another --out")
+    try:
+        pool = read_pool(out)
+    except UserError as exc:
+        raise UserError(f"--force replaces only a pool written by Mustangs, and {out} is not a readable one ({exc})")
+    clean_temp_files(out)
+    own = {"manifest.json"} | {e.file for e in pool.entries}
+    other = sorted(p.name for p in out.iterdir() if p.name not in own)
+    if other:
+        raise UserError(f"--force would delete files the pool {out} does not list ({', '.join(other[:3])}); "
+                        "move them away or choose another --out")
+
+
 # --------------------------------------------------------------------------- parser
+
+def _judge_args(p) -> None:
+    """``--classifier``, ``--force-classifier`` and ``--data-dir``: who judges, and where the real data is."""
+    p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
+                   help="the judge: a classifier folder or .json, or a NAME looked up in $MUSTANGS_CACHE/classifiers/ "
+                        "then the package (None: the one for the pool's dataset)")
+    p.add_argument("--force-classifier", action="store_true",
+                   help="accept a classifier trained on another dataset than the pool's (recorded as forced)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the real dataset files (read for fid, recall/coverage and --target real)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``ensembler`` argument parser."""
@@ -193,25 +335,30 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter)
     p.add_argument("pools", nargs="+", help="pool folders (runs/<name>/pool); merged when their networks agree")
     p.add_argument("--objective", default="tvd",
-                   help="loss to minimise: tvd | fid | is (maximised) or a weighted sum such as 'tvd+0.01*fid'")
+                   help="loss to minimise: tvd | fid | is | recall | coverage (the last three maximised) or a "
+                        "weighted sum such as 'tvd+0.01*fid' or 'tvd+coverage'")
     p.add_argument("--target", default=None,
                    help="class distribution for tvd: uniform | real | 'CLASS:WEIGHT,...' e.g. '0:0.5,3:0.5' "
                         "(None = uniform)")
     p.add_argument("--method", default="cma", help=f"search method: {' | '.join(METHODS)}")
-    p.add_argument("--budget", type=int, default=2000, help="objective evaluations")
-    p.add_argument("--seed", type=int, default=0, help="search seed (same seed → same weights)")
-    p.add_argument("--max-size", type=_positive_or_none, default=None,
+    p.add_argument("--budget", type=int_range(1, 10_000_000), default=2000, help="objective evaluations")
+    p.add_argument("--seed", type=seed_type, default=0, help="search seed (same seed → same weights)")
+    p.add_argument("--max-size", type=int_range(1, none=True), default=None,
                    help="keep at most this many generators with non-zero weight (None: no cap)")
     p.add_argument("--param", default="clip", help="weights on the simplex: clip (exact zeros) | softmax")
-    p.add_argument("--popsize", type=int, default=None, help="CMA-ES population (None: 4 + 3 ln K)")
-    p.add_argument("--samples", type=int, default=10_000, help="samples per generator for its statistics")
-    p.add_argument("--stats-seed", type=int, default=0, help="latent seed of the statistics samples")
-    p.add_argument("--verify-samples", type=int, default=10_000,
+    p.add_argument("--popsize", type=int_range(2, 100_000), default=None, help="CMA-ES population (None: 4 + 3 ln K)")
+    p.add_argument("--samples", type=int_range(2, 10_000_000), default=10_000, help="samples per generator for its statistics")
+    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--verify-samples", type=int_range(0, 10_000_000), default=10_000,
                    help="fresh samples of the final ensemble for the verified metrics (0: skip)")
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass")
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None,
                    help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.add_argument("--diversity-samples", type=int, default=1000,
+                   help="feature samples per generator (and real) for precision/recall/density/coverage/kid and "
+                        "the recall/coverage objectives (0: skip; reported only when the real split is there)")
+    _judge_args(p)
     p.add_argument("--out", default="ensemble.json", help="ensemble file to write")
     p.add_argument("--plot", default=None, help="write the convergence curve to this PNG")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
@@ -223,40 +370,51 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mixture archived, the non-dominated ones kept: each front point is an ensemble "
                                    "in one JSON; 'serving export front.json --point I' exports one.")
     p.add_argument("pools", nargs="+", help="pool folders (runs/<name>/pool)")
-    p.add_argument("--objectives", default="tvd,fid", help="two metrics to trade off: tvd | fid | is (maximised)")
+    p.add_argument("--objectives", default="tvd,fid",
+                   help="two metrics to trade off: tvd | fid | is | recall | coverage (the last three maximised)")
     p.add_argument("--target", default=None, help="class distribution for tvd (as for optimize; None = uniform)")
-    p.add_argument("--max-size", type=_positive_or_none, default=None,
+    p.add_argument("--max-size", type=int_range(1, none=True), default=None,
                    help="at most this many generators with non-zero weight per point (None: no cap)")
-    p.add_argument("--scalarisations", type=int, default=11, help="weighted sums searched (a = 0 .. 1)")
-    p.add_argument("--budget", type=int, default=400, help="objective evaluations per scalarisation")
-    p.add_argument("--max-points", type=int, default=25, help="most front points kept (evenly spread)")
-    p.add_argument("--seed", type=int, default=0, help="search seed")
-    p.add_argument("--samples", type=int, default=10_000, help="samples per generator for its statistics")
-    p.add_argument("--stats-seed", type=int, default=0, help="latent seed of the statistics samples")
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass")
+    p.add_argument("--scalarisations", type=int_range(2, 1_000), default=11, help="weighted sums searched (a = 0 .. 1)")
+    p.add_argument("--budget", type=int_range(1, 10_000_000), default=400,
+                   help="objective evaluations per scalarisation")
+    p.add_argument("--max-points", type=int_range(2, 10_000), default=25, help="most front points kept (evenly spread)")
+    p.add_argument("--seed", type=seed_type, default=0, help="search seed")
+    p.add_argument("--samples", type=int_range(2, 10_000_000), default=10_000,
+                   help="samples per generator for its statistics")
+    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.add_argument("--diversity-samples", type=int, default=1000,
+                   help="feature samples per generator (and real) for the recall/coverage objectives and the points' "
+                        "precision/recall/density/coverage/kid (0: skip; used only when the real split is there)")
+    _judge_args(p)
     p.add_argument("--out", default="front.json", help="front file to write")
     p.add_argument("--plot", default=None, help="write the front (objective 1 vs 2, size as colour) to this PNG")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.set_defaults(func=cmd_front)
 
     p = sub.add_parser("evaluate", help="metrics of every generator alone, the uniform mixture and the ensemble",
                        formatter_class=HelpFormatter)
     p.add_argument("path", help="ensemble.json or a pool folder")
-    p.add_argument("-n", type=int, default=10_000, help="samples per row")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("-n", type=int_range(2, 10_000_000), default=10_000, help="samples per row")
+    p.add_argument("--seed", type=seed_type, default=0, help="sampling seed")
     p.add_argument("--target", default=None, help="TVD target (None: the ensemble's, else uniform)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per forward pass")
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.add_argument("--diversity-samples", type=int, default=1000,
+                   help="samples per row for precision/recall/density/coverage/kid (0: skip)")
+    _judge_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="write a PNG grid of samples from an ensemble", formatter_class=HelpFormatter)
     p.add_argument("ensemble", help="ensemble.json")
-    p.add_argument("-n", type=int, default=64, help="number of samples (1..10000)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--nrow", type=int, default=None, help="images per row (None: square)")
+    p.add_argument("-n", type=int_range(1, 10_000), default=64, help="number of samples (1..10000)")
+    p.add_argument("--seed", type=seed_type, default=0, help="sampling seed")
+    p.add_argument("--nrow", type=int_range(1, 10_000), default=None, help="images per row (None: square)")
     p.add_argument("--out", default="grid.png", help="PNG file to write")
     p.set_defaults(func=cmd_sample)
 

@@ -39,10 +39,30 @@ class Member:
 
 
 def _normalise(weights) -> np.ndarray:
+    """Weights scaled to sum 1; scaled by their maximum first, so huge values (1e308) cannot overflow."""
     w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise UserError(f"mixture weights must be finite, non-negative and not all zero; got {w.tolist()}")
+    if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.max() <= 0:
+        shown = w.tolist() if w.size <= 8 else f"{w[:8].tolist()}..."
+        raise UserError(f"mixture weights must be finite, non-negative and not all zero; got {shown}")
+    w = w / w.max()
     return w / w.sum()
+
+
+def _check_member_file(ensemble_path: Path | str, member_id: str, file: Path, sha256: str, pools: dict) -> None:
+    """A member's weights must be a ``.safetensors`` file listed (same name and sha256) in its pool's manifest."""
+    from trainer.pool import read_pool
+
+    where = f"{ensemble_path}: member '{member_id}'"
+    if file.suffix != ".safetensors":
+        raise UserError(f"{where}: {file} is not a .safetensors weights file")
+    if not (file.parent / "manifest.json").is_file():
+        raise UserError(f"{where}: {file} does not lie in a pool folder (no manifest.json beside it)")
+    pool = pools.get(file.parent)
+    if pool is None:
+        pool = pools.setdefault(file.parent, read_pool(file.parent))
+    if not any(pool.path(e) == file and e.sha256 == sha256 for e in pool.entries):
+        raise UserError(f"{where}: {file.name} with that sha256 is not a generator of the pool {file.parent}")
+
 
 
 class Ensemble:
@@ -78,46 +98,56 @@ class Ensemble:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Ensemble":
-        """Load ``ensemble.json`` and its generators, checking every file's hash."""
+        """Load ``ensemble.json`` and its generators, checking the schema and every file's hash.
+
+        Each member file must be a ``.safetensors`` listed with the same sha256 in the manifest of
+        the pool folder it lies in (so a hand-edited path cannot make us open other files).
+        Members that name the same weights (same sha256) are merged, their weights summed: the
+        mixture is the same, and each generator runs once.
+        """
+        from ensembler.schema import EnsembleDoc
+        from trainer.loaders import read_json_file
+        from trainer.schema import validate
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path} is not valid JSON: {exc}") from None
+        if not path.is_file():
+            raise UserError(f"cannot read {path}: {'it is a folder' if path.is_dir() else 'no such file'}")
+        data = read_json_file(path, "ensemble file")
         if not isinstance(data, dict) or data.get("format") != ENSEMBLE_FORMAT:
             raise UserError(f"{path} is not a Mustangs ensemble file (format != {ENSEMBLE_FORMAT})")
+        doc = validate(EnsembleDoc, data, str(path))
         meta = {k: v for k, v in data.items() if k not in ("format", "network", "members")}
-        return cls.from_members(data.get("network", {}), data.get("members"), path.parent, str(path), meta)
+        return cls.from_members(doc.network, doc.members, path.parent, str(path), meta)
 
     @classmethod
-    def from_members(cls, network: dict, raw_members, base: Path, where: str,
+    def from_members(cls, network, members, base: Path, where: str,
                      meta: dict[str, Any] | None = None) -> "Ensemble":
-        """An ensemble from the JSON ``network`` and ``members`` list (the ``ensemble.json`` layout).
+        """An ensemble from a validated ``network`` (:class:`trainer.schema.NetworkModel`) and ``members``
+        (:class:`ensembler.schema.EnsembleMember`) — the ``ensemble.json`` layout.
 
-        Member paths are relative to ``base``; every file's hash is checked. ``where`` names the
-        source in error messages. Shared by ``ensemble.json`` and the points of a ``front.json``.
+        Shared by ``ensemble.json`` and the points of a ``front.json``. Member paths are relative
+        to ``base``; each must be a ``.safetensors`` listed with the same sha256 in the manifest of
+        the pool folder it lies in, and its hash is checked again on load. Members naming the same
+        weights are merged (weights summed). ``where`` names the source in error messages.
         """
-        if not isinstance(network, dict):
-            raise UserError(f"{where}: 'network' must be an object")
-        spec = NetSpec.from_json(network)
-        members, gens = [], []
-        if not isinstance(raw_members, list):
-            raise UserError(f"{where}: no 'members' list")
-        if not raw_members:
-            raise UserError(f"{where}: the ensemble has no members")
-        for m in raw_members:
-            try:
-                file = Path(m["path"])
-                file = file if file.is_absolute() else (Path(base) / file)
-                member = Member(str(m["id"]), file.resolve(), str(m["sha256"]), float(m["weight"]),
-                                str(m.get("pool", "")), dict(m.get("origin", {})))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise UserError(f"{where}: malformed member {m!r} ({exc})") from None
-            members.append(member)
-            gens.append(load_generator_file(member.path, spec, expected_sha256=member.sha256))
-        return cls(spec, gens, [m.weight for m in members], members, meta)
+        from trainer.networks import check_network_memory
+
+        spec = NetSpec.from_json(network.model_dump())
+        check_network_memory(spec, where)
+        merged: dict[str, Member] = {}
+        pools: dict = {}
+        top = max(m.weight for m in members)  # > 0 (schema); scaling first keeps sums finite
+        for m in members:
+            if m.sha256 in merged:
+                merged[m.sha256].weight += m.weight / top
+                continue
+            file = Path(m.path)
+            file = (file if file.is_absolute() else (Path(base) / file)).resolve()
+            _check_member_file(where, m.id, file, m.sha256, pools)
+            merged[m.sha256] = Member(m.id, file, m.sha256, m.weight / top, m.pool, dict(m.origin))
+        kept = [m for m in merged.values() if m.weight > 0]
+        gens = [load_generator_file(m.path, spec, expected_sha256=m.sha256) for m in kept]
+        return cls(spec, gens, [m.weight for m in kept], kept, meta)
 
     def members_json(self, base: str | os.PathLike) -> list[dict[str, Any]]:
         """The ``members`` list as written to JSON, paths relative to the folder ``base`` when possible."""

@@ -176,38 +176,40 @@ def save_front(doc: dict, path: str | Path) -> None:
     write_text_atomic(Path(path), json.dumps(doc, indent=2))
 
 
-def read_front(path: str | Path) -> dict:
-    """Read and check a ``front.json`` (``UserError`` for a missing, foreign or corrupt file)."""
+def read_front(path: str | Path):
+    """Read and check a ``front.json`` → :class:`ensembler.schema.FrontDoc` (``UserError`` for a missing,
+    foreign, corrupt or malformed file; the bounded JSON reader and the schema apply)."""
+    from trainer.loaders import read_json_file
+    from trainer.schema import validate
+
+    from ensembler.schema import FrontDoc
+
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FRONT_FORMAT or not isinstance(doc.get("points"), list):
+    if not path.is_file():
+        raise UserError(f"cannot read {path}: {'it is a folder' if path.is_dir() else 'no such file'}")
+    data = read_json_file(path, "front file")
+    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT:
         raise UserError(f"{path} is not a Mustangs front file (format != {FRONT_FORMAT})")
-    return doc
+    return validate(FrontDoc, data, str(path))
 
 
 def load_front_point(path: str | Path, index: int):
-    """Point ``index`` of a ``front.json`` as an :class:`ensembler.ensemble.Ensemble` (hashes checked)."""
+    """Point ``index`` of a ``front.json`` as an :class:`ensembler.ensemble.Ensemble` (schema, pool manifests
+    and hashes checked, as for ``ensemble.json``)."""
     from ensembler.ensemble import Ensemble
 
     path = Path(path)
     doc = read_front(path)
-    n = len(doc["points"])
+    n = len(doc.points)
     if not isinstance(index, int) or not 0 <= index < n:
         raise UserError(f"--point {index} is out of range: {path} has points 0..{n - 1}")
-    point = doc["points"][index]
-    if not isinstance(point, dict):
-        raise UserError(f"{path}: point {index} is malformed")
-    meta = {"dataset": doc.get("dataset", ""), "method": "front", "objective": ",".join(doc.get("objectives", [])),
-            "target": doc.get("target"), "target_distribution": doc.get("target_distribution"),
-            "max_size": doc.get("max_size"), "seed": doc.get("seed"), "statistics": doc.get("statistics"),
-            "front_point": index, "metrics": point.get("metrics", {}), "pools": doc.get("pools", [])}
-    return Ensemble.from_members(doc.get("network", {}), point.get("members"), path.parent,
-                                 f"{path} point {index}", meta)
+    point = doc.points[index]
+    meta = {"dataset": doc.dataset or "", "method": "front", "objective": ",".join(doc.objectives),
+            "target": doc.target, "target_distribution": doc.target_distribution, "max_size": doc.max_size,
+            "seed": doc.seed, "statistics": doc.statistics, "classifier": doc.classifier or None,
+            "merged": doc.merged, "front_point": index, "metrics": point.metrics, "pools": doc.pools}
+    return Ensemble.from_members(doc.network, point.members, path.parent, f"{path} point {index}",
+                                 {k: v for k, v in meta.items() if v is not None})
 
 
 def plot_front(doc: dict, path: str | Path, title: str = "") -> None:
@@ -227,7 +229,8 @@ def plot_front(doc: dict, path: str | Path, title: str = "") -> None:
     y = np.array([p["objectives"][o2] for p in pts])
     size = np.array([p["size"] for p in pts])
     refs = doc.get("references", {})
-    label = {"tvd": "tvd_cls (distance to the target class mix)", "fid": "fid_cls", "is": "−is_cls"}
+    label = {"tvd": "tvd_cls (distance to the target class mix)", "fid": "fid_cls", "is": "−is_cls",
+             "recall": "1 − recall_cls", "coverage": "1 − coverage_cls"}
     sizes = np.arange(size.min(), size.max() + 1)
     cmap = plt.get_cmap("viridis", len(sizes))
     norm = matplotlib.colors.BoundaryNorm(np.arange(sizes[0] - 0.5, sizes[-1] + 1.5), cmap.N)
@@ -265,9 +268,14 @@ def plot_front(doc: dict, path: str | Path, title: str = "") -> None:
 def run_front(pool_paths: Sequence[str], objectives: tuple[str, str], evaluator_fn: Callable, cache=None, *,
               target: str | None = None, scalarisations: int = 11, budget: int = 400, seed: int = 0,
               max_size: int | None = None, max_points: int = 25, samples: int = 10_000, stats_seed: int = 0,
-              batch_size: int = 1000, out: str | Path = "front.json", progress=None,
+              batch_size: int = 1000, diversity_samples: int = 1000, out: str | Path = "front.json", progress=None,
               log: Callable[[str], None] = print) -> dict:
-    """Pools → statistics → front → the ``front.json`` document (not yet written)."""
+    """Pools → statistics → front → the ``front.json`` document (not yet written).
+
+    ``evaluator_fn(dataset)`` supplies the judge (``--classifier``, checked against the pools'
+    dataset) and, when there, the real test split; ``recall``/``coverage`` objectives use cached
+    per-generator feature samples (``diversity_samples`` each), as in ``ensembler optimize``.
+    """
     from trainer.metrics import parse_target
 
     from ensembler.optimize import sources_of
@@ -275,19 +283,38 @@ def run_front(pool_paths: Sequence[str], objectives: tuple[str, str], evaluator_
     from ensembler.stats import pool_stats
 
     pools = open_pools(pool_paths)
+    evaluator = evaluator_fn(pools.dataset)   # refuses a wrong classifier before anything else is said
+    sample_terms = [m for m in objectives if m in ("recall", "coverage")]
+    if sample_terms and not evaluator.has_real_features:
+        raise UserError(f"objective {', '.join(sample_terms)} needs features of the real {pools.dataset} test split "
+                        f"({evaluator.missing_real or 'not available'}); pass --data-dir")
+    if sample_terms and not diversity_samples:
+        raise UserError(f"objective {', '.join(sample_terms)} needs --diversity-samples > 0")
+    for line in pools.merge_lines():
+        log(line)
     pools.check_all()
-    evaluator = evaluator_fn(pools.dataset)
-    t = parse_target(target, evaluator.num_classes, evaluator.real.hist)
+    if evaluator.real is None:
+        log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); fid is not reported "
+            f"(pass --data-dir to get it)")
+    t = parse_target(target, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
     stats = pool_stats(sources_of(pools), evaluator, samples, stats_seed, batch_size, cache, progress=progress,
                        log=log)
-    objective = MixtureObjective(stats, evaluator.real, front_terms(objectives), t)
+    diversity = None
+    if diversity_samples and evaluator.has_real_features:
+        from ensembler.diversity import mixture_diversity
+
+        diversity = mixture_diversity(sources_of(pools), evaluator, diversity_samples, stats_seed, batch_size, cache,
+                                      progress=progress, log=log)
+    objective = MixtureObjective(stats, evaluator.real, front_terms(objectives), t, diversity=diversity)
     result = compute_front(objective, objectives, scalarisations=scalarisations, budget=budget, seed=seed,
                            max_size=max_size, max_points=max_points, progress=progress)
     meta = {"dataset": pools.dataset, "pools": [str(p.root) for p in pools.pools], "target": target or "uniform",
             "target_distribution": [round(float(x), 10) for x in t], "max_size": max_size, "seed": seed,
             "scalarisations": scalarisations, "budget_per_scalarisation": budget,
             "statistics": {"samples_per_generator": samples, "seed": stats_seed,
-                           "classifier_sha256": evaluator.classifier_hash}}
+                           "classifier_sha256": evaluator.classifier_hash,
+                           "diversity_samples": diversity.m if diversity is not None else 0},
+            "classifier": evaluator.record, "merged": pools.merged}
     return front_json(result, objective, pools, meta, Path(out).resolve().parent)
 
 

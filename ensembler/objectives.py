@@ -10,7 +10,10 @@ exactly in expectation (design.md §5). Objectives are *losses* (lower is better
 * ``tvd`` — ½ Σ_c |p(c) − target(c)|, target uniform, the real split's histogram, or given;
 * ``fid`` — Fréchet distance to the real split's features;
 * ``is``  — **minus** the inception score (so minimising it maximises IS);
-* weighted sums of those, e.g. ``"tvd+0.01*fid"`` or ``"fid + 10*tvd"``.
+* ``recall``, ``coverage`` — 1 − recall / 1 − coverage (Kynkäänniemi et al. 2019; Naeem et al.
+  2020) on the classifier's features: these depend on samples, not moments, and are scored on
+  per-generator cached feature samples mixed by weights (:mod:`ensembler.diversity`);
+* weighted sums of those, e.g. ``"tvd+0.01*fid"``, ``"fid + 10*tvd"`` or ``"tvd+coverage"``.
 
 The Fréchet distance avoids scipy's d×d ``sqrtm`` of a non-symmetric product: with
 A = Σ_r^{1/2} computed once, tr (Σ Σ_r)^{1/2} = tr (A Σ A)^{1/2} = Σ √λ_i(A Σ A), and
@@ -33,8 +36,9 @@ from trainer.metrics import FeatureStats, inception_score_from_moments, protocol
 
 from ensembler.mixture_math import FidTerms, frechet_distance_eigh, sqrt_psd, tvd_batch
 
-#: The metrics an objective can be built from (each enters as a loss; ``is`` as −IS).
-METRICS = ("tvd", "fid", "is")
+#: The metrics an objective can be built from (each enters as a loss; ``is`` as −IS, ``recall`` and
+#: ``coverage`` as 1 − value).
+METRICS = ("tvd", "fid", "is", "recall", "coverage")
 
 _TERM = re.compile(r"^\s*(?:(?P<c1>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z]+)"
                    r"(?:\s*\*\s*(?P<c2>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?))?\s*$")
@@ -54,7 +58,8 @@ def parse_objective(text: str) -> tuple[Term, ...]:
     Terms are joined by ``+``; each is ``NAME``, ``COEF*NAME`` or ``NAME*COEF`` with a positive
     coefficient. Raises a one-line ``UserError`` naming the legal metrics otherwise.
     """
-    legal = f"legal metrics: {', '.join(METRICS)}; combine as e.g. 'tvd+0.01*fid' (is is maximised)"
+    legal = (f"legal metrics: {', '.join(METRICS)}; combine as e.g. 'tvd+0.01*fid' (is, recall and coverage are "
+             f"maximised)")
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"empty objective; {legal}")
     terms: dict[str, float] = {}
@@ -76,7 +81,7 @@ def describe(terms: Sequence[Term]) -> str:
     """The loss being minimised, spelled out (e.g. ``"tvd + 0.01*fid - is"``)."""
     out = []
     for t in terms:
-        name = "is" if t.metric == "is" else t.metric
+        name = f"(1-{t.metric})" if t.metric in ("recall", "coverage") else t.metric
         body = name if t.coef == 1 else f"{t.coef:g}*{name}"
         sign = "-" if t.metric == "is" else "+"
         out.append((sign, body))
@@ -105,15 +110,24 @@ class MixtureObjective:
 
     Args:
         stats: one :class:`FeatureStats` per generator (same classifier, same feature size).
-        real: statistics of the real data (FID reference).
+        real: statistics of the real data (FID reference); None when no term needs them.
         terms: parsed objective (see :func:`parse_objective`).
         target: class distribution for ``tvd`` (uniform when None).
+        diversity: a :class:`trainer.diversity.MixtureDiversity` over the same generators, for
+            ``recall``/``coverage`` terms and the precision/recall/density/coverage/KID report.
     """
 
-    def __init__(self, stats: Sequence[FeatureStats], real: FeatureStats, terms: Sequence[Term],
-                 target: np.ndarray | None = None):
+    def __init__(self, stats: Sequence[FeatureStats], real: FeatureStats | None, terms: Sequence[Term],
+                 target: np.ndarray | None = None, diversity=None):
         if not stats:
             raise UserError("no generators to build an objective from")
+        needs = {t.metric for t in terms}
+        if "fid" in needs and real is None:
+            raise UserError("objective fid needs the real test split's statistics; pass --data-dir")
+        if needs & {"recall", "coverage"} and diversity is None:
+            raise UserError("objectives recall and coverage need per-sample features of the real test split; "
+                            "pass --data-dir")
+        self.diversity = diversity
         self.stats = list(stats)
         self.real = real
         self.terms = tuple(terms)
@@ -157,6 +171,10 @@ class MixtureObjective:
                 out["is"] = -np.exp(w @ self.mean_plogp - (pbar * np.log(pbar)).sum(1))
             elif metric == "fid":
                 out["fid"] = self.fid_terms.batch(w)
+            elif metric == "recall":
+                out["recall"] = 1.0 - self.diversity.recall(w)
+            elif metric == "coverage":
+                out["coverage"] = 1.0 - self.diversity.coverage(w)
         return out
 
     def batch(self, weights: np.ndarray) -> np.ndarray:
@@ -174,10 +192,15 @@ class MixtureObjective:
         return FeatureStats.mix(self.stats, self._check(weights)[0])
 
     def report(self, weights: np.ndarray) -> dict[str, float]:
-        """Estimated metrics with protocol names (``fid_cls10k``, ``tvd_cls10k``, ``is_cls10k``) plus
-        ``objective``; FID here is pytorch-fid's, as in verified metrics."""
+        """Estimated metrics with protocol names (``fid_cls10k``, ``tvd_cls10k``, ``is_cls10k``, and with
+        a diversity evaluator ``precision_cls1k`` … ``kid_cls1k``) plus ``objective``; FID here is
+        pytorch-fid's, as in verified metrics. FID is left out when there are no real statistics."""
         mix = self.mixture_stats(weights)
-        out = score(mix, self.real, self.target, metrics=("fid", "tvd", "is"))
+        out = score(mix, self.real, self.target,
+                    metrics=("fid", "tvd", "is") if self.real is not None else ("tvd", "is"))
+        if self.diversity is not None:
+            w = self._check(weights)[0]
+            out.update(self.diversity.scores(w, f"cls{protocol_suffix(self.diversity.m)}"))
         out["objective"] = self(weights)
         return out
 

@@ -101,7 +101,12 @@ def ensemble_sampler(ensemble: Ensemble, seed: int, n: int, device: torch.device
     return sample_fn
 
 
-def bootstrap_std(features: np.ndarray, logp: np.ndarray, real: FeatureStats, target: np.ndarray | None,
+def moment_metrics(real: FeatureStats | None) -> tuple[str, ...]:
+    """The moment metrics that can be reported: fid only when the real statistics are there."""
+    return ("fid", "tvd", "is") if real is not None else ("tvd", "is")
+
+
+def bootstrap_std(features: np.ndarray, logp: np.ndarray, real: FeatureStats | None, target: np.ndarray | None,
                   reps: int = 16, seed: int = 0) -> dict[str, float]:
     """Standard deviation of each metric under resampling of the samples (the sampling noise)."""
     rng = np.random.default_rng(seed)
@@ -114,18 +119,30 @@ def bootstrap_std(features: np.ndarray, logp: np.ndarray, real: FeatureStats, ta
         p = np.exp(lp)
         stats = FeatureStats(n, f.mean(0), f.T @ f / n, np.bincount(lp.argmax(1), minlength=C) / n,
                              p.mean(0), float((p * lp).sum(1).mean()))
-        for k, v in score(stats, real, target).items():
+        for k, v in score(stats, real, target, moment_metrics(real)).items():
             vals.setdefault(k, []).append(v)
     return {k: float(np.std(v, ddof=1)) for k, v in vals.items()}
 
 
 def verify(ensemble: Ensemble, evaluator: Evaluator, n: int, seed: int, target: np.ndarray | None = None,
-           batch_size: int = 1000, progress=None, noise: bool = True) -> tuple[dict[str, float], dict[str, float]]:
-    """Metrics of the ensemble by fresh sampling (``n`` samples), and their bootstrap noise."""
+           batch_size: int = 1000, progress=None, noise: bool = True, diversity=None
+           ) -> tuple[dict[str, float], dict[str, float]]:
+    """Metrics of the ensemble by fresh sampling (``n`` samples), and their bootstrap noise.
+
+    With ``diversity`` (a :class:`trainer.diversity.MixtureDiversity`), precision/recall/density/
+    coverage/KID of the first ``diversity.m`` fresh samples against the same real features, so
+    they compare one to one with the estimate from cached samples.
+    """
     fn = ensemble_sampler(ensemble, seed, n, evaluator.device)
     stats, feats, logp = sample_stats(fn, evaluator, n, batch_size, keep=True, progress=progress,
                                       desc="verify")
-    metrics = score(stats, evaluator.real, target)
+    metrics = score(stats, evaluator.real, target, moment_metrics(evaluator.real))
+    if diversity is not None and n > diversity.k:
+        from trainer.diversity import diversity_scores
+        from trainer.metrics import protocol_suffix
+
+        m = min(n, diversity.m)
+        metrics.update(diversity_scores(diversity.real, feats[:m], f"cls{protocol_suffix(m)}"))
     std = bootstrap_std(feats, logp, evaluator.real, target, seed=seed) if noise else {}
     return metrics, std
 
@@ -148,6 +165,8 @@ class OptimizeOptions:
     verify_samples: int = 10_000      # fresh samples of the final ensemble (0: skip verification)
     batch_size: int = 1000            # rows per forward pass
     popsize: int | None = None        # CMA-ES population (None: cma's default 4 + 3 ln K)
+    diversity_samples: int = 1000     # feature samples per generator (and real) for precision/recall/density/
+                                      # coverage/KID and the recall/coverage objectives; 0: skip them
 
 
 def check_options(opts: OptimizeOptions) -> None:
@@ -167,6 +186,21 @@ def check_options(opts: OptimizeOptions) -> None:
         raise UserError(f"--verify-samples must be 0 (skip) or at least 2 (got {opts.verify_samples})")
     if opts.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {opts.batch_size})")
+    sample_terms = [t.metric for t in parse_objective(opts.objective) if t.metric in ("recall", "coverage")]
+    if opts.diversity_samples < 0 or 0 < opts.diversity_samples <= 5:
+        raise UserError(f"--diversity-samples must be 0 (skip) or more than 5 (got {opts.diversity_samples})")
+    if sample_terms and not opts.diversity_samples:
+        raise UserError(f"objective {', '.join(sample_terms)} needs --diversity-samples > 0")
+
+
+def needs_real(opts: OptimizeOptions) -> bool:
+    """Whether the objective or target cannot be computed without the real test split.
+
+    TVD against a uniform or given target and IS need the classifier alone; fid, recall,
+    coverage and ``--target real`` need real data.
+    """
+    terms = {t.metric for t in parse_objective(opts.objective)}
+    return bool(terms & {"fid", "recall", "coverage"}) or (opts.target or "").strip() == "real"
 
 
 def sources_of(pools: PoolSet) -> list[Source]:
@@ -186,16 +220,32 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
     check_options(opts)
     terms = parse_objective(opts.objective)
     pools = open_pools(pool_paths)
+    evaluator = evaluator_fn(pools.dataset)   # refuses a wrong classifier before anything else is said
+    sample_terms = [t.metric for t in terms if t.metric in ("recall", "coverage")]
+    if sample_terms and not evaluator.has_real_features:
+        raise UserError(f"objective {', '.join(sample_terms)} needs features of the real {pools.dataset} test split "
+                        f"({evaluator.missing_real or 'not available'}); pass --data-dir")
+    for line in pools.merge_lines():
+        log(line)
     pools.check_all()
-    evaluator = evaluator_fn(pools.dataset)
-    target = parse_target(opts.target, evaluator.num_classes, evaluator.real.hist)
+    if evaluator.real is None:
+        log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); fid and precision/recall/"
+            f"density/coverage/kid are not reported (pass --data-dir to get them)")
+    target = parse_target(opts.target, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
 
     # Statistics (once per generator, cached).
     t = time.perf_counter()
     stats = pool_stats(sources_of(pools), evaluator, opts.samples, opts.stats_seed, opts.batch_size, cache,
                        progress=progress, log=log)
+    diversity = None
+    if opts.diversity_samples and (evaluator.has_real_features
+                                   or any(t.metric in ("recall", "coverage") for t in terms)):
+        from ensembler.diversity import mixture_diversity
+
+        diversity = mixture_diversity(sources_of(pools), evaluator, opts.diversity_samples, opts.stats_seed,
+                                      opts.batch_size, cache, progress=progress, log=log)
     t_stats = time.perf_counter() - t
-    objective = MixtureObjective(stats, evaluator.real, terms, target)
+    objective = MixtureObjective(stats, evaluator.real, terms, target, diversity=diversity)
 
     # Search.
     K = len(pools)
@@ -230,7 +280,10 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
         "max_size": opts.max_size,
         "param": opts.param,
         "statistics": {"samples_per_generator": opts.samples, "seed": opts.stats_seed,
-                       "classifier_sha256": evaluator.classifier_hash},
+                       "classifier_sha256": evaluator.classifier_hash,
+                       "diversity_samples": diversity.m if diversity is not None else 0},
+        "classifier": evaluator.record,
+        "merged": pools.merged,
         "pool_weights": {c.id: float(w) for c, w in zip(pools.candidates, weights)},
     }
     ensemble = pools.ensemble(weights, meta)
@@ -238,7 +291,7 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
     t = time.perf_counter()
     if opts.verify_samples:
         verified, noise = verify(ensemble, evaluator, opts.verify_samples, opts.seed + 1_000_003, target,
-                                 opts.batch_size, progress=progress)
+                                 opts.batch_size, progress=progress, diversity=diversity)
     t_verify = time.perf_counter() - t
     ensemble.meta["metrics"] = {"estimated": estimated, "verified": verified, "verified_std": noise}
     ensemble.meta["seconds"] = round(time.perf_counter() - t0, 3)
@@ -280,25 +333,40 @@ def plot_history(history: Sequence[Sequence[float]], path, title: str = "") -> N
 
 def evaluate_table(pools: PoolSet, evaluator: Evaluator, n: int, seed: int, target: np.ndarray | None,
                    ensemble: Ensemble | None = None, cache: StatsCache | None = None, batch_size: int = 1000,
-                   progress=None) -> list[dict]:
+                   progress=None, diversity_samples: int = 0) -> list[dict]:
     """Rows of metrics by real sampling: every generator alone, the uniform mixture, the ensemble.
 
     Single generators are sampled with latent seed ``seed`` (their statistics are shared with
     the cache of ``optimize``, which holds exactly those samples' statistics); mixtures are
-    sampled fresh with ``seed + 1``.
+    sampled fresh with ``seed + 1``. With ``diversity_samples`` and real features available,
+    rows also hold precision/recall/density/coverage/KID on that many samples.
     """
     rows = []
-    stats = pool_stats(sources_of(pools), evaluator, n, seed, batch_size, cache, progress=progress)
-    for c, s in zip(pools.candidates, stats):
-        rows.append({"name": c.id, "kind": "single", **score(s, evaluator.real, target)})
+    sources = sources_of(pools)
+    stats = pool_stats(sources, evaluator, n, seed, batch_size, cache, progress=progress)
+    diversity = None
+    if diversity_samples and evaluator.has_real_features:
+        from ensembler.diversity import mixture_diversity
+        from trainer.metrics import protocol_suffix
+
+        diversity = mixture_diversity(sources, evaluator, diversity_samples, seed, batch_size, cache,
+                                      progress=progress)
+        tag = f"cls{protocol_suffix(diversity.m)}"
+    for i, (c, s) in enumerate(zip(pools.candidates, stats)):
+        row = {"name": c.id, "kind": "single", **score(s, evaluator.real, target, moment_metrics(evaluator.real))}
+        if diversity is not None:
+            row.update(diversity.scores(np.eye(len(pools))[i], tag))
+        rows.append(row)
     uniform = pools.ensemble(np.ones(len(pools)))
-    m, _ = verify(uniform, evaluator, n, seed + 1, target, batch_size, progress=progress, noise=False)
+    m, _ = verify(uniform, evaluator, n, seed + 1, target, batch_size, progress=progress, noise=False,
+                  diversity=diversity)
     rows.append({"name": "uniform", "kind": "uniform", **m})
     if ensemble is not None:
-        m, _ = verify(ensemble, evaluator, n, seed + 1, target, batch_size, progress=progress, noise=False)
+        m, _ = verify(ensemble, evaluator, n, seed + 1, target, batch_size, progress=progress, noise=False,
+                      diversity=diversity)
         rows.append({"name": "ensemble", "kind": "ensemble", **m})
     return rows
 
 
-__all__ = ["search", "SearchResult", "verify", "bootstrap_std", "optimize", "OptimizeOptions", "check_options",
+__all__ = ["search", "SearchResult", "verify", "needs_real", "moment_metrics", "bootstrap_std", "optimize", "OptimizeOptions", "check_options",
            "plot_history", "evaluate_table", "ensemble_sampler", "sources_of"]

@@ -1,8 +1,9 @@
 """One or several pools seen as one list of candidate generators.
 
 Pools are merged only when they agree on the network (architecture, latent size, sample
-shape) and on the dataset (the evaluation classifier depends on it). A generator that
-appears in two pools (same sha256) is kept once. Every generator is loaded once up front,
+shape) and on the dataset (the evaluation classifier depends on it). Generators with identical
+weights files (same sha256, in one pool or across pools) are kept once; :attr:`PoolSet.merged`
+names them, the CLI prints one line per merge and ``ensemble.json`` records it. Every generator is loaded once up front,
 which checks its hash against the manifest and refuses NaN/inf weights before any long work.
 """
 
@@ -57,6 +58,12 @@ class PoolSet:
     pools: list[Pool]
     candidates: list[Candidate]
     _modules: dict[int, nn.Module] = field(default_factory=dict, repr=False)
+    merged: list[dict] = field(default_factory=list)  # {"kept": id, "merged": [ids], "sha256": ...} per merge
+
+    def merge_lines(self) -> list[str]:
+        """One human line per merge of identical generators (empty when nothing was merged)."""
+        return [f"merged identical generators: {', '.join([m['kept'], *m['merged']])} have the same weights "
+                f"(sha256 {m['sha256'][:12]}…); kept {m['kept']}" for m in self.merged]
 
     def __len__(self) -> int:
         return len(self.candidates)
@@ -106,16 +113,18 @@ def open_pools(paths: Sequence[str | Path]) -> PoolSet:
         if p.dataset != first.dataset:
             raise UserError(f"pools {first.root} ({first.dataset}) and {p.root} ({p.dataset}) were trained on "
                             "different datasets; optimise them separately")
-    seen: set[str] = set()
+    seen: dict[str, Candidate] = {}
+    dropped: dict[str, list[str]] = {}
     candidates: list[Candidate] = []
     all_ids = [e.id for p in pools for e in p.entries]
     for p in pools:
         for i, e in enumerate(p.entries):
-            if e.sha256 in seen:
-                continue
-            seen.add(e.sha256)
             gid = e.id if (len(pools) == 1 or all_ids.count(e.id) == 1) else f"{_pool_name(p)}/{e.id}"
-            candidates.append(Candidate(gid, p, i))
+            if e.sha256 in seen:
+                dropped.setdefault(e.sha256, []).append(gid)
+                continue
+            seen[e.sha256] = Candidate(gid, p, i)
+            candidates.append(seen[e.sha256])
     if not candidates:
         raise UserError("the pools hold no generators")
     counts: dict[str, int] = {}
@@ -123,7 +132,8 @@ def open_pools(paths: Sequence[str | Path]) -> PoolSet:
         counts[c.id] = counts.get(c.id, 0) + 1
         if counts[c.id] > 1:
             c.id = f"{c.id}#{counts[c.id]}"
-    return PoolSet(first.spec, first.dataset, pools, candidates)
+    merged = [{"kept": seen[sha].id, "merged": ids, "sha256": sha} for sha, ids in dropped.items()]
+    return PoolSet(first.spec, first.dataset, pools, candidates, merged=merged)
 
 
 __all__ = ["Candidate", "PoolSet", "open_pools"]

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -67,14 +67,19 @@ class Evaluator:
     """The evaluation classifier, its hash and the real data's statistics: what every metric needs.
 
     ``classifier`` is any module with ``features_and_logits(x) -> ([N, d], [N, C])``,
-    ``feature_dim`` and ``num_classes`` (the shipped CNN, or a stand-in in tests).
+    ``feature_dim`` and ``num_classes`` (the shipped CNN, or a stand-in in tests). ``real`` is
+    None when the real split is not available and no metric needs it (TVD against a uniform
+    or given target, IS); ``missing_real`` then says why.
     """
 
     classifier: nn.Module
     classifier_hash: str
-    real: FeatureStats           # statistics of the real test split (FID reference, "real" TVD target)
+    real: FeatureStats | None    # statistics of the real test split (FID reference, "real" TVD target)
     dataset: str = ""
     device: torch.device = torch.device("cpu")
+    classifier_record: dict = field(default_factory=dict)  # name, dataset, sha256, source, forced (results store it)
+    missing_real: str | None = None                         # why ``real`` is None (the loader's message)
+    real_features_fn: Callable[[int], np.ndarray] | None = None  # n -> [n, d] real features (prdc, kid)
 
     @property
     def num_classes(self) -> int:
@@ -84,21 +89,64 @@ class Evaluator:
     def feature_dim(self) -> int:
         return int(self.classifier.feature_dim)
 
+    @property
+    def record(self) -> dict:
+        """The classifier record results carry (falls back to the hash for stand-in classifiers)."""
+        return self.classifier_record or {"name": getattr(self.classifier, "name", type(self.classifier).__name__),
+                                          "dataset": self.dataset, "sha256": self.classifier_hash,
+                                          "source": "module", "forced": False}
 
-def load_evaluator(dataset: str, device: str | torch.device | None = "auto") -> Evaluator:
-    """The shipped evaluation classifier for ``dataset`` with the (cached) statistics of its test split.
+    def require_real(self, why: str) -> FeatureStats:
+        """The real statistics, or a ``UserError`` saying ``why`` they are needed and how to get them."""
+        if self.real is None:
+            raise UserError(f"{why} needs the real {self.dataset} test split: {self.missing_real or 'not loaded'}")
+        return self.real
 
-    Raises a ``UserError`` with the remedy when no classifier was trained for ``dataset``.
+    def real_features(self, n: int) -> np.ndarray:
+        """Features of ``n`` real test samples (the fixed stratified subset; cached on disk)."""
+        if self.real_features_fn is None:
+            raise UserError(f"precision/recall/density/coverage and kid need real {self.dataset} features: "
+                            f"{self.missing_real or 'not available with this evaluator'}")
+        return self.real_features_fn(n)
+
+    @property
+    def has_real_features(self) -> bool:
+        return self.real_features_fn is not None
+
+
+def load_evaluator(dataset: str, device: str | torch.device | None = "auto", *, classifier: str | None = None,
+                   force: bool = False, data_dir=None, need_real: bool = True,
+                   log: Callable[[str], None] | None = None) -> Evaluator:
+    """The evaluation classifier for ``dataset`` with the (cached) statistics of its test split.
+
+    ``classifier`` is a ``--classifier NAME_OR_DIR`` spec (default: the one found for
+    ``dataset``: user cache, then the package); one trained for another dataset is refused unless
+    ``force``. With ``need_real=False`` a missing test split is not an error: ``real`` is None
+    and the metrics that need it are skipped. Raises a ``UserError`` with the remedy otherwise.
     """
-    from trainer.classifier import load_classifier
+    from trainer import classifier_store
     from trainer.evaluation import module_hash, real_stats
 
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if not dataset:
         raise UserError("the pool does not say which dataset it was trained on; cannot pick a classifier")
-    classifier = load_classifier(dataset, dev)
-    real = real_stats(dataset, "test", classifier)
-    return Evaluator(classifier, module_hash(classifier), real, dataset, dev)
+    clf, record = classifier_store.load_checked(classifier, dataset, dev, force, what="the pool",
+                                                log=log)
+    real, missing = None, None
+    try:
+        real = real_stats(dataset, "test", clf, data_dir=data_dir)
+    except UserError as exc:
+        if need_real:
+            raise
+        missing = str(exc)
+    features_fn = None
+    if real is not None:
+        from trainer.features import real_features
+
+        def features_fn(n: int) -> np.ndarray:
+            return real_features(dataset, "test", clf, n, data_dir=data_dir)
+
+    return Evaluator(clf, module_hash(clf), real, dataset, dev, record, missing, features_fn)
 
 
 # --------------------------------------------------------------------------- sampling

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.cliargs import float_range, int_range, port_type, seed_type, threads_type
 from trainer.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,32 +50,120 @@ def _check_model(path: str):
     return OnnxSampler(path, threads=1)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` once, so a taken port or a bad address is one line here, not a server traceback."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            import errno
+
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is already in use; stop what uses it or pass another "
+                                "--port") from None
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _ensemble_inputs(path: str) -> list[tuple[str, str]]:
+    """The member weights files and pool folders an ensemble.json reads (best effort: unreadable → none)."""
+    from trainer.loaders import read_json_file
+
+    try:
+        data = read_json_file(path, "ensemble file")
+        base = Path(path).parent
+        files = [Path(m["path"]) if Path(m["path"]).is_absolute() else base / m["path"] for m in data["members"]]
+    except (UserError, KeyError, TypeError, AttributeError):
+        return []  # the export itself reports what is wrong with the file
+    return [("member file", str(f)) for f in files] + [("pool", str(f.parent)) for f in files]
+
+
+def _source_inputs(sources) -> list[tuple[str, str]]:
+    """What ``serving export`` reads, as inputs for :func:`trainer.safety.guard_output`."""
+    pairs = []
+    for src in sources:
+        p = Path(src)
+        if p.name == "manifest.json":
+            pairs.append(("pool", str(p.parent)))
+        pairs.append(("pool" if p.is_dir() else "ensemble", str(p)))
+    return pairs
+
+
+def _check_opset(opset: int | None) -> None:
+    """The opsets the exporter really targets: its own (no silent down-conversion) up to onnx's newest."""
+    if opset is None:
+        return
+    import onnx
+    from torch.onnx import _constants
+
+    lo = int(getattr(_constants, "TORCHLIB_OPSET", 18))
+    hi = min(int(getattr(_constants, "ONNX_MAX_OPSET", lo)), int(onnx.defs.onnx_opset_version()))
+    if not lo <= opset <= hi:
+        raise UserError(f"--opset {opset} is not supported by this exporter; use {lo}..{hi} (or leave it out)")
+
+
 # ---------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     """``serving export``: pool(s) / ensemble.json / a front point → one ONNX file with re-purposing statistics."""
     import torch
 
     from serving.export import export_model, load_source, repurpose_stats
+    from trainer.safety import check_suffix, check_writable, guard_output
 
-    if args.stats_samples < 2:
-        raise UserError(f"--stats-samples must be at least 2 (got {args.stats_samples}); 10000 is the protocol")
     out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
+    inputs = _source_inputs(args.sources)
+    guard_output(args.out, inputs)
+    check_suffix(args.out, (".onnx",), what="an ONNX model")
+    _check_opset(args.opset)
+    for src in args.sources:
+        if Path(src).is_file():
+            guard_output(args.out, _ensemble_inputs(src))
+    if args.cache_dir:
+        guard_output(args.cache_dir, inputs + [("--out file", args.out)], flag="--cache-dir")
+    check_writable(args.out)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     ensemble, digest, kind = load_source(args.sources, args.point)
+    guard_output(args.out, [("member file", str(m.path)) for m in ensemble.members]
+                 + [("pool", str(m.path.parent)) for m in ensemble.members])
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    judge = args.classifier is not None or args.score_samples > 0
+    ens_meta, dataset = ensemble.meta, ""
+    if judge:  # refuse a wrong judge before any work or writing
+        from trainer import classifier_store
+
+        from serving.judge import ensemble_dataset
+
+        dataset = ensemble_dataset(ensemble)
+        classifier_store.check_dataset(classifier_store.resolve(args.classifier, dataset), dataset,
+                                       args.force_classifier, what="the ensemble", log=lambda m: None)
     stats = None
     if args.stats:
-        dataset = ensemble.meta.get("dataset") or ""
         if not dataset:
-            print("note: the source records no dataset, so the model carries no class statistics "
-                  "(targets will be refused); export from the pool to enable them", file=sys.stderr)
+            from serving.judge import ensemble_dataset
+
+            try:
+                dataset = ensemble_dataset(ensemble)
+            except UserError:
+                dataset = ""
+        if not dataset:
+            log("note: the source records no dataset, so the model carries no class statistics "
+                "(targets will be refused); export from the pool to enable them")
         else:
             try:
                 stats = repurpose_stats(ensemble, dataset, args.stats_samples, args.stats_seed, args.device,
-                                        cache_dir=args.cache_dir, log=lambda m: print(m, file=sys.stderr))
+                                        cache_dir=args.cache_dir, log=log, classifier=args.classifier,
+                                        force=args.force_classifier, data_dir=args.data_dir)
             except UserError as exc:
-                print(f"note: no class statistics in the model ({exc})", file=sys.stderr)
+                if args.classifier is not None:
+                    raise  # the judge the user named must work
+                log(f"note: no class statistics in the model ({exc})")
     result = export_model(ensemble, out, source_sha256=digest, source_kind=kind, stats=stats,
                           check_parity=args.check, tolerance=args.tolerance, opset=args.opset)
     meta = result.metadata
@@ -87,6 +176,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     if result.max_abs_diff is not None:
         print(f"parity torch vs onnxruntime (N = 1, 7, 1000): max abs diff {result.max_abs_diff:.3g} "
               f"(<= {args.tolerance:g})")
+    if judge:
+        from serving.judge import judge_model, record_scores
+
+        verdict = judge_model(result.path, dataset, classifier=args.classifier, force=args.force_classifier,
+                              n=args.score_samples or 10_000, seed=0, data_dir=args.data_dir,
+                              target=ens_meta.get("target_distribution"), threads=args.threads,
+                              log=lambda m: print(m, file=sys.stderr))
+        record_scores(result.path, verdict)
+        clf = verdict["classifier"]
+        print(f"served model judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
+              f"{', FORCED' if clf['forced'] else ''}) on {verdict['samples']} onnxruntime samples: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in verdict["metrics"].items()))
     return 0
 
 
@@ -95,12 +196,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """``serving sample``: draw samples with onnxruntime and write a PNG grid or an .npy array."""
     from trainer.atomic import write_bytes_atomic
 
+    from trainer.safety import check_suffix, check_writable, guard_output
+    from trainer.sizes import check_samples_memory
+
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
+    guard_output(args.out, {"model": args.model})
+    check_suffix(args.out, (".png", ".npy"), what="a PNG grid or an .npy array")
     from serving.repurpose import parse_target_text
     from serving.sampler import OnnxSampler
 
     sampler = OnnxSampler(args.model, threads=args.threads)
+    check_samples_memory(args.n, sampler.latent_dim, sampler.sample_shape, f"-n {args.n}", "lower -n", copies=4)
     target = parse_target_text(args.target) if args.target is not None else None
     weights = None
     if args.weights is not None:
@@ -109,6 +216,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         except ValueError:
             raise UserError(f"--weights must be comma-separated numbers, got {args.weights!r}") from None
     plan = sampler.plan(target, weights, args.fid_weight)
+    check_writable(args.out)
     out = Path(args.out)
     data = (sampler.sample_npy(args.n, args.seed, plan=plan) if out.suffix == ".npy"
             else sampler.sample_png(args.n, args.seed, plan=plan))
@@ -138,8 +246,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--max-n must be >= 1, got {args.max_n}")
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
+    from trainer.sizes import check_samples_memory
+
     model = str(Path(args.model).resolve())
-    _check_model(model)
+    sampler = _check_model(model)
+    check_samples_memory(args.max_n, sampler.latent_dim, sampler.sample_shape, f"--max-n {args.max_n}",
+                         "lower --max-n", copies=4)
+    _check_port(args.host, args.port)
     extra = {MODEL_ENV: model, MAX_N_ENV: str(args.max_n)}
     if args.threads:
         extra[THREADS_ENV] = str(args.threads)
@@ -208,33 +321,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pool folder(s) (every generator, uniform default weights), an ensemble.json (its members "
                         "and weights) or a front.json with --point")
     p.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
-    p.add_argument("--point", type=int, default=None, help="the point of a front.json to export")
+    p.add_argument("--point", type=int_range(0, 9_999), default=None, help="the point of a front.json to export")
     p.add_argument("--stats", action=argparse.BooleanOptionalAction, default=True,
                    help="store per-generator class histograms and feature moments on the evaluation classifier, "
                         "so requests can re-aim the mixture at a class target")
-    p.add_argument("--stats-samples", type=int, default=10_000, help="samples per generator for those statistics")
-    p.add_argument("--stats-seed", type=int, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--stats-samples", type=int_range(2, 10_000_000), default=10_000,
+                   help="samples per generator for those statistics")
+    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
     p.add_argument("--device", default="auto", help="device for the statistics: auto | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare torch and onnxruntime on N = 1, 7, 1000 before writing; print the max abs diff")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest max abs diff that --check accepts")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads for tracing and the parity check")
+    p.add_argument("--tolerance", type=float_range(0.0), default=1e-4, help="largest max abs diff that --check accepts")
+    p.add_argument("--opset", type=int_range(1, 1000), default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--threads", type=threads_type, default=2, help="torch CPU threads for tracing and the parity check")
+    p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
+                   help="the judge (a folder or .json, or a NAME looked up in $MUSTANGS_CACHE/classifiers/ then the "
+                        "package): the re-purposing statistics are measured with it, and the exported model's samples "
+                        "are scored with it into its metadata (mustangs.served_scores); None: the one for the "
+                        "dataset, and no scoring unless --score-samples")
+    p.add_argument("--force-classifier", action="store_true",
+                   help="accept a classifier trained on another dataset than the source's (recorded as forced)")
+    p.add_argument("--score-samples", type=int_range(0, 10_000_000), default=0,
+                   help="samples for that scoring (0: 10000 when --classifier is given, else no scoring)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the real dataset files (for fid and precision/recall/density/coverage/kid)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sample", help="draw samples from an ONNX model into a PNG grid or .npy",
                        formatter_class=HelpFormatter)
     p.add_argument("model", help="ensemble.onnx written by 'serving export'")
-    p.add_argument("-n", type=int, default=64, help="number of samples")
-    p.add_argument("--seed", type=int, default=None, help="seed (omit for a random draw)")
+    p.add_argument("-n", type=int_range(1, 10_000_000), default=64, help="number of samples")
+    p.add_argument("--seed", type=seed_type, default=None, help="seed (omit for a random draw)")
     p.add_argument("--out", default="samples.png", help="output file: .png (grid) or .npy (float32 array)")
     p.add_argument("--target", default=None,
                    help="class target solved per draw: 'Sneaker:0.5,Bag:0.5' (names or indices), one weight per "
                         "class, 'uniform', 'real' or JSON (None: the model's weights)")
     p.add_argument("--weights", default=None, help="explicit per-generator weights, comma-separated")
-    p.add_argument("--fid-weight", type=float, default=0.0, help="λ in the solved tvd + λ·fid (with --target)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    p.add_argument("--fid-weight", type=float_range(0.0, 1e6), default=0.0,
+                   help="λ in the solved tvd + λ·fid (with --target)")
+    p.add_argument("--threads", type=threads_type, default=1, help="onnxruntime threads")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("info", help="print an ONNX model's Mustangs metadata", formatter_class=HelpFormatter)
@@ -247,9 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "/readyz, OpenAPI at / and /docs.json.")
     p.add_argument("model", help="ensemble.onnx written by 'serving export'")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=3000, help="TCP port")
-    p.add_argument("--max-n", type=int, default=1024, help="largest n one request may ask for")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per worker (default: all cores)")
+    p.add_argument("--port", type=port_type, default=3000, help="TCP port")
+    p.add_argument("--max-n", type=int_range(1, 1_000_000), default=1024, help="largest n one request may ask for")
+    p.add_argument("--threads", type=threads_type, default=None, help="onnxruntime threads per worker (default: all cores)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("build", help="build a Bento (deployable archive) with the model inside",

@@ -111,7 +111,7 @@ def _json_safe(value):
 #: The ensemble.json summary fields copied into the model (and shown by ``POST /info``). Left
 #: out on purpose: local pool paths, the search history and the optimiser's state.
 ENSEMBLE_META_FIELDS = ("dataset", "method", "objective", "objective_minimised", "target", "target_distribution",
-                        "budget", "evaluations", "seed", "max_size", "metrics", "statistics")
+                        "budget", "evaluations", "seed", "max_size", "metrics", "statistics", "classifier", "merged")
 
 
 def ensemble_metadata(ensemble, ensemble_sha256: str) -> dict[str, str]:
@@ -243,13 +243,18 @@ def load_source(paths: list[str | Path], point: int | None = None):
     path = paths[0]
     if path.name == "manifest.json":
         raise UserError(f"give the pool folder {path.parent}, not its manifest")
-    try:
-        head = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        head = None  # Ensemble.load below says what is wrong with the file
+    head = None
+    if path.is_file():
+        from trainer.loaders import read_json_file
+
+        try:
+            head = read_json_file(path, "ensemble file")
+        except UserError:
+            head = None  # Ensemble.load below says what is wrong with the file
     if isinstance(head, dict) and head.get("format") == FRONT_FORMAT:
         if point is None:
-            raise UserError(f"{path} is a front of {len(head.get('points', []))} ensembles; choose one with --point I "
+            n = len(head["points"]) if isinstance(head.get("points"), list) else 0
+            raise UserError(f"{path} is a front of {n} ensembles; choose one with --point I "
                             "(see the plot or 'ensembler front' output)")
         return load_front_point(path, point), sha256_file(path), "front"
     if point is not None:
@@ -258,34 +263,46 @@ def load_source(paths: list[str | Path], point: int | None = None):
 
 
 def repurpose_stats(ensemble, dataset: str, samples: int = 10_000, seed: int = 0, device: str = "auto",
-                    batch_size: int = 1000, cache_dir=None, log=None):
+                    batch_size: int = 1000, cache_dir=None, log=None, *, classifier: str | None = None,
+                    force: bool = False, data_dir=None):
     """The per-generator statistics that request-time re-purposing needs (:class:`serving.repurpose.RepurposeStats`).
 
-    Computed on the evaluation classifier of ``dataset`` with ``samples`` samples per generator
-    (latent seed ``seed``), through the ensembler's statistics cache, so generators the
-    ensembler has already measured cost nothing.
+    Computed on the judge ``classifier`` (``--classifier NAME_OR_DIR``; None: the one for
+    ``dataset``; one trained for another dataset is refused unless ``force``) with ``samples``
+    samples per generator (latent seed ``seed``), through the ensembler's statistics cache, so
+    generators the ensembler has already measured cost nothing. The real test split's statistics
+    (for ``fid_weight`` and the ``"real"`` target) are stored when it can be read (``data_dir``);
+    without it the model still re-aims at class targets.
     """
     from ensembler.stats import Source, StatsCache, load_evaluator, pool_stats
     from serving.repurpose import RepurposeStats
     from trainer.class_names import class_names
 
-    evaluator = load_evaluator(dataset, device)
+    evaluator = load_evaluator(dataset, device, classifier=classifier, force=force, data_dir=data_dir,
+                               need_real=False, log=log)
+    if evaluator.real is None and log is not None:
+        log(f"note: no real {dataset} test split ({evaluator.missing_real}); the model re-aims at class targets but "
+            "cannot weigh fid or serve target 'real' (pass --data-dir)")
     sources = [Source(m.id, m.sha256, ensemble.spec, (lambda g=g: g))
                for m, g in zip(ensemble.members, ensemble.generators)]
     stats = pool_stats(sources, evaluator, samples, seed, batch_size, StatsCache(cache_dir), progress=False, log=log)
     ensemble.to("cpu")
     clf_info = getattr(evaluator.classifier, "info", {}) or {}
+    record = dict(evaluator.record)
     info = {
-        "classifier": {"name": f"classifier-{dataset}", "dataset": dataset, "sha256": evaluator.classifier_hash,
-                       "test_accuracy": clf_info.get("test_accuracy"), "feature_dim": evaluator.feature_dim},
-        "class_names": class_names(dataset, evaluator.num_classes),
+        "classifier": {**record, "test_accuracy": clf_info.get("test_accuracy"),
+                       "feature_dim": evaluator.feature_dim},
+        "class_names": class_names(str(record.get("dataset") or dataset), evaluator.num_classes),
         "samples_per_generator": int(samples),
         "seed": int(seed),
+        "real_statistics": evaluator.real is not None,
     }
     real = evaluator.real
     return RepurposeStats(np.stack([s.hist for s in stats]), np.stack([s.mu for s in stats]),
-                          np.stack([s.second for s in stats]), np.array([s.n for s in stats]), np.asarray(real.mu),
-                          np.asarray(real.sigma), np.asarray(real.hist), info)
+                          np.stack([s.second for s in stats]), np.array([s.n for s in stats]),
+                          None if real is None else np.asarray(real.mu),
+                          None if real is None else np.asarray(real.sigma),
+                          None if real is None else np.asarray(real.hist), info)
 
 
 def export_model(ensemble, out: str | Path, *, source_sha256: str, source_kind: str = "ensemble", stats=None,

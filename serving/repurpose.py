@@ -3,8 +3,9 @@
 ``serving export`` stores, in the ONNX model's metadata, what re-aiming the mixture needs: per
 generator the class histogram ``p_k`` and the feature moments ``μ_k``, ``S_k`` on the evaluation
 classifier (float32; ``S_k`` as its upper triangle), the real data's feature mean/covariance and
-class histogram, the classifier's name, class names and sha256, and the number of samples behind
-the statistics. The payload is an ``.npz`` (no pickle) in base64 under :data:`META_PAYLOAD`, and
+class histogram (when the real test split was readable at export; without them targets still
+work, but not ``fid_weight`` or the ``"real"`` target), the classifier's name, class names and
+sha256, and the number of samples behind the statistics. The payload is an ``.npz`` (no pickle) in base64 under :data:`META_PAYLOAD`, and
 its sha256 under :data:`META_SHA256` is checked on load.
 
 :class:`Repurposer` turns a request's ``target`` (class names or indices → weights, a list of C
@@ -52,10 +53,10 @@ class RepurposeStats:
     mu: np.ndarray            # [K, d] feature means
     second: np.ndarray        # [K, d, d] feature second moments E[f fᵀ]
     n: np.ndarray             # [K] samples behind each generator's statistics
-    real_mu: np.ndarray       # [d] real test split's feature mean
-    real_sigma: np.ndarray    # [d, d] real test split's feature covariance
-    real_hist: np.ndarray     # [C] real test split's predicted class histogram
-    info: dict[str, Any]      # classifier {name, dataset, sha256, test_accuracy}, class_names, samples, seed
+    real_mu: np.ndarray | None     # [d] real test split's feature mean (None: the split was not there)
+    real_sigma: np.ndarray | None  # [d, d] real test split's feature covariance (None with real_mu)
+    real_hist: np.ndarray | None   # [C] real test split's predicted class histogram (None with real_mu)
+    info: dict[str, Any]      # classifier {name, dataset, sha256, forced, ...}, class_names, samples, seed
 
     @property
     def K(self) -> int:
@@ -64,6 +65,11 @@ class RepurposeStats:
     @property
     def class_names(self) -> list[str]:
         return [str(c) for c in self.info["class_names"]]
+
+    @property
+    def has_real(self) -> bool:
+        """Whether the real test split's statistics are stored (``fid_weight``, target ``"real"``)."""
+        return self.real_mu is not None
 
 
 def _triu(a: np.ndarray) -> np.ndarray:
@@ -87,11 +93,14 @@ def encode_payload(stats: RepurposeStats) -> dict[str, str]:
     128-d classifier at ~33 KB per generator.
     """
     buf = io.BytesIO()
+    real = {}
+    if stats.has_real:
+        real = {"real_mu": stats.real_mu.astype(np.float32),
+                "real_sigma_triu": _triu(stats.real_sigma).astype(np.float32),
+                "real_hist": stats.real_hist.astype(np.float64)}
     np.savez_compressed(buf, format=np.array(PAYLOAD_FORMAT), hist=stats.hist.astype(np.float64),
                         mu=stats.mu.astype(np.float32), second_triu=_triu(stats.second).astype(np.float32),
-                        n=stats.n.astype(np.int64), real_mu=stats.real_mu.astype(np.float32),
-                        real_sigma_triu=_triu(stats.real_sigma).astype(np.float32),
-                        real_hist=stats.real_hist.astype(np.float64))
+                        n=stats.n.astype(np.int64), **real)
     raw = buf.getvalue()
     return {META_PAYLOAD: base64.b64encode(raw).decode("ascii"), META_INFO: json.dumps(stats.info),
             META_SHA256: hashlib.sha256(raw).hexdigest()}
@@ -102,8 +111,13 @@ def decode_payload(meta: dict[str, str], where: str = "model") -> RepurposeStats
 
     Raises ``UserError`` when the payload is there but corrupt, foreign or fails its sha256.
     """
-    if META_PAYLOAD not in meta:
+    present = [k for k in (META_PAYLOAD, META_INFO, META_SHA256) if k in meta]
+    if not present:
         return None
+    if len(present) != 3:
+        missing = sorted({META_PAYLOAD, META_INFO, META_SHA256} - set(present))
+        raise UserError(f"{where}: the re-purposing statistics are incomplete (missing {', '.join(missing)}); "
+                        "export the model again")
     try:
         raw = base64.b64decode(meta[META_PAYLOAD], validate=True)
     except ValueError:
@@ -120,16 +134,17 @@ def decode_payload(meta: dict[str, str], where: str = "model") -> RepurposeStats
             mu = np.asarray(data["mu"], np.float64)
             d = mu.shape[1]
             second = _untriu(np.asarray(data["second_triu"], np.float64), d)
+            has_real = "real_mu" in data.files
             stats = RepurposeStats(hist, mu, second, np.asarray(data["n"], np.int64),
-                                   np.asarray(data["real_mu"], np.float64),
-                                   _untriu(np.asarray(data["real_sigma_triu"], np.float64), d),
-                                   np.asarray(data["real_hist"], np.float64), dict(info))
+                                   np.asarray(data["real_mu"], np.float64) if has_real else None,
+                                   _untriu(np.asarray(data["real_sigma_triu"], np.float64), d) if has_real else None,
+                                   np.asarray(data["real_hist"], np.float64) if has_real else None, dict(info))
         K, C = hist.shape
-        if (mu.shape[0] != K or second.shape != (K, d, d) or stats.n.shape != (K,) or stats.real_mu.shape != (d,)
-                or stats.real_hist.shape != (C,) or len(info["class_names"]) != C):
+        if (mu.shape[0] != K or second.shape != (K, d, d) or stats.n.shape != (K,) or len(info["class_names"]) != C
+                or (has_real and (stats.real_mu.shape != (d,) or stats.real_hist.shape != (C,)))):
             raise ValueError("inconsistent shapes")
-        arrays = (hist, mu, second, stats.real_mu, stats.real_sigma, stats.real_hist)
-        if not all(np.all(np.isfinite(a)) for a in arrays) or np.any(hist < 0):
+        arrays = (hist, mu, second) + ((stats.real_mu, stats.real_sigma, stats.real_hist) if has_real else ())
+        if not all(np.all(np.isfinite(a)) for a in arrays) or np.any(hist < 0) or np.any(stats.n < 2):
             raise ValueError("non-finite or negative values")
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise UserError(f"{where}: malformed re-purposing statistics ({exc}); export the model again") from None
@@ -330,9 +345,10 @@ class Repurposer:
         return self.stats.class_names
 
     @property
-    def fid_terms(self) -> FidTerms:
-        """Per-generator FID matrices, built once on first use (K·d³ work; ~0.1 s for K = 10)."""
-        if self._fid is None:
+    def fid_terms(self) -> FidTerms | None:
+        """Per-generator FID matrices, built once on first use (K·d³ work; ~0.1 s for K = 10); None when
+        the model carries no real-data statistics."""
+        if self._fid is None and self.stats.has_real:
             s = self.stats
             self._fid = FidTerms(s.mu, s.second, s.n, s.real_mu, s.real_sigma)
         return self._fid
@@ -360,6 +376,9 @@ class Repurposer:
     def plan(self, target: Any = None, weights: Any = None, fid_weight: Any = 0.0) -> Plan:
         """A :class:`Plan` for a request: ``target`` (solved), explicit ``weights``, or the defaults."""
         lam = check_fid_weight(fid_weight if fid_weight is not None else 0.0)
+        if lam and not self.stats.has_real:
+            raise UserError("fid_weight needs the real data's feature statistics, which this model does not carry "
+                            "(export it with --data-dir); drop fid_weight")
         if target is not None and weights is not None:
             raise UserError("give either target or weights, not both")
         if lam and target is None:
@@ -374,9 +393,10 @@ class Repurposer:
         w = self.default_weights if weights is None else resolve_weights(weights, self.stats.K)
         return Plan(w, "default" if weights is None else "weights", None, None, self.estimate_fid(w))
 
-    def estimate_fid(self, weights: np.ndarray) -> float:
-        """The mixture's estimated FID (classifier features) from the stored moments."""
-        return float(self.fid_terms.batch(np.asarray(weights, np.float64)[None])[0])
+    def estimate_fid(self, weights: np.ndarray) -> float | None:
+        """The mixture's estimated FID (classifier features) from the stored moments; None without real statistics."""
+        fid = self.fid_terms
+        return None if fid is None else float(fid.batch(np.asarray(weights, np.float64)[None])[0])
 
     def estimate_tvd(self, weights: np.ndarray, target: np.ndarray) -> float:
         """The mixture's estimated TVD to ``target`` from the stored histograms."""

@@ -98,21 +98,25 @@ class OnnxSampler:
         if meta.get(_K["format"]) != _FORMAT:
             raise UserError(f"{self.path} is not a Mustangs ensemble model (metadata {_K['format']} != {_FORMAT}); "
                             f"make one with 'serving export ensemble.json --out model.onnx'")
+        from serving.schema import check_graph, parse_meta
+
+        parsed = parse_meta(meta, _K, str(self.path))
+        check_graph(self.session, parsed, str(self.path))
+        self.latent_dim = parsed.latent_dim
+        self.sample_shape = tuple(parsed.sample_shape)
+        self.generator_ids = list(parsed.generator_ids)
+        self.arch = parsed.arch
+        self.ensemble_sha256 = parsed.ensemble_sha256
+        self.ensemble_meta = parsed.ensemble_meta
+        w = np.asarray(parsed.weights, dtype=np.float64)
+        w = w / w.max()  # huge weights (1e308) cannot overflow the sum
+        # set by 'serving export --classifier': scores of this model's own samples and who judged them
         try:
-            self.weights = np.asarray(json.loads(meta[_K["weights"]]), dtype=np.float64)
-            self.latent_dim = int(meta[_K["latent_dim"]])
-            self.sample_shape = tuple(int(s) for s in json.loads(meta[_K["sample_shape"]]))
-            self.generator_ids = [str(g) for g in json.loads(meta[_K["generator_ids"]])]
-            self.arch = meta.get(_K["arch"], "")
-            self.ensemble_sha256 = meta.get(_K["ensemble_sha256"], "")
-            self.ensemble_meta = json.loads(meta.get(_K["ensemble_meta"], "{}"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{self.path}: malformed Mustangs metadata ({exc})") from None
-        w = self.weights
-        if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-            raise UserError(f"{self.path}: bad mixture weights in metadata: {w.tolist()}")
+            self.served_scores = json.loads(meta.get("mustangs.served_scores", "null"))
+        except ValueError:
+            raise UserError(f"{self.path}: malformed mustangs.served_scores metadata") from None
         self.weights = w / w.sum()
-        self.source = meta.get(_K["source"], "ensemble")
+        self.source = parsed.source
         self.batch_size = int(batch_size)
         self.active_providers = self.session.get_providers()
         self.model_sha256 = sha256_file(self.path)
@@ -225,6 +229,7 @@ class OnnxSampler:
             "providers": list(self.active_providers),
             "model_sha256": self.model_sha256,
             "source": self.source,
+            **({"served_scores": self.served_scores} if self.served_scores is not None else {}),
             **self.repurpose_info(),
         }
 
@@ -242,7 +247,7 @@ class OnnxSampler:
             "classes": names,
             "classifier": stats.info.get("classifier"),
             "statistics": {"samples_per_generator": stats.info.get("samples_per_generator"),
-                           "seed": stats.info.get("seed")},
+                           "seed": stats.info.get("seed"), "real_statistics": stats.has_real},
             "generators": [{"id": g, "default_weight": float(w),
                             "class_histogram": {c: round(float(p), 6) for c, p in zip(names, h)}}
                            for g, w, h in zip(self.generator_ids, self.weights, stats.hist)],

@@ -64,6 +64,55 @@ class _QuietValidationErrors(logging.Filter):
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidationErrors())
 
 
+def bind_host(argv: list[str] | None = None, env: dict[str, str] | None = None) -> str | None:
+    """The address ``bentoml serve`` binds: ``--host`` on its command line, else ``$BENTOML_HOST``, else
+    BentoML's configured default (``0.0.0.0``)."""
+    import sys
+
+    argv = sys.argv if argv is None else argv
+    env = os.environ if env is None else env
+    for i, arg in enumerate(argv):
+        if arg == "--host" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--host="):
+            return arg.split("=", 1)[1]
+    if env.get("BENTOML_HOST"):
+        return env["BENTOML_HOST"]
+    try:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        return str(BentoMLContainer.http.host.get())
+    except Exception:  # noqa: BLE001 - only used to make a log line true
+        return None
+
+
+class _TrueBindAddress(logging.Filter):
+    """BentoML logs "listening on http://localhost:3000" when it binds every interface (0.0.0.0 / ::).
+
+    A built Bento (and its container) binds 0.0.0.0 by default, so that line hides that the service
+    is reachable from the network; this filter puts the real address in it.
+    """
+
+    def __init__(self, host: str | None = None):
+        super().__init__()
+        self.host = host
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if "listening on" in msg and isinstance(record.args, tuple) and "localhost" in record.args:
+            host = self.host if self.host is not None else bind_host()
+            if host in ("0.0.0.0", "::"):
+                args = list(record.args)
+                args[args.index("localhost")] = f"{host}"
+                record.args = tuple(args)
+                record.msg = msg + " -- bound to every network interface; pass --host 127.0.0.1 to keep it local"
+        return True
+
+
+for _name in ("bentoml.serve", "bentoml.serving"):
+    logging.getLogger(_name).addFilter(_TrueBindAddress())
+
+
 class JsonBodiesOnly:
     """ASGI middleware: our APIs take JSON, so another declared body type gets a 415 with a message.
 

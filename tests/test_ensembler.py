@@ -125,7 +125,7 @@ def use_evaluator(monkeypatch, evaluator, tmp_path):
     """Make the CLI use the stand-in evaluator and a private cache."""
     from ensembler import stats
 
-    monkeypatch.setattr(stats, "load_evaluator", lambda dataset, device="auto": evaluator)
+    monkeypatch.setattr(stats, "load_evaluator", lambda dataset, device="auto", **kw: evaluator)
     monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
     return evaluator
 
@@ -492,6 +492,77 @@ def test_real_evaluator_path_on_a_rings_pool(tmp_path, monkeypatch):
     assert run_cli("optimize", pool, "--objective", "tvd+0.1*fid", "--budget", 100, "--samples", 2000,
                    "--verify-samples", 2000, "--device", "cpu", "--out", out) == 0
     data = json.loads(out.read_text())
-    assert set(data["metrics"]["verified"]) == {"fid_cls2k", "tvd_cls2k", "is_cls2k"}
+    assert set(data["metrics"]["verified"]) == {"fid_cls2k", "tvd_cls2k", "is_cls2k", "precision_cls1k",
+                                                "recall_cls1k", "density_cls1k", "coverage_cls1k", "kid_cls1k"}
+    assert set(data["metrics"]["estimated"]) == set(data["metrics"]["verified"]) | {"objective"}
     assert data["statistics"]["classifier_sha256"]
+    assert data["classifier"] == {"name": "rings", "dataset": "rings", "sha256": data["statistics"]["classifier_sha256"],
+                                  "source": "analytic", "forced": False}
     assert list((tmp_path / "cache" / "ensembler-stats").glob("*.npz"))
+
+
+# --------------------------------------------------------------------------- diversity objectives
+
+@pytest.fixture
+def use_diversity_evaluator(monkeypatch, evaluator, fashion, tmp_path):
+    """The stand-in evaluator plus real features (test images 5000+, as its real statistics)."""
+    from dataclasses import replace
+
+    from trainer.features import features_of_tensor
+
+    from ensembler import stats
+
+    ev = replace(evaluator, real_features_fn=lambda n: features_of_tensor(evaluator.classifier,
+                                                                         fashion.data[5000:5000 + n]))
+    monkeypatch.setattr(stats, "load_evaluator", lambda dataset, device="auto", **kw: ev)
+    monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
+    return ev
+
+
+@needs_fashion
+def test_coverage_objective_beats_every_single_generator_and_verifies(class_pool, use_diversity_evaluator,
+                                                                      tmp_path, capsys):
+    out = tmp_path / "cov.json"
+    assert run_cli("optimize", class_pool, "--objective", "coverage", "--budget", 150, "--samples", 500,
+                   "--diversity-samples", 500, "--verify-samples", 1000, "--out", out) == 0
+    data = json.loads(out.read_text())
+    est, ver = data["metrics"]["estimated"], data["metrics"]["verified"]
+    assert data["objective_minimised"] == "(1-coverage)"
+    assert est["objective"] == pytest.approx(1 - est["coverage_cls500"])
+    assert abs(est["coverage_cls500"] - ver["coverage_cls500"]) < 0.06
+    # recall rests on the fake k-NN balls, which a few outlying fakes (the blends of the two-class
+    # generators) make large: it is the noisiest of the four at 500 samples
+    assert abs(est["recall_cls500"] - ver["recall_cls500"]) < 0.1
+    assert set(est) >= {f"{m}_cls500" for m in ("precision", "recall", "density", "coverage", "kid")}
+    capsys.readouterr()
+    assert run_cli("evaluate", out, "-n", 500, "--diversity-samples", 500, "--json") == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    singles = [r["coverage_cls500"] for r in rows.values() if r["kind"] == "single"]
+    assert est["coverage_cls500"] > max(singles)          # a mixture covers more than any one generator
+    assert rows["ensemble"]["coverage_cls500"] >= rows["uniform"]["coverage_cls500"] - 0.03
+    # recall as an objective, combined with tvd
+    assert run_cli("optimize", class_pool, "--objective", "tvd+recall", "--budget", 30, "--samples", 500,
+                   "--diversity-samples", 300, "--verify-samples", 0, "--out", tmp_path / "rec.json") == 0
+    assert json.loads((tmp_path / "rec.json").read_text())["objective_minimised"] == "tvd + (1-recall)"
+
+
+def test_sample_objectives_need_real_features_said_in_one_line(random_pool, use_evaluator, tmp_path, capsys):
+    assert run_cli("optimize", random_pool, "--objective", "coverage", "--budget", 10, "--samples", 100,
+                   "--out", tmp_path / "x.json") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "coverage" in err[-1] and "--data-dir" in err[-1]
+    assert run_cli("optimize", random_pool, "--objective", "recall", "--diversity-samples", 0,
+                   "--out", tmp_path / "x.json") == 2
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_identical_generators_are_merged_with_a_line_and_recorded(tmp_path, use_evaluator, capsys):
+    gens = [("a", random_generator(1), {}), ("b", random_generator(2), {}), ("a-again", random_generator(1), {})]
+    pool = write_pool(tmp_path / "dup" / "pool", SPEC, "fashion-mnist", gens).root
+    out = tmp_path / "e.json"
+    assert run_cli("optimize", pool, "--budget", 20, "--samples", 200, "--verify-samples", 0, "--out", out) == 0
+    err = capsys.readouterr().err
+    assert "merged identical generators: a, a-again" in err
+    data = json.loads(out.read_text())
+    assert [m["kept"] for m in data["merged"]] == ["a"] and data["merged"][0]["merged"] == ["a-again"]
+    assert sorted(data["pool_weights"]) == ["a", "b"]

@@ -119,20 +119,21 @@ def test_parse_target_rejects_bad_specs_with_one_line(spec):
 
 # --------------------------------------------------------------------------- evaluation pipeline (rings)
 
-def test_rings_classifier_labels_modes_and_gives_is_near_eight():
-    from trainer.classifier import RingsClassifier, load_classifier
-    from trainer.data import make_rings
+@pytest.mark.parametrize("name,modes", [("rings", 8), ("grid25", 25)])
+def test_toy_classifier_labels_modes_and_gives_is_near_the_mode_count(name, modes):
+    from trainer.classifier import PointModesClassifier, load_classifier
+    from trainer.data import make_points
     from trainer.evaluation import stats_of_tensor
 
-    clf = load_classifier("rings")
-    assert isinstance(clf, RingsClassifier) and clf.num_classes == 8 and clf.feature_dim == 2
-    data = make_rings(4000, seed=3)
+    clf = load_classifier(name)
+    assert isinstance(clf, PointModesClassifier) and clf.num_classes == modes and clf.feature_dim == 2
+    data = make_points(name, 4000, seed=3)
     f, logits = clf.features_and_logits(data.data)
     assert torch.equal(f, data.data)
     assert torch.equal(logits, clf(data.data))
     assert (logits.argmax(1) == data.labels).float().mean() == 1.0
     s = stats_of_tensor(clf, data.data)
-    assert inception_score_from_moments(s.mean_probs, s.mean_plogp) == pytest.approx(8.0, rel=0.02)
+    assert inception_score_from_moments(s.mean_probs, s.mean_plogp) == pytest.approx(modes, rel=0.02)
     assert tvd(s.hist) < 0.05
 
 
@@ -265,7 +266,9 @@ def test_inception_path_with_weights_on_disk(tmp_path, monkeypatch):
     assert n == 3 and mu.shape == (2048,) and cov.shape == (2048, 2048)
     assert np.all(np.isfinite(cov))
     loaded = []
-    m1, c1 = inception.real_inception_moments(model, "rings", "test", lambda: loaded.append(1) or x)
-    m2, c2 = inception.real_inception_moments(model, "rings", "test", lambda: loaded.append(1) or x)
+    f1 = inception.real_inception_features(model, "rings", "test", lambda: loaded.append(1) or x)
+    f2 = inception.real_inception_features(model, "rings", "test", lambda: loaded.append(1) or x)
     assert loaded == [1]  # second call served from the cache
-    np.testing.assert_allclose(m1, m2)
+    np.testing.assert_allclose(f1, f2)
+    m1, _ = inception.moments(f1)
+    np.testing.assert_allclose(m1, mu, rtol=1e-5, atol=1e-6)

@@ -198,7 +198,7 @@ def class_model(tmp_path_factory, class_pool, evaluator):  # noqa: F811 - fixtur
     with pytest.MonkeyPatch.context() as mp:
         from ensembler import stats
 
-        mp.setattr(stats, "load_evaluator", lambda dataset, device="auto": evaluator)
+        mp.setattr(stats, "load_evaluator", lambda dataset, device="auto", **kw: evaluator)
         mp.setenv("MUSTANGS_CACHE", str(folder / "cache"))
         assert main(["export", str(class_pool), "--out", str(folder / "pool.onnx"), "--stats-samples", "3000",
                      "--threads", "1", "--no-check"]) == 0
@@ -375,7 +375,8 @@ def test_front_cli_json_plot_and_export_of_a_point(class_pool, use_evaluator, tm
     out, plot = tmp_path / "front.json", tmp_path / "front.png"
     assert ens_main(["front", str(class_pool), "--objectives", "tvd,fid", "--scalarisations", "4", "--budget", "60",
                      "--samples", "3000", "--out", str(out), "--plot", str(plot), "--max-size", "3"]) == 0
-    doc = read_front(out)
+    doc = json.loads(out.read_text())
+    assert read_front(out).points[0].members[0].sha256 == doc["points"][0]["members"][0]["sha256"]  # schema-checked
     pts = doc["points"]
     assert len(pts) >= 2 and plot.stat().st_size > 1000
     xy = np.array([[p["objectives"]["tvd"], p["objectives"]["fid"]] for p in pts])
@@ -394,3 +395,106 @@ def test_front_cli_json_plot_and_export_of_a_point(class_pool, use_evaluator, tm
     assert serve_main(["export", str(out), "--point", "99", "--out", str(tmp_path / "x.onnx")]) == 2
     assert ens_main(["front", str(class_pool), "--objectives", "tvd", "--out", str(tmp_path / "f.json")]) == 2
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "f.json").exists()
+
+
+# --------------------------------------------------------------------------- with the judges and guards of main
+
+def _with_meta(src: Path, dst: Path, changes: dict[str, str | None]) -> Path:
+    """A copy of the ONNX model ``src`` with metadata entries replaced (``None``: removed)."""
+    import onnx
+
+    model = onnx.load(str(src))
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in changes]
+    del model.metadata_props[:]
+    for key, value in keep + [(k, v) for k, v in changes.items() if v is not None]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_statistics_without_the_real_split_serve_targets_but_not_fid(class_model, tmp_path):
+    """A model exported where the test split was missing: class targets work, fid_weight and 'real' say why not."""
+    import onnxruntime as ort
+
+    from serving.sampler import OnnxSampler
+
+    meta = ort.InferenceSession(str(class_model), providers=["CPUExecutionProvider"]).get_modelmeta()
+    stats = decode_payload(meta.custom_metadata_map)
+    stats.real_mu = stats.real_sigma = stats.real_hist = None
+    stats.info["real_statistics"] = False
+    m = _with_meta(class_model, tmp_path / "noreal.onnx", encode_payload(stats))
+    s = OnnxSampler(m, threads=1)
+    full = OnnxSampler(class_model, threads=1)
+    plan = s.plan(target={"Dress": 1})
+    assert plan.estimated_fid is None and np.array_equal(plan.weights, full.plan(target={"Dress": 1}).weights)
+    assert s.plan().estimated_fid is None and not s.info()["statistics"]["real_statistics"]
+    with pytest.raises(UserError, match="^fid_weight needs the real data"):
+        s.plan(target="uniform", fid_weight=1.0)
+    with pytest.raises(UserError, match="'real' needs the real data"):
+        s.plan(target="real")
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"mustangs.source": "bucket"}, "source"),
+    ({"mustangs.repurpose_info": json.dumps({"classifier": {"name": "x"}, "class_names": ["a"],
+                                             "samples_per_generator": 10, "seed": 0})}, "classifier.sha256"),
+    ({"mustangs.repurpose_info": json.dumps({"classifier": {"name": "x", "sha256": "ab"}, "class_names": ["a", "a"],
+                                             "samples_per_generator": 10, "seed": 0})}, "distinct"),
+    ({"mustangs.repurpose_sha256": "not-hex"}, "repurpose_sha256"),
+    ({"mustangs.repurpose_sha256": None}, "without their sha256"),
+])
+def test_repurpose_metadata_is_schema_checked(class_model, tmp_path, changes, words):
+    from serving.sampler import OnnxSampler
+
+    with pytest.raises(UserError, match=words):
+        OnnxSampler(_with_meta(class_model, tmp_path / "bad.onnx", changes), threads=1)
+
+
+def test_export_of_a_pool_refuses_a_judge_for_another_dataset(class_pool, use_evaluator, tmp_path, capsys):  # noqa: F811
+    """--classifier is checked against the pool's dataset by 'serving export POOL' before anything is written."""
+    from serving.cli import main as serve_main
+
+    out = tmp_path / "m.onnx"
+    assert serve_main(["export", str(class_pool), "--out", str(out), "--classifier", "rings"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained on rings" in err and "fashion-mnist" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_rings_pool_export_and_front_with_the_shipped_judge(tmp_path, monkeypatch, capsys):
+    """Un-mocked: the analytic rings classifier judges the statistics of 'serving export POOL --classifier rings'
+    and the front ('ensembler front --classifier rings'); both record it; a grid25 judge is refused."""
+    from ensembler.cli import main as ens_main
+    from serving.cli import main as serve_main
+    from serving.sampler import OnnxSampler
+    from trainer.networks import NetSpec, RingsGenerator
+    from trainer.pool import write_pool
+
+    monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
+    gens = []
+    for s in range(3):
+        torch.manual_seed(s)
+        gens.append((f"r{s}", RingsGenerator(8, (2,)).eval(), {}))
+    pool = write_pool(tmp_path / "rings", NetSpec("rings-mlp", 8, (2,)), "rings", gens).root
+    front = tmp_path / "front.json"
+    assert ens_main(["front", str(pool), "--objectives", "tvd,fid", "--classifier", "rings", "--scalarisations", "2",
+                     "--budget", "20", "--samples", "1000", "--diversity-samples", "0", "--device", "cpu",
+                     "--out", str(front)]) == 0
+    doc = json.loads(front.read_text())
+    assert doc["classifier"]["name"] == "rings" and doc["classifier"]["source"] == "analytic"
+    assert ens_main(["front", str(pool), "--classifier", "grid25", "--out", str(tmp_path / "g.json")]) == 2
+    assert "trained on grid25" in capsys.readouterr().err and not (tmp_path / "g.json").exists()
+    model = tmp_path / "rings.onnx"
+    assert serve_main(["export", str(pool), "--out", str(model), "--classifier", "rings", "--stats-samples", "1000",
+                       "--score-samples", "500", "--device", "cpu", "--no-check", "--threads", "1"]) == 0
+    s = OnnxSampler(model, threads=1)
+    info = s.info()
+    assert info["source"] == "pool" and info["classifier"]["name"] == "rings"
+    assert info["classes"] == [f"mode{i}" for i in range(8)] and info["statistics"]["real_statistics"]
+    assert info["served_scores"]["classifier"]["name"] == "rings" and info["served_scores"]["samples"] == 500
+    assert s.plan(target="uniform", fid_weight=0.1).estimated_fid is not None
+    p0 = tmp_path / "p0.onnx"
+    assert serve_main(["export", str(front), "--point", "0", "--out", str(p0), "--classifier", "rings",
+                       "--stats-samples", "1000", "--device", "cpu", "--no-check", "--threads", "1"]) == 0
+    assert OnnxSampler(p0, threads=1).source == "front"

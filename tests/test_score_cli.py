@@ -52,6 +52,11 @@ def test_real_train_split_scores_far_better_than_noise(capsys, cache):
     assert noise["tvd_cls2k"] > 0.3
     assert real["fid_cls2k"] * 20 < noise["fid_cls2k"]
     assert real["is_cls2k"] > 5 > noise["is_cls2k"]
+    # sample-level metrics on the classifier's features, same 2k samples against 2k real ones
+    assert real["recall_cls2k"] > 0.8 and real["coverage_cls2k"] > 0.8 and real["density_cls2k"] > 0.8
+    assert noise["recall_cls2k"] < 0.05 and noise["coverage_cls2k"] < 0.05
+    assert abs(real["kid_cls2k"]) * 20 < noise["kid_cls2k"]
+    assert real["classifier"]["name"] == "fashion-mnist" and real["classifier"]["source"] == "shipped"
 
 
 @needs_fashion
@@ -132,7 +137,7 @@ def test_unknown_dataset_split_and_metric(capsys, cache):
     _fails_with_one_line(capsys, "--real", "imagenet:test", "--fake", "noise", match="unknown dataset")
     _fails_with_one_line(capsys, "--real", "rings:val", "--fake", "noise", match="unknown split")
     _fails_with_one_line(capsys, "--real", "rings:test", "--fake", "foo:train", match="unknown dataset")
-    _fails_with_one_line(capsys, "--real", "rings:test", "--fake", "noise", "--metrics", "fid,kid", match="kid")
+    _fails_with_one_line(capsys, "--real", "rings:test", "--fake", "noise", "--metrics", "fid,lpips", match="lpips")
     _fails_with_one_line(capsys, "--real", "rings:test", "--fake", "noise", "--target", "0:1,9:1", match="range")
 
 

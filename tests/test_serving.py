@@ -260,3 +260,23 @@ def test_cli_sample_and_info(mlp_model, tmp_path, capsys):
     assert main(["serve", str(tmp_path / "none.onnx")]) == 2  # checked before bentoml starts
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+# ------------------------------------------------------------------------------------------- judged export
+def test_export_with_a_classifier_scores_the_served_model_and_names_the_judge(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
+    ens = make_ensemble(tmp_path / "e", "mlp", weights=[0.5, 0.5])
+    out = tmp_path / "judged.onnx"
+    # a classifier trained for another dataset: refused in one line before anything is written
+    _refused(capsys, ["export", str(ens), "--out", str(out), "--classifier", "rings"], out, "'rings'")
+    assert main(["export", str(ens), "--out", str(out), "--threads", "1", "--no-check", "--classifier",
+                 "fashion-mnist", "--score-samples", "300"]) == 0
+    printed = capsys.readouterr().out
+    assert "judged by classifier fashion-mnist" in printed
+    info = OnnxSampler(out).info()
+    verdict = info["served_scores"]
+    assert verdict["classifier"]["name"] == "fashion-mnist" and verdict["classifier"]["forced"] is False
+    assert len(verdict["classifier"]["sha256"]) == 64 and verdict["samples"] == 300
+    assert {"tvd_cls300", "is_cls300"} <= set(verdict["metrics"])
+    # the model is still a complete, loadable Mustangs model after its metadata was rewritten
+    assert OnnxSampler(out).sample(4, seed=0).shape == (4, 1, 28, 28)

@@ -45,12 +45,41 @@ def test_rings_run_leaves_every_output(tmp_path):
         assert g(torch.randn(3, 8)).shape == (3, 2)
     assert {tuple(e.origin["cell"]) for e in pool.entries} == {(0, 0), (0, 1), (1, 0), (1, 1)}
     assert all(any(k.startswith("fid_cls") for k in e.scores) for e in pool.entries)
+    # sample-level diversity on min(eval.diversity_samples, eval.fid_samples) samples, for generators and mixtures
+    div = {f"{m}_cls500" for m in ("precision", "recall", "density", "coverage", "kid")}
+    assert all(div <= set(e.scores) for e in pool.entries)
     assert len(pool.mixtures) == 4 and all(len(m["weights"]) == 3 for m in pool.mixtures)
+    assert all(div <= set(m["scores"]) for m in pool.mixtures)
+    assert pool.extra["classifier"] == {"name": "rings", "dataset": "rings", "sha256": "analytic-rings-v1-std0.02",
+                                        "source": "analytic", "forced": False}
     html = (run / "report.html").read_text()
     assert "report/heatmap.png" in html and (run / "report" / "heatmap.png").stat().st_size > 1000
     assert (run / "report" / "loss_choice.png").exists() and (run / "report" / "curves.png").exists()
     assert sorted(p.name for p in (run / "samples").iterdir()) == [f"gen-00000{i}.png" for i in (1, 2, 3)]
     assert "coevolution:" in (run / "config.yaml").read_text()
+    assert_tensorboard_readable(run, generations=3, cells=4, images=False)
+
+
+def assert_tensorboard_readable(run, generations: int, cells: int, images: bool) -> None:
+    """The run's TensorBoard event file reads back with TensorBoard's own reader: per-cell scalars
+    for every generation, the best mixture, loss choices, final scores (and sample grids for images)."""
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    files = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    acc = ea_mod.EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for key in ("loss_g", "loss_d", "lr_g", "lr_d", "loss_choice"):
+        assert f"cell/r0c0/{key}" in tags
+    assert [e.step for e in acc.Scalars("cell/r0c0/loss_g")] == list(range(1, generations + 1))
+    metrics = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in acc.Scalars("cell/r0c0/loss_g")] == pytest.approx(
+        [m["cells"][0]["loss_g"] for m in metrics], rel=1e-6)
+    assert any(t.startswith("best/mixture_fid_cls") for t in tags)
+    assert sum(acc.Scalars(f"loss_choices/{loss}")[-1].value for loss in ("bce", "mse", "heuristic")) == cells
+    assert any(t.startswith("final/") for t in tags)
+    if images:
+        assert len(acc.Images("samples")) == generations
 
 
 def test_ablations_run(tmp_path):
@@ -65,21 +94,31 @@ def test_ablations_run(tmp_path):
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):
+    # A folder with files that no run writes is refused ...
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    (tmp_path / "run" / "notes.txt").write_text("mine")
     assert run_cli(tmp_path, "run", RINGS) == 2
     err = capsys.readouterr().err
-    assert "already holds files" in err and "--resume" in err
+    assert "already holds files" in err and "notes.txt" in err
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    # ... and so is a fresh run into a folder that holds a checkpointed run (it says to resume).
+    base = RINGS + ["coevolution.generations=1", "coevolution.batches_per_generation=2", "output.report=false",
+                    "eval.every=null"]
+    assert run_cli(tmp_path, "done", base) == 0
+    capsys.readouterr()
+    assert run_cli(tmp_path, "done", base) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err
 
 
 def test_without_a_classifier_training_still_runs(tmp_path, monkeypatch, capsys):
-    import trainer.classifier as clf
+    import trainer.classifier_store as store
     from trainer.errors import UserError
 
     def no_classifier(*a, **k):
         raise UserError("no evaluation classifier for dataset 'rings'")
 
-    monkeypatch.setattr(clf, "load_classifier", no_classifier)
+    monkeypatch.setattr(store, "resolve", no_classifier)
     assert run_cli(tmp_path, "run", RINGS + ["coevolution.generations=1", "coevolution.batches_per_generation=2",
                                              "output.report=false"]) == 0
     assert "warning: no evaluation classifier" in capsys.readouterr().err
@@ -92,11 +131,17 @@ def test_fashion_mnist_subset_run_is_scored_on_the_classifier(tmp_path):
     over = ["grid.height=2", "grid.width=2", "data.sampling_ratio=0.0167", "data.batch_size=50",
             "coevolution.batches_per_generation=4", "coevolution.generations=2", "mixture.eval_samples=200",
             "eval.fid_samples=200", "output.report=false"]
-    assert run_cli(tmp_path, "fm", over) == 0
+    # configs/quickstart.yaml itself, shrunk: its run folder opens in TensorBoard
+    from conftest import ROOT
+
+    assert main(["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(tmp_path / "fm"), "--quiet",
+                 *over, "threads=1"]) == 0
     rec = json.loads((tmp_path / "fm" / "metrics.jsonl").read_text().splitlines()[-1])
     assert all("fid_cls200" in c["scores"] for c in rec["cells"])
     pool = read_pool(tmp_path / "fm" / "pool")
     assert len(pool) == 4 and pool.load_generator(0)(torch.randn(2, 64)).shape == (2, 1, 28, 28)
+    assert pool.extra["classifier"]["name"] == "fashion-mnist" and pool.extra["classifier"]["source"] == "shipped"
+    assert_tensorboard_readable(tmp_path / "fm", generations=2, cells=4, images=True)
 
 
 def test_selected_adversary_batched_equals_loop_and_stays_in_the_cell():

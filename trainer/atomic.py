@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +28,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; the result gets the usual mode
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -51,13 +54,12 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     Used for pools and other multi-file outputs: a crash leaves the previous folder (or
     nothing), never a half-written one.
     """
-    import shutil
-
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the folder gets the usual mode
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old")
@@ -70,6 +72,50 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where Linux allows; else set and restored)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Names the writers above give their temporary files and folders (``.NAME.XXXXXXXX.tmp``),
+#: the previous folder ``atomic_dir`` moves aside (``.NAME.old``) and the writability probe.
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$|^\..+\.old$")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one this module gives its temporary files and folders."""
+    return bool(_TEMP_NAME.match(name))
+
+
+def clean_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove what an interrupted atomic write left in ``folder`` (not recursive); returns what went.
+
+    Only names this module generates are touched, so user files are never removed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if _TEMP_NAME.match(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            removed.append(p)
+    return removed
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -25,6 +25,9 @@ from safetensors.torch import load_file, save_file
 from trainer.atomic import atomic_path, sha256_file, write_text_atomic
 from trainer.batched import NetState
 from trainer.errors import UserError
+from trainer.faults import kill_point
+from trainer.loaders import read_json_file
+from trainer.schema import CheckpointDoc, CheckpointIndex, validate
 
 CHECKPOINT_FORMAT = "mustangs-checkpoint/1"
 
@@ -75,10 +78,13 @@ def save_checkpoint(folder: str | Path, generation: int, tensors: dict[str, torc
     stem = f"gen-{generation:06d}"
     with atomic_path(folder / f"{stem}.safetensors") as tmp:
         save_file(tensors, str(tmp))
+        kill_point("checkpoint-tmp")
+    kill_point("checkpoint-tensors")
     tensor_sha = sha256_file(folder / f"{stem}.safetensors")
     doc = {"format": CHECKPOINT_FORMAT, "generation": generation, "tensors": f"{stem}.safetensors",
            "tensors_sha256": tensor_sha, **meta}
     write_text_atomic(folder / f"{stem}.json", json.dumps(doc, indent=1))
+    kill_point("checkpoint-json")
     index = _read_index(folder)
     entry = {"generation": generation, "json": f"{stem}.json", "json_sha256": sha256_file(folder / f"{stem}.json")}
     previous = index.get("latest") if index and index.get("latest", {}).get("json") != entry["json"] else \
@@ -94,10 +100,11 @@ def save_checkpoint(folder: str | Path, generation: int, tensors: dict[str, torc
 
 
 def _read_index(folder: Path) -> dict | None:
+    """``index.json`` checked against its schema, or ``None`` when missing or unusable."""
     try:
-        data = json.loads((folder / "index.json").read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+        data = read_json_file(folder / "index.json", "checkpoint index", max_bytes=1 << 20)
+        return validate(CheckpointIndex, data, "index.json").model_dump(by_alias=True)
+    except UserError:
         return None
 
 
@@ -109,11 +116,15 @@ def _load_one(folder: Path, json_name: str, json_sha: str | None) -> tuple[dict,
     if json_sha is not None and sha256_file(jpath) != json_sha:
         raise ValueError(f"{jpath.name} does not match its sha256 in index.json (truncated or corrupt)")
     try:
-        doc = json.loads(jpath.read_text())
-    except (OSError, ValueError):
+        doc = read_json_file(jpath, "checkpoint", max_bytes=16 << 20)
+    except UserError:
         raise ValueError(f"{jpath.name} is not valid JSON (truncated or corrupt)") from None
     if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{jpath.name} is not a Mustangs checkpoint")
+    try:
+        validate(CheckpointDoc, doc, jpath.name)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
     tpath = folder / str(doc.get("tensors"))
     if not tpath.is_file():
         raise ValueError(f"{tpath.name} is missing")

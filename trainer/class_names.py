@@ -12,6 +12,7 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "mnist": tuple(str(i) for i in range(10)),
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     "rings": tuple(f"mode{i}" for i in range(8)),
+    "grid25": tuple(f"mode{i}" for i in range(25)),
 }
 
 

@@ -2,12 +2,15 @@
 
 No Inception weights can be downloaded here, and Inception is the wrong yardstick for 28×28
 grayscale images anyway (design.md §4). So FID/TVD/IS are measured on a small CNN trained by
-the project (``trainer classifier train``). Its weights ship inside the package
-(``trainer/assets/classifier-<dataset>.safetensors``) with a JSON beside them that records the
-dataset, the test accuracy and the weights' sha256; loading checks the hash, and caches of
-real-data statistics are keyed by it, so a retrained classifier never meets stale statistics.
+the project (``trainer classifier train``). A classifier is two files the user owns:
+``classifier-<dataset>.safetensors`` and a JSON beside it that records the dataset, the test
+accuracy and the weights' sha256. Training writes them to ``$MUSTANGS_CACHE/classifiers/<dataset>/``
+(never into the package); the Fashion-MNIST one also ships inside the package. Which file judges a
+result is decided by :mod:`trainer.classifier_store` (explicit → cache → shipped); loading checks
+the hash, and caches of real-data statistics are keyed by it, so a retrained classifier never
+meets stale statistics.
 
-For the 2-D ``rings`` toy no training is needed: :class:`RingsClassifier` labels a point by its
+For the 2-D toys (``rings``, ``grid25``) no training is needed: :class:`PointModesClassifier` labels a point by its
 nearest mode and uses the point itself as its feature.
 """
 
@@ -35,6 +38,8 @@ TRAINABLE = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
 
 #: Hash that keys caches for the analytic ``rings`` classifier (bump when its definition changes).
 RINGS_HASH = "analytic-rings-v1-std0.02"
+#: Cache keys of the analytic classifiers of the 2-D toys.
+POINT_HASHES = {"rings": RINGS_HASH, "grid25": "analytic-grid25-v1-std0.0125"}
 
 
 # --------------------------------------------------------------------------- networks
@@ -79,24 +84,28 @@ class EvalClassifier(nn.Module):
         return self.features_and_logits(x)[1]
 
 
-class RingsClassifier(nn.Module):
-    """Analytic classifier for the ``rings`` toy (no training, no weights).
+class PointModesClassifier(nn.Module):
+    """Analytic classifier for a 2-D toy of Gaussian modes (``rings``, ``grid25``): no training, no weights.
 
-    Logits are minus the squared distance to each of the ``modes`` ring centres (the same
-    geometry as :func:`trainer.data.make_rings`), divided by ``2·std²``: the softmax is then the
-    exact posterior p(mode | x) of the rings mixture, so real data scores IS ≈ ``modes``.
+    Logits are minus the squared distance to each mode centre (the geometry of
+    :func:`trainer.data.point_modes`), divided by ``2·std²``: the softmax is then the exact
+    posterior p(mode | x) of the equal-weight mixture, so real data scores IS ≈ the number of modes.
     Features are the 2-D point itself.
     """
 
-    def __init__(self, modes: int = 8, radius: float = 1.0, std: float = 0.02):
+    def __init__(self, dataset: str = "rings"):
         super().__init__()
-        self.num_classes = int(modes)
+        from trainer.data import point_modes
+
+        centres, std = point_modes(dataset)
+        self.dataset = dataset
+        self.num_classes = int(centres.shape[0])
         self.feature_dim = 2
         self.input_shape = (2,)
-        angle = torch.arange(modes, dtype=torch.float32) * (2 * math.pi / modes)
-        self.register_buffer("centres", torch.stack([torch.cos(angle), torch.sin(angle)], 1) * radius)
+        self.std = float(std)
+        self.register_buffer("centres", centres)
         self.scale = 1.0 / (2.0 * std * std)
-        self.sha256 = RINGS_HASH
+        self.sha256 = POINT_HASHES[dataset]
         self.eval()
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,6 +117,13 @@ class RingsClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, modes]``."""
         return self.features_and_logits(x)[1]
+
+
+class RingsClassifier(PointModesClassifier):
+    """The analytic classifier of the ``rings`` toy (kept for callers of the earlier class)."""
+
+    def __init__(self):
+        super().__init__("rings")
 
 
 # --------------------------------------------------------------------------- shipped weights
@@ -123,19 +139,23 @@ def _train_hint(dataset: str) -> str:
 
 
 def read_classifier_info(dataset: str, folder: str | Path | None = None) -> dict:
-    """The JSON that ships beside the weights (dataset, test_accuracy, sha256, feature_dim, ...)."""
-    weights, meta = asset_paths(dataset, folder)
+    """The JSON beside the classifier for ``dataset`` (dataset, test_accuracy, sha256, feature_dim, ...).
+
+    ``folder`` given: ``classifier-<dataset>.json`` in it. Otherwise the lookup of
+    :func:`trainer.classifier_store.resolve` (``$MUSTANGS_CACHE/classifiers/<dataset>/``, then
+    the package).
+    """
+    from trainer import classifier_store
+
     if dataset not in TRAINABLE:
         raise UserError(f"no evaluation classifier for dataset '{dataset}'; classifiers exist for "
-                        f"{', '.join(TRAINABLE)} (trained) and rings (analytic)")
+                        f"{', '.join(TRAINABLE)} (trained) and {', '.join(POINT_HASHES)} (analytic)")
+    if folder is None:
+        return dict(classifier_store.resolve(None, dataset).info)
+    weights, meta = asset_paths(dataset, folder)
     if not meta.is_file() or not weights.is_file():
         raise UserError(f"no evaluation classifier for {dataset} ({weights} missing); {_train_hint(dataset)}")
-    try:
-        info = json.loads(meta.read_text())
-        for key in ("sha256", "num_classes", "feature_dim"):
-            info[key]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{meta} is unreadable or incomplete ({exc}); {_train_hint(dataset)}") from None
+    info = classifier_store._read_info(meta, weights)
     if info.get("dataset", dataset) != dataset:
         raise UserError(f"{meta} describes a classifier for {info.get('dataset')}, not {dataset}; "
                         f"{_train_hint(dataset)}")
@@ -145,13 +165,12 @@ def read_classifier_info(dataset: str, folder: str | Path | None = None) -> dict
 def classifier_sha256(dataset: str) -> str:
     """The hash that identifies the classifier for ``dataset`` (keys caches of real statistics).
 
-    The sha256 of the shipped weights as recorded in their JSON; a fixed string for ``rings``.
+    The sha256 recorded in the JSON of the classifier the default lookup finds; a fixed string
+    for ``rings``.
     """
-    if dataset == "rings":
-        return RINGS_HASH
-    return str(read_classifier_info(dataset)["sha256"])
+    from trainer import classifier_store
 
-
+    return classifier_store.resolve(None, dataset).sha256
 
 
 def build_from_info(info: dict) -> EvalClassifier:
@@ -165,30 +184,23 @@ def load_classifier(dataset: str = "fashion-mnist", device: str | torch.device =
                     folder: str | Path | None = None) -> nn.Module:
     """The evaluation classifier for ``dataset``, in eval mode on ``device``.
 
-    Reads the shipped safetensors weights and checks their sha256 against the JSON beside them
-    (a mismatch means a corrupt or foreign file: refuse rather than produce wrong metrics).
-    ``rings`` gets the analytic :class:`RingsClassifier`. The module carries ``.sha256``.
+    Without ``folder`` the default lookup (user cache, then the package; see
+    :mod:`trainer.classifier_store`); with ``folder`` the ``classifier-<dataset>.*`` files in it.
+    The sha256 of the weights is checked against the JSON (a mismatch means a corrupt or foreign
+    file: refuse rather than produce wrong metrics). The 2-D toys get the analytic
+    :class:`PointModesClassifier`. The module carries ``.sha256`` and ``.ref``.
     """
-    if dataset == "rings":
-        return RingsClassifier().to(device)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from trainer import classifier_store
 
+    if dataset in POINT_HASHES:
+        return classifier_store.load(classifier_store.resolve(None, dataset), device)
+    if folder is None:
+        return classifier_store.load(classifier_store.resolve(None, dataset), device)
     info = read_classifier_info(dataset, folder)
-    weights, meta = asset_paths(dataset, folder)
-    digest = sha256_file(weights)
-    if digest != info["sha256"]:
-        raise UserError(f"{weights} does not match the sha256 in {meta} (corrupt or replaced file); "
-                        f"{_train_hint(dataset)}")
-    model = build_from_info(info)
-    try:
-        state = load_file(str(weights))
-        model.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        raise UserError(f"cannot load {weights}: {str(exc).splitlines()[0]}") from None
-    model.sha256 = digest
-    model.info = info
-    return model.to(device).eval()
+    _, meta = asset_paths(dataset, folder)
+    ref = classifier_store.ClassifierRef(Path(folder).resolve().name, dataset, str(info["sha256"]), "explicit",
+                                         meta.with_suffix(".safetensors"), meta, info)
+    return classifier_store.load(ref, device)
 
 
 # --------------------------------------------------------------------------- training
@@ -225,6 +237,9 @@ def train_classifier(dataset: str = "fashion-mnist", *, epochs: int = 8, seed: i
                      lr: float = 2e-3, augment: bool = True, data_dir=None, out_dir: str | Path | None = None,
                      feature_dim: int = 128, progress: bool | None = None, log: Callable[[str], None] = print) -> dict:
     """Train the evaluation CNN on ``dataset``'s train split and write weights + JSON atomically.
+
+    ``out_dir`` defaults to ``$MUSTANGS_CACHE/classifiers/<dataset>/`` (the user's cache, never the
+    installed package), where every scoring command finds it by the dataset's name.
 
     Adam with a one-cycle learning-rate schedule, dropout and (optionally) random ±2-pixel
     shifts; everything seeded by ``seed``. Returns the JSON written beside the weights
@@ -295,28 +310,41 @@ def train_classifier(dataset: str = "fashion-mnist", *, epochs: int = 8, seed: i
         "train_seconds": round(time.time() - start, 1),
         "torch_version": torch.__version__,
     }
+    if out_dir is None:
+        from trainer.classifier_store import default_out_dir
+
+        out_dir = default_out_dir(dataset)
     weights, meta = asset_paths(dataset, out_dir)
     write_bytes_atomic(weights, blob)
     write_text_atomic(meta, json.dumps(info, indent=2) + "\n")
     return info
 
 
-def evaluate_classifier(dataset: str = "fashion-mnist", *, data_dir=None, n: int | None = None,
-                        folder: str | Path | None = None) -> dict:
-    """Test accuracy of the shipped classifier on ``dataset`` (first ``n`` test images when given)."""
+def evaluate_classifier(dataset: str | None = None, *, data_dir=None, n: int | None = None,
+                        folder: str | Path | None = None, classifier: str | None = None) -> dict:
+    """Test accuracy of a classifier on a dataset's test split (first ``n`` test images when given).
+
+    ``classifier`` is a ``--classifier NAME_OR_DIR`` spec (default: the one found for
+    ``dataset``); ``folder`` is the older ``--weights-dir`` form. ``dataset`` defaults to the
+    classifier's own dataset.
+    """
+    from trainer import classifier_store
     from trainer.data import load_dataset
 
-    model = load_classifier(dataset, folder=folder)
-    if dataset == "rings":
-        test = load_dataset("rings", "test")
-        x, y = test.data, test.labels
+    if folder is not None:
+        model = load_classifier(dataset or "fashion-mnist", folder=folder)
+        ref = model.ref
     else:
-        test = load_dataset(dataset, "test", data_dir=data_dir)
-        x, y = test.data, test.labels
+        ref = classifier_store.resolve(classifier, dataset or (None if classifier else "fashion-mnist"))
+        model = classifier_store.load(ref)
+    dataset = dataset or ref.dataset
+    test = load_dataset(dataset, "test", data_dir=data_dir)
+    x, y = test.data, test.labels
     if n is not None:
         x, y = x[:n], y[:n]
-    return {"accuracy": accuracy(model, x, y), "dataset": dataset, "sha256": model.sha256, "n": int(x.shape[0])}
+    return {"accuracy": accuracy(model, x, y), "dataset": dataset, "sha256": model.sha256, "n": int(x.shape[0]),
+            "classifier": ref.record(forced=ref.dataset != dataset)}
 
 
-__all__ = ["EvalClassifier", "RingsClassifier", "load_classifier", "classifier_sha256", "train_classifier",
+__all__ = ["EvalClassifier", "RingsClassifier", "PointModesClassifier", "load_classifier", "classifier_sha256", "train_classifier",
            "evaluate_classifier", "read_classifier_info", "asset_paths", "accuracy", "ASSETS_DIR"]

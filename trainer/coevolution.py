@@ -130,8 +130,11 @@ class Scorer:
     fraction of the cost of ``scipy.linalg.sqrtm``. Final scores use :func:`trainer.metrics.score`.
     """
 
-    def __init__(self, classifier, real: FeatureStats, stats_fn: Callable[[Any, torch.Tensor], FeatureStats]):
+    def __init__(self, classifier, real: FeatureStats, stats_fn: Callable[[Any, torch.Tensor], FeatureStats],
+                 record: dict | None = None, real_features_fn: Callable[[int], np.ndarray] | None = None):
         self.classifier, self.real, self._stats_fn = classifier, real, stats_fn
+        self.record = dict(record or {})              # which classifier judges (name, dataset, sha256, forced)
+        self.real_features_fn = real_features_fn      # n -> real features [n, d] (precision/recall/..., kid)
         sig = np.asarray(real.sigma, np.float64)
         evals, evecs = np.linalg.eigh((sig + sig.T) / 2)
         self._sqrt_real = (evecs * np.sqrt(np.clip(evals, 0, None))) @ evecs.T
@@ -163,27 +166,47 @@ class Scorer:
 
 
 def load_scorer(dataset: str, device: torch.device, log: Callable[[str], None] = print,
-                data_dir=None) -> Scorer | None:
+                data_dir=None, classifier: str | None = None, force: bool = False) -> Scorer | None:
     """The evaluation classifier and real test statistics, or ``None`` (with a warning) when the
-    dataset has no shipped classifier; training then runs without fid-based mixture search."""
+    dataset has no classifier; training then runs without fid-based mixture search.
+
+    ``classifier`` is the ``eval.classifier`` spec: when given it must resolve (a typo is an
+    error, not a silent unscored run), and one trained for another dataset is refused unless
+    ``force`` (``eval.force_classifier``).
+    """
     from trainer.errors import UserError
 
     try:
-        from trainer import evaluation
-        from trainer.classifier import load_classifier
-
-        clf = load_classifier(dataset, device)
-        real = evaluation.real_stats(dataset, "test", clf, data_dir=data_dir)
-    except UserError as exc:
-        log(f"warning: no evaluation classifier for {dataset} ({exc}); training without fid_cls scores "
-            f"and with uniform mixture weights")
-        return None
+        from trainer import classifier_store, evaluation
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("trainer."):
             log(f"warning: evaluation module missing ({exc}); training without fid_cls scores")
             return None
         raise
-    return Scorer(clf, real, evaluation.stats_of_tensor)
+    try:
+        ref = classifier_store.resolve(classifier, dataset)
+    except UserError as exc:
+        if classifier is not None:
+            raise UserError(f"eval.classifier: {exc}") from None
+        log(f"warning: {exc}; training without fid_cls scores and with uniform mixture weights")
+        return None
+    forced = classifier_store.check_dataset(ref, dataset, force, what="data.dataset",
+                                            force_hint="eval.force_classifier=true", log=log)
+    clf = classifier_store.load(ref, device)
+    try:
+        real = evaluation.real_stats(dataset, "test", clf, data_dir=data_dir)
+    except UserError as exc:
+        log(f"warning: no real test split to score against ({exc}); training without fid_cls scores and with "
+            f"uniform mixture weights")
+        return None
+
+    def real_features_fn(n: int) -> np.ndarray:
+        from trainer.features import real_features
+
+        return real_features(dataset, "test", clf, n, data_dir=data_dir)
+
+    log(f"scoring with classifier {ref.describe()}" + (" (forced)" if forced else ""))
+    return Scorer(clf, real, evaluation.stats_of_tensor, ref.record(forced), real_features_fn)
 
 
 # --------------------------------------------------------------------------- state

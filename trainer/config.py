@@ -44,7 +44,7 @@ class NetworkConfig:
 class DataConfig:
     """Training data and how each cell sees it."""
 
-    dataset: str = option("fashion-mnist", choices=DATASETS)  # fashion-mnist | mnist | cifar10 | image-folder | rings
+    dataset: str = option("fashion-mnist", choices=DATASETS)  # fashion-mnist | mnist | cifar10 | image-folder | rings | grid25 (2-D toys: modes_covered, high_quality, tvd_modes scores)
     data_dir: str | None = None                # folder with the data files (None = default places)
     image_size: int | None = option(None, ge=8)  # image-folder only: square side in pixels (None = 64)
     sampling_ratio: float = option(1.0, gt=0.0, le=1.0)  # data dieting: each cell trains on its own fixed random subset of this fraction; (0, 1]
@@ -61,12 +61,12 @@ class CoevolutionConfig:
     tournament_size: int = option(2, ge=1)                  # tournament size of selection; 1 ..= sub-population size
     selection: bool = True   # tournament selection + elitist replacement; false = "SPaGAN" ablation (always train and keep the centre)
     exchange: bool = True    # exchange with the von Neumann neighbours; false = "PaGAN" ablation (isolated GANs, sub-population = the cell)
-    lr_g: float = option(0.0002, gt=0.0)                   # initial generator learning rate; > 0
-    lr_d: float = option(0.0002, gt=0.0)                   # initial discriminator learning rate; > 0
+    lr_g: float = option(0.0002, gt=0.0, le=1.0)           # initial generator learning rate; (0, 1]
+    lr_d: float = option(0.0002, gt=0.0, le=1.0)           # initial discriminator learning rate; (0, 1]
     betas: list[float] = option([0.5, 0.999])              # Adam (beta1, beta2); each in [0, 1)
     mutation_probability: float = option(0.5, ge=0.0, le=1.0)  # chance per cell and generation that each lr is mutated; [0, 1]
     mutation_scale: float = option(0.1, ge=0.0, le=1.0)    # relative std of a mutation: lr ← lr·(1 + scale·N(0,1)); [0, 1]
-    lr_min: float = option(1e-6, gt=0.0)                   # a mutated lr never drops below this; > 0
+    lr_min: float = option(1e-6, gt=0.0, le=1.0)           # a mutated lr never drops below this; (0, 1]
     adversary: str = option("selected", choices=ADVERSARIES, renamed=ADVERSARY_RENAMES)  # selected (default, the Lipizzaner reference recipe: the cell's tournament-selected G and D train against each other every mini-batch) | neighbour (experiment: a live neighbourhood D/G drawn per mini-batch; trains far slower)
     d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never); >= 2
 
@@ -86,6 +86,11 @@ class EvalConfig:
 
     every: int | None = option(1, ge=1)       # score cells and step the mixture ES every n generations (None = only at the end); >= 1
     fid_samples: int = option(10000, ge=16)   # samples per generator for the final scores written to the pool; >= 16
+    classifier: str | None = None             # the judge: None = the dataset's ($MUSTANGS_CACHE/classifiers/<dataset>/, then shipped) | a NAME | a classifier folder or .json
+    force_classifier: bool = False            # accept a classifier trained on another dataset (the pool records forced: true)
+    diversity_samples: int | None = option(1000, ge=6)  # samples per generator (and real) for precision/recall/density/coverage/kid in the final pool scores (None = skip); >= 6
+    inception: bool | None = None             # fid_incep*/kid_incep* in the final pool scores: None = for RGB data when pytorch-fid's weights are on disk | true = required | false = never
+    inception_samples: int = option(10000, ge=2)  # samples per generator (and real) for the Inception metrics; >= 2
 
 
 @dataclass
@@ -96,17 +101,18 @@ class OutputConfig:
     sample_every: int | None = option(1, ge=1)  # PNG sample grid every n generations (None = only the last); >= 1
     samples_per_cell: int = option(8, ge=1, le=64)  # samples per cell in each grid (one row per cell); 1 ..= 64
     report: bool = True                       # write report.html + PNGs at the end
+    tensorboard: bool | None = None           # TensorBoard event files in <run>/tensorboard/: None = when the tensorboard package is installed | true = required | false = never
 
 
 @dataclass
 class TrainConfig:
     """Everything ``trainer train`` needs; see configs/*.yaml for worked examples."""
 
-    seed: int = option(0, ge=0)                        # master seed; every cell derives its own streams from it; >= 0
+    seed: int = option(0, ge=0, le=2**63 - 1)          # master seed; every cell derives its own streams from it; 0 ..= 2**63-1
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
     batching: str = option("auto", choices=BATCHING)   # auto (vmap) | vmap (all cells in one batched call) | loop (per-cell loop; same numbers, slower on GPU)
     adam: str = option("ops", choices=ADAM_KERNELS)      # ops (Adam op by op: the reference numerics) | fused (PyTorch's fused kernel per cell: same formula, other rounding, ~1.4x faster generations on CPU; ops where the build lacks it)
-    threads: int | None = option(None, ge=1)           # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine)
+    threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -157,6 +163,15 @@ class TrainConfig:
                 f"({sub} on a {self.grid.height}x{self.grid.width} grid"
                 f"{'' if co.exchange else ' without exchange'}); set coevolution.tournament_size<={sub}"
                 f"{'' if co.exchange else ' or coevolution.selection=false'}")
+        if self.eval.inception and self.data.dataset == "rings":
+            raise ConfigError("eval.inception=true needs image data, but data.dataset=rings holds 2-D points; "
+                              "set eval.inception=null")
+        if self.output.tensorboard:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ConfigError("output.tensorboard=true but the tensorboard package is not installed; "
+                                  "pip install 'mustangs[tensorboard]' or set output.tensorboard=null")
         if co.lr_min > min(co.lr_g, co.lr_d):
             raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the initial learning rates; lower it")
 

@@ -20,7 +20,9 @@ import torch
 
 from trainer.errors import UserError
 
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "image-folder", "rings")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "image-folder", "rings", "grid25")
+#: 2-D toy datasets made of Gaussian modes (mode-coverage metrics apply; see :func:`point_modes`).
+POINT_DATASETS = ("rings", "grid25")
 SPLITS = ("train", "test")
 
 #: Where Debian's dataset packages put their files (apt-get install dataset-fashion-mnist).
@@ -250,20 +252,38 @@ def _load_image_folder(split: str, data_dir, image_size: int | None, channels: i
     return ArrayDataset("image-folder", torch.from_numpy(out), None, None)
 
 
-# --------------------------------------------------------------------------- rings
+# --------------------------------------------------------------------------- 2-D toys (rings, grid25)
 
-def make_rings(n: int, *, modes: int = 8, radius: float = 1.0, std: float = 0.02,
-               seed: int = 0) -> ArrayDataset:
-    """The classic mode-collapse toy: ``modes`` Gaussians evenly spaced on a circle.
+def point_modes(name: str) -> tuple[torch.Tensor, float]:
+    """Centres ``[M, 2]`` and per-axis std of the Gaussian modes of a 2-D toy dataset.
 
-    Labels are the mode index, so class-based metrics (TVD over modes) apply.
+    ``rings``: 8 modes evenly spaced on the unit circle, std 0.02 (VEEGAN's ring at radius 1).
+    ``grid25``: a 5×5 grid with centres in {-1, -0.5, 0, 0.5, 1}², std 0.0125 — the VEEGAN/PacGAN
+    grid (centres -4..4 step 2, std 0.05) scaled by 1/4, so both toys live in [-1, 1]².
     """
+    if name == "rings":
+        modes = 8
+        angle = torch.arange(modes, dtype=torch.float32) * (2 * math.pi / modes)
+        return torch.stack([torch.cos(angle), torch.sin(angle)], 1), 0.02
+    if name == "grid25":
+        axis = torch.linspace(-1.0, 1.0, 5)
+        return torch.cartesian_prod(axis, axis).to(torch.float32), 0.0125
+    raise UserError(f"'{name}' is not a 2-D toy dataset; toys: {', '.join(POINT_DATASETS)}")
+
+
+def make_points(name: str, n: int, *, seed: int = 0) -> ArrayDataset:
+    """``n`` points from the equal-weight Gaussian mixture of toy ``name``; labels are the mode index,
+    so class-based metrics (TVD over modes) apply."""
+    centres, std = point_modes(name)
     g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, modes, (n,), generator=g)
-    angle = labels.to(torch.float32) * (2 * math.pi / modes)
-    centres = torch.stack([torch.cos(angle), torch.sin(angle)], 1) * radius
-    points = centres + std * torch.randn(n, 2, generator=g)
-    return ArrayDataset("rings", points, labels, modes)
+    labels = torch.randint(0, centres.shape[0], (n,), generator=g)
+    points = centres[labels] + std * torch.randn(n, 2, generator=g)
+    return ArrayDataset(name, points, labels, int(centres.shape[0]))
+
+
+def make_rings(n: int, *, seed: int = 0) -> ArrayDataset:
+    """The classic mode-collapse toy: 8 Gaussians evenly spaced on the unit circle."""
+    return make_points("rings", n, seed=seed)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -281,4 +301,4 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
         return _load_cifar10(split, data_dir)
     if name == "image-folder":
         return _load_image_folder(split, data_dir, image_size, channels)
-    return make_rings(60000 if split == "train" else 10000, seed=0 if split == "train" else 1)
+    return make_points(name, 60000 if split == "train" else 10000, seed=0 if split == "train" else 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable, TypeVar
 
@@ -21,17 +22,43 @@ class ConfigError(UserError):
 
 
 def exit_on_user_error(main: F) -> F:
-    """Wrap a CLI entry point so a ``UserError`` becomes one line on stderr and exit 2."""
+    """Wrap a CLI entry point so a ``UserError`` becomes one line on stderr and exit 2.
+
+    Problems of the machine rather than of the code — an ``OSError`` (disk full, read-only
+    folder, port in use), ``MemoryError``, a ``RecursionError`` from absurdly nested input —
+    are one line and exit 2 as well. ``MUSTANGS_TRACEBACK=1`` re-raises them for debugging.
+    """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except (OSError, MemoryError, RecursionError) as exc:
+            if os.environ.get("MUSTANGS_TRACEBACK"):
+                raise
+            print(f"error: {environment_message(exc)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (user text may hold newlines)."""
+    return " ".join(str(exc).split("\n")).strip() or type(exc).__name__
+
+
+def environment_message(exc: BaseException) -> str:
+    """One line for an environmental failure (see :func:`exit_on_user_error`)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory; use smaller sizes (batch size, number of samples, grid) or a bigger machine"
+    if isinstance(exc, RecursionError):
+        return "the input is nested too deeply to be read"
+    from trainer.safety import os_error_message
+
+    return os_error_message(exc)  # type: ignore[arg-type]

@@ -216,7 +216,8 @@ def _to_samples(arr: np.ndarray, input_shape: tuple[int, ...], where: str) -> to
         arr = np.asarray(arr, np.float32)
         if arr.size and not np.all(np.isfinite(arr)):
             raise UserError(f"{where} holds NaN or infinite values")
-        if arr.size and (arr.min() < -1.001 or arr.max() > 1.001):
+        is_image = len(tuple(input_shape)) == 3     # 2-D toy points are coordinates, not pixels
+        if is_image and arr.size and (arr.min() < -1.001 or arr.max() > 1.001):
             raise UserError(f"{where}: float samples must lie in [-1, 1] (found {arr.min():.3g}..{arr.max():.3g}); "
                             f"save images as uint8 0..255 or rescale them")
     else:

@@ -1,6 +1,7 @@
-"""Inception FID (``fid_incep<N>``) through pytorch-fid's InceptionV3 — only with local weights.
+"""Inception FID and KID (``fid_incep<N>``, ``kid_incep<N>``) on pytorch-fid's InceptionV3 — local weights only.
 
-Nothing here downloads: the weights must already be at
+These are the numbers papers report for RGB data (CIFAR-10, CelebA): Fréchet distance and the
+unbiased polynomial-kernel MMD² on the 2048-d pool features. Nothing here downloads: the weights must already be at
 ``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth`` (where pytorch-fid would
 cache them). Without them :func:`require_weights` fails at once with one line saying where to
 put the file. The weights are read with ``torch.load(weights_only=True)`` (no pickle code runs).
@@ -57,6 +58,7 @@ def load_inception(device: str | torch.device = "cpu") -> nn.Module:
                         f"{str(exc).splitlines()[0]}") from None
     finally:
         pi.load_state_dict_from_url = original
+    model.sha256 = WEIGHTS_NAME  # the file name carries its hash prefix; keys the real-feature cache
     return model.to(device).eval()
 
 
@@ -98,35 +100,80 @@ def inception_moments(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
     return mu, cov, n
 
 
-def real_inception_moments(model: nn.Module, dataset: str, split: str, x: Callable[[], torch.Tensor],
-                           n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Inception mean and covariance of a real split, cached under ``$MUSTANGS_CACHE/stats/`` (no pickle).
+def inception_feature_array(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
+                            progress: bool | None = None) -> np.ndarray:
+    """Pool features ``[N, D]`` (float32) of images ``x`` in [-1, 1] (or uint8), batch by batch."""
+    from tqdm import tqdm
+
+    parts = [inception_features(model, x[i:i + batch_size]).to(torch.float32).numpy()
+             for i in tqdm(range(0, x.shape[0], batch_size), desc="inception",
+                           disable=None if progress is None else not progress, leave=False)]
+    if not parts:
+        raise UserError("Inception metrics need at least 2 samples")
+    return np.concatenate(parts)
+
+
+def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance of a feature array (float64)."""
+    f = np.asarray(features, np.float64)
+    if f.shape[0] < 2:
+        raise UserError("Inception FID needs at least 2 samples")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def real_inception_features(model: nn.Module, dataset: str, split: str, x: Callable[[], torch.Tensor],
+                            n: int | None = None) -> np.ndarray:
+    """Inception features of a real split, cached as ``.npy`` under ``$MUSTANGS_CACHE/stats/`` (no pickle).
 
     ``x()`` loads the images only on a cache miss. The key holds dataset, split, count and the
-    weights file's size (the file is fixed; its name already carries its hash prefix).
+    network's identity (the weights file name, which carries its hash, or a hash of a stand-in's
+    state), so a different network never meets these features.
     """
-    import zipfile
-
     from trainer.atomic import atomic_path
     from trainer.data import default_cache_dir
+    from trainer.evaluation import module_hash
 
     count = "all" if n is None else f"{int(n)}s"
-    path = default_cache_dir() / "stats" / f"{dataset}-{split}-{count}-incep.npz"
+    ident = module_hash(model).replace(".pth", "")[-16:]
+    path = default_cache_dir() / "stats" / f"{dataset}-{split}-{count}-incep-{ident}-features.npy"
     try:
-        with np.load(path, allow_pickle=False) as data:
-            mu, cov = np.asarray(data["mu"]), np.asarray(data["sigma"])
-        if mu.shape == (2048,) and cov.shape == (2048, 2048) and np.all(np.isfinite(cov)):
-            return mu, cov
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        arr = np.load(path, allow_pickle=False)
+        if arr.ndim == 2 and arr.shape[0] >= 2 and np.all(np.isfinite(arr)):
+            return arr
+    except (OSError, ValueError, EOFError):
         pass
-    mu, cov, _ = inception_moments(model, x())
+    feats = inception_feature_array(model, x())
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, mu=mu, sigma=cov)
+            np.save(fh, feats, allow_pickle=False)
     except OSError:
         pass
-    return mu, cov
+    return feats
+
+
+def inception_scores(model: nn.Module, real: np.ndarray, fake_x: torch.Tensor,
+                     metrics=("fid", "kid")) -> dict[str, float]:
+    """``fid_incep<N>`` and ``kid_incep<N>`` of images ``fake_x`` against real Inception features."""
+    from trainer.diversity import kid
+    from trainer.metrics import frechet_distance, protocol_suffix
+
+    fake = inception_feature_array(model, fake_x)
+    tag = f"incep{protocol_suffix(fake.shape[0])}"
+    out: dict[str, float] = {}
+    if "fid" in metrics:
+        mu_f, cov_f = moments(fake)
+        mu_r, cov_r = moments(real)
+        out[f"fid_{tag}"] = frechet_distance(mu_f, cov_f, mu_r, cov_r)
+    if "kid" in metrics:
+        out[f"kid_{tag}"] = kid(real, fake)
+    return out
+
+
+def available() -> bool:
+    """Whether the Inception weights are on disk (Inception metrics are then computed where they apply)."""
+    return weights_path().is_file()
 
 
 __all__ = ["weights_path", "require_weights", "load_inception", "inception_features", "inception_moments",
-           "real_inception_moments", "default_device"]
+           "inception_feature_array", "moments", "real_inception_features", "inception_scores", "available",
+           "default_device"]

@@ -192,3 +192,42 @@ def build_discriminator(spec: NetSpec) -> nn.Module:
     """A freshly initialised discriminator for ``spec`` (latent size is not used)."""
     check_spec(spec)
     return _DISCRIMINATORS[spec.arch](spec.sample_shape)
+
+
+def network_numels(spec: NetSpec) -> dict[str, int]:
+    """Parameter and activation counts of one G and one D for ``spec``, without allocating anything.
+
+    The networks are built on PyTorch's ``meta`` device and run on one meta sample, so the
+    counts are exact for every architecture. Keys: ``g_params``, ``d_params``,
+    ``g_activations``, ``d_activations`` (values per sample, summed over all layer outputs).
+    """
+    check_spec(spec)
+    counts = {"g_activations": 0, "d_activations": 0}
+
+    def counter(key):
+        def hook(_module, _inp, out):
+            if isinstance(out, torch.Tensor):
+                counts[key] += out.numel()
+        return hook
+
+    with torch.device("meta"):
+        g = _GENERATORS[spec.arch](spec.latent_dim, spec.sample_shape).eval()
+        d = _DISCRIMINATORS[spec.arch](spec.sample_shape).eval()
+        handles = [m.register_forward_hook(counter("g_activations")) for m in g.modules()]
+        handles += [m.register_forward_hook(counter("d_activations")) for m in d.modules()]
+        with torch.no_grad():
+            d(g(torch.empty(1, spec.latent_dim)))
+        for h in handles:
+            h.remove()
+    counts["g_params"] = sum(p.numel() for p in g.parameters()) + sum(b.numel() for b in g.buffers())
+    counts["d_params"] = sum(p.numel() for p in d.parameters()) + sum(b.numel() for b in d.buffers())
+    return counts
+
+
+def check_network_memory(spec: NetSpec, where: str, copies: int = 4) -> None:
+    """Refuse a network description (from a file) whose generator could not even be built in memory."""
+    from trainer.safety import check_memory
+
+    n = network_numels(spec)
+    check_memory(4 * copies * n["g_params"], f"{where}: a '{spec.arch}' generator with latent_dim "
+                 f"{spec.latent_dim} ({n['g_params']:,} parameters)")

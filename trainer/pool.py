@@ -13,6 +13,7 @@ the manifest, the files' hashes and that weights are finite.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +25,10 @@ from torch import nn
 
 from trainer.atomic import atomic_dir, sha256_file
 from trainer.errors import UserError
-from trainer.networks import NetSpec, build_generator
+from trainer.faults import kill_point
+from trainer.loaders import read_json_file
+from trainer.networks import NetSpec, build_generator, check_network_memory
+from trainer.schema import PoolManifest, validate
 
 POOL_FORMAT = "mustangs-pool/1"
 
@@ -55,8 +59,13 @@ class Pool:
         return len(self.entries)
 
     def path(self, entry: PoolEntry) -> Path:
-        """Absolute path of an entry's weights file."""
-        return (self.root / entry.file).resolve()
+        """Absolute path of an entry's weights file; it must resolve inside the pool folder."""
+        root = self.root.resolve()
+        path = (root / entry.file).resolve()
+        if root not in path.parents:
+            raise UserError(f"pool {self.root}: generator '{entry.id}' file {entry.file!r} resolves to {path}, "
+                            "outside the pool folder; refusing to read it")
+        return path
 
     def load_generator(self, index: int, *, check_hash: bool = True) -> nn.Module:
         """Build generator ``index`` with its weights, in eval mode, on the CPU."""
@@ -129,6 +138,7 @@ def write_pool(root: str | Path, spec: NetSpec, dataset: str, generators: list[t
             **dict(extra or {}),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        kill_point("pool-tmp")
     return read_pool(root)
 
 
@@ -142,20 +152,26 @@ def read_pool(root: str | Path) -> Pool:
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise UserError(f"{root} is not a pool folder: manifest.json is missing")
-    try:
-        data = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{manifest_path} is not valid JSON: {exc}") from None
+    data = read_json_file(manifest_path, "pool manifest")
     if not isinstance(data, dict) or data.get("format") != POOL_FORMAT:
         raise UserError(f"{manifest_path} is not a Mustangs pool manifest (format != {POOL_FORMAT})")
-    spec = NetSpec.from_json(data.get("network", {}))
-    try:
-        entries = [PoolEntry(str(g["id"]), str(g["file"]), str(g["sha256"]), dict(g.get("origin", {})),
-                             dict(g.get("scores", {}))) for g in data["generators"]]
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"{manifest_path}: malformed generator list ({exc})") from None
-    if not entries:
+    if data.get("generators") == []:
         raise UserError(f"pool {root} holds no generators")
+    doc = validate(PoolManifest, data, str(manifest_path))
+    spec = NetSpec.from_json(doc.network.model_dump())
+    check_network_memory(spec, str(manifest_path))
+    entries = [PoolEntry(g.id, g.file, g.sha256, dict(g.origin), dict(g.scores)) for g in doc.generators]
+    ids = [e.id for e in entries]
+    dup = next((i for i, n in Counter(ids).items() if n > 1), None)
+    if dup is not None:
+        raise UserError(f"{manifest_path}: generator id '{dup}' appears more than once")
+    for j, mix in enumerate(doc.mixtures):
+        unknown = sorted(set(mix.weights) - set(ids))[:3]
+        if unknown:
+            raise UserError(f"{manifest_path}: mixtures.{j}.weights names unknown generators {unknown}")
     known = {"format", "network", "dataset", "generators", "mixtures"}
     extra = {k: v for k, v in data.items() if k not in known}
-    return Pool(root.resolve(), spec, str(data.get("dataset", "")), entries, list(data.get("mixtures", [])), extra)
+    pool = Pool(root.resolve(), spec, doc.dataset, entries, [m.model_dump() for m in doc.mixtures], extra)
+    for e in entries:
+        pool.path(e)  # every member file must resolve inside the pool (no absolute or ../ names)
+    return pool

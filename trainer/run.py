@@ -8,21 +8,22 @@ checkpoints, the final pool and the report.
     runs/<name>/checkpoints/     latest + previous verified checkpoints
     runs/<name>/pool/            one safetensors per distinct final centre generator + manifest.json
     runs/<name>/report.html      heatmaps, curves, loss-choice counts, sample grids (PNGs in report/)
+    runs/<name>/tensorboard/     TensorBoard event files (when tensorboard is installed)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from trainer.atomic import write_text_atomic
+from trainer.atomic import clean_temp_files, write_text_atomic
 from trainer.checkpoint import block_tensors, has_checkpoint, load_checkpoint, restore_block, save_checkpoint
 from trainer.coevolution import (STREAM_FINAL, STREAM_SAMPLES, Coevolution, Scorer, World, cell_generator,
                                  load_scorer)
@@ -30,11 +31,14 @@ from trainer.config import TrainConfig
 from trainer.configio import to_dict, to_yaml
 from trainer.data import load_dataset
 from trainer.errors import UserError
+from trainer.faults import kill_point
 from trainer.metrics import FeatureStats
+from trainer.safety import check_writable
 
 #: Config keys that may change when a run is resumed (everything else must match).
 RESUMABLE_CHANGES = {"coevolution.generations", "device", "threads", "batching", "adam", "output.report",
-                     "output.sample_every", "eval.fid_samples"}
+                     "output.sample_every", "eval.fid_samples", "eval.diversity_samples", "eval.inception",
+                     "eval.inception_samples", "output.tensorboard"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,6 +63,45 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def _config_changes(old: dict, new: dict) -> list[str]:
     a, b = _flat(old), _flat(new)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+
+
+#: What a run writes before its first checkpoint: name -> pattern of the names allowed inside (folders).
+_RUN_FILES = {"config.yaml": None, "metrics.jsonl": None, "samples": r"gen-\d{6}\.png",
+              "checkpoints": r"gen-\d{6}\.safetensors", "report.html": None, "report": r"[a-z_]+\.png"}
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """Entries of ``out`` that a run without a checkpoint would not have written (at most 3)."""
+    import re
+
+    from trainer.atomic import is_temp_name
+
+    bad = []
+    for p in sorted(out.iterdir()):
+        if is_temp_name(p.name):
+            continue
+        if p.name not in _RUN_FILES:
+            bad.append(p.name)
+            continue
+        pattern = _RUN_FILES[p.name]
+        if (pattern is None) == p.is_dir() or p.is_symlink():
+            bad.append(p.name)
+        elif pattern is not None:
+            bad += [f"{p.name}/{q.name}" for q in sorted(p.iterdir())
+                    if not (re.fullmatch(pattern, q.name) or is_temp_name(q.name))]
+    return bad[:3]
+
+
+def _remove_run_files(out: Path) -> None:
+    """Remove the files of a run that stopped before its first checkpoint (checked by :func:`_foreign_files`)."""
+    import shutil
+
+    for name, pattern in _RUN_FILES.items():
+        p = out / name
+        if pattern is not None and p.is_dir():
+            shutil.rmtree(p)
+        elif name != "config.yaml" and p.is_file():
+            p.unlink()
 
 
 def _rows_for_cells(tensors: dict[str, torch.Tensor], cells: list[int]) -> dict[str, torch.Tensor]:
@@ -93,26 +136,35 @@ class Run:
 
     # ------------------------------------------------------------------ set-up
     def _check_out(self) -> dict | None:
-        """Refuse to clobber a run; on --resume return the checkpoint (meta, tensors) or None."""
+        """Refuse to clobber a run; on --resume return the checkpoint (meta, tensors) or None.
+
+        A folder that holds only the files of a run that stopped before its first checkpoint
+        (crash, OOM, full disk, kill) is a dead end otherwise: it is started over, with a note,
+        with or without ``--resume``. Anything else in a non-empty folder is refused.
+        """
         out = self.out
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} exists and is not a folder")
-        nonempty = out.is_dir() and any(out.iterdir())
-        if not self.resume:
-            if nonempty:
-                raise UserError(f"{out} already holds files (a previous run?); pass --resume to continue it, "
-                                f"or choose another --out")
-            return None
+        if self.world.is_writer:
+            check_writable(out, is_dir=True)  # a read-only or impossible folder fails now, not after a generation
         ck = out / "checkpoints"
-        if not has_checkpoint(ck):
-            if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-                self.log(f"note: torchrun restarted the group before the first checkpoint; starting {out} over")
-                return None
-            if nonempty and (out / "metrics.jsonl").exists():
-                raise UserError(f"{out} has no checkpoint to resume from; start over with another --out")
-            self.log(f"note: nothing to resume in {out}; starting a new run")
+        self._restart = False
+        if has_checkpoint(ck):
+            if not self.resume:
+                raise UserError(f"{out} already holds a run with checkpoints; pass --resume to continue it, "
+                                f"or choose another --out")
+            return load_checkpoint(ck, self.log)
+        if not (out.is_dir() and any(out.iterdir())):
+            if self.resume:
+                self.log(f"note: nothing to resume in {out}; starting a new run")
             return None
-        return load_checkpoint(ck, self.log)
+        foreign = _foreign_files(out)
+        if foreign:
+            raise UserError(f"{out} already holds files that are not an unfinished Mustangs run ({', '.join(foreign)}); "
+                            f"choose another --out")
+        self.log(f"note: {out} holds a run that stopped before its first checkpoint; starting it over")
+        self._restart = True
+        return None
 
     def setup(self):
         """Load data, classifier and state (fresh or from the checkpoint)."""
@@ -132,7 +184,8 @@ class Run:
         self.log(f"resolved config ({self.device}):\n" + to_yaml(cfg).rstrip())
         dataset = load_dataset(cfg.data.dataset, "train", data_dir=cfg.data.data_dir, image_size=cfg.data.image_size)
         if self._scorer_arg == "auto":
-            self.scorer = load_scorer(cfg.data.dataset, self.device, self.log, data_dir=cfg.data.data_dir)
+            self.scorer = load_scorer(cfg.data.dataset, self.device, self.log, data_dir=cfg.data.data_dir,
+                                      classifier=cfg.eval.classifier, force=cfg.eval.force_classifier)
         else:
             self.scorer = self._scorer_arg
         self.coev = Coevolution(cfg, dataset, self.device, self.world, self.scorer)
@@ -145,15 +198,25 @@ class Run:
             self.block.last_fid = {int(k): v for k, v in meta.get("last_fid", {}).items()}
             self.metrics_bytes = int(meta.get("metrics_bytes", 0))
             self.log(f"resuming {self.out} from the checkpoint of generation {self.block.generation}")
+        self.board = None
         if self.world.is_writer:
             self.out.mkdir(parents=True, exist_ok=True)
+            for folder in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "report"):
+                clean_temp_files(folder)  # what a killed atomic write left behind
+            if self._restart:
+                _remove_run_files(self.out)
             write_text_atomic(self.out / "config.yaml", to_yaml(cfg))
+            from trainer.tblog import RunBoard
+
+            self.board = RunBoard.open(self.out, cfg.output.tensorboard,
+                                       self.block.generation if found is not None else None, self.log)
             mpath = self.out / "metrics.jsonl"
             if mpath.exists():
                 with open(mpath, "r+b") as fh:  # drop lines written after the checkpoint
                     fh.truncate(self.metrics_bytes)
             else:
                 mpath.touch()
+        kill_point("setup")
 
     # ------------------------------------------------------------------ the loop
     def _checkpoint(self) -> None:
@@ -188,14 +251,19 @@ class Run:
         x = x.reshape(-1, *x.shape[2:]).cpu()
         if self.world.is_writer:
             save_grid(x, self.out / "samples" / f"gen-{gen:06d}.png", nrow=k)
+            if self.board is not None:
+                self.board.samples(gen, x, nrow=k)
 
     def run(self) -> dict:
         """Set up, train to ``coevolution.generations``, write pool and report; returns the summary."""
         threads = torch.get_num_threads()
+        self.board = None
         try:
             return self._run()
         finally:
             torch.set_num_threads(threads)  # config.threads only lasts for this run
+            if self.board is not None:
+                self.board.close()
 
     def _run(self) -> dict:
         from tqdm import tqdm
@@ -226,6 +294,9 @@ class Run:
                 if comm is not None:  # exchange cost on the writer rank (multi-process runs)
                     line["exchange"] = comm
                 self._write_metrics(line)
+                kill_point("generation")
+                if self.board is not None:
+                    self.board.generation(gen, records, best)
                 if "mixture" in best:
                     k = next(k for k in best["mixture"] if k.startswith("fid_"))
                     best_str = f"{best['mixture'][k]:.2f}"
@@ -237,6 +308,8 @@ class Run:
                 if (se is not None and gen % se == 0) or gen == total:
                     self._samples(gen)
                 if gen % cfg.output.checkpoint_every == 0 or gen == total:
+                    if self.board is not None:
+                        self.board.flush()   # events up to the checkpoint are on disk with it
                     self._checkpoint()
         except KeyboardInterrupt:
             bar.close()
@@ -253,10 +326,19 @@ class Run:
     def final_scores(self, mix_w: list[list[float]]) -> tuple[list[dict], list[dict]]:
         """Per-cell generator scores and scores of the per-cell mixtures ``mix_w`` (all cells), with
         ``eval.fid_samples`` samples."""
-        if self.scorer is None:
-            return [{} for _ in self.block.cells], [{} for _ in self.block.cells]
+        if self.scorer is None:   # one (empty) entry per cell of the grid, on every rank
+            return [{} for _ in range(self.coev.grid.size)], [{} for _ in range(self.coev.grid.size)]
+        from trainer.data import POINT_DATASETS, point_modes
+        from trainer.metrics import ModeStats, mode_scores, mode_stats
+
         n = self.cfg.eval.fid_samples
-        local_stats = []
+        m = min(self.cfg.eval.diversity_samples or 0, n)
+        diversity = m > 5 and self.scorer.real_features_fn is not None
+        local_stats, local_feats, local_modes = [], [], []
+        points = None
+        if self.cfg.data.dataset in POINT_DATASETS:
+            centres, std = point_modes(self.cfg.data.dataset)
+            points = (centres.numpy(), std)
         for i, c in enumerate(self.block.cells):
             g = cell_generator(self.cfg.seed, c, STREAM_FINAL)
             z = torch.randn(n, self.cfg.network.latent_dim, generator=g).to(self.device)
@@ -266,12 +348,64 @@ class Run:
                 x = torch.cat([self.coev.Gnet.apply(params, buffers, z[None, j:j + 1000], train=False)[0]
                                for j in range(0, n, 1000)])
             local_stats.append(self.scorer.stats(x))
+            if points is not None:
+                ms = mode_stats(x.cpu().numpy(), *points)
+                local_modes.append([ms.n, ms.nearest.tolist(), ms.close.tolist()])
+            if diversity:
+                from trainer.features import features_of_tensor
+
+                local_feats.append(torch.from_numpy(features_of_tensor(self.scorer.classifier, x[:m])))
         all_stats = self.world.gather_stats(local_stats)
         gen_scores = [self.scorer.score(s, ("fid", "tvd", "is")) for s in all_stats]
         nbr = self.coev.nbr
         mix_scores = [self.scorer.score(FeatureStats.mix([all_stats[int(j)] for j in nbr[c]], mix_w[c]),
                                         ("fid", "tvd", "is")) for c in range(len(all_stats))]
+        if points is not None:   # 2-D toys: mode coverage of every generator and cell mixture
+            modes = [ModeStats(n, np.asarray(a), np.asarray(b)) for n, a, b in self.world.gather_objects(local_modes)]
+            for c, ms in enumerate(modes):
+                gen_scores[c].update(mode_scores(ms))
+                mix_scores[c].update(mode_scores(ModeStats.mix([modes[int(j)] for j in nbr[c]], mix_w[c])))
+        if diversity:
+            from trainer.pool_scores import diversity_for_cells
+
+            feats = self.world.gather_tensors({"f": torch.stack(local_feats)})["f"].numpy()
+            try:
+                real_f = self.scorer.real_features_fn(m)
+            except UserError as exc:
+                self.log(f"warning: no real features for precision/recall/density/coverage/kid ({exc})")
+            else:
+                div_gen, div_mix = diversity_for_cells(real_f, list(feats), nbr.numpy(), mix_w)
+                for scores, extra in zip(gen_scores + mix_scores, div_gen + div_mix):
+                    scores.update(extra)
         return gen_scores, mix_scores
+
+    def inception_scores(self, states: list[dict], mix_w: list[list[float]]) -> tuple[list[dict], list[dict]] | None:
+        """``fid_incep*``/``kid_incep*`` of every cell's final generator and mixture (writer only), or
+        None when ``eval.inception`` and the data say no (see :func:`trainer.pool_scores.inception_wanted`)."""
+        from trainer.networks import build_generator
+        from trainer.pool_scores import inception_for_cells, inception_wanted
+
+        cfg = self.cfg
+        if not inception_wanted(cfg.eval.inception, tuple(self.coev.spec.sample_shape)):
+            return None
+        n = cfg.eval.inception_samples
+        fns = []
+        for c, sd in enumerate(states):
+            g = build_generator(self.coev.spec)
+            g.load_state_dict(sd)
+            g = g.to(self.device).eval()
+            rng = cell_generator(cfg.seed, c, STREAM_FINAL)   # the latents of the final classifier scores
+            fns.append(lambda b, g=g, rng=rng: g(torch.randn(b, cfg.network.latent_dim, generator=rng).to(self.device)))
+
+        def real_x() -> torch.Tensor:
+            from trainer.evaluation import subset_indices
+
+            data = load_dataset(cfg.data.dataset, "test", data_dir=cfg.data.data_dir, image_size=cfg.data.image_size)
+            idx = subset_indices(len(data), n, data.labels)
+            return data.data if idx is None else data.data[idx]
+
+        with torch.no_grad():
+            return inception_for_cells(fns, n, real_x, cfg.data.dataset, self.coev.nbr.numpy(), mix_w, self.log)
 
     def finish(self) -> dict:
         """Final scores, the pool, the report; returns a summary (also stored in the manifest)."""
@@ -288,6 +422,10 @@ class Run:
         states = [G_all.member_state_dict(i) for i in range(grid.size)]
         if not self.world.is_writer:
             return {}
+        incep = self.inception_scores(states, mix_w_all)
+        if incep is not None:
+            for scores, extra in zip(gen_scores + mix_scores, incep[0] + incep[1]):
+                scores.update(extra)
         from trainer.networks import build_generator
 
         gens, seen, alias = [], {}, {}
@@ -311,20 +449,21 @@ class Run:
                 w[gid] = w.get(gid, 0.0) + wj
             mixtures.append({"cell": list(grid.coords(c)), "weights": w, "scores": mix_scores[c]})
         summary = self._summary(ids, gen_scores, mix_scores)
+        if self.board is not None:
+            self.board.final(self.block.generation, ids, gen_scores, mix_scores)
         extra = {"run": {"name": self.out.name, "generations": self.block.generation,
                          "grid": [grid.height, grid.width], "loss": cfg.coevolution.loss},
                  "summary": summary}
-        try:
-            from trainer.classifier import classifier_sha256
-
-            extra["classifier_sha256"] = classifier_sha256(cfg.data.dataset) if self.scorer is not None else None
-        except Exception:  # noqa: BLE001 - provenance only
-            pass
+        extra["classifier"] = self.scorer.record if self.scorer is not None else None
+        extra["classifier_sha256"] = self.scorer.record.get("sha256") if self.scorer is not None else None
         write_pool(self.out / "pool", self.coev.spec, cfg.data.dataset, gens, mixtures=mixtures, extra=extra)
+        kill_point("report")
         if cfg.output.report:
             from trainer.report import write_report
 
             write_report(self.out)
+        for folder in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "report"):
+            clean_temp_files(folder)
         for line in self._summary_lines(summary):
             self.log(line)
         return summary
@@ -332,7 +471,9 @@ class Run:
     @staticmethod
     def _summary(ids, gen_scores, mix_scores) -> dict:
         def best(scores):
-            cands = [(v, i, k) for i, s in enumerate(scores) for k, v in s.items() if k.startswith("fid_")]
+            # lowest classifier FID; Inception FID only when there is no classifier (never mixed)
+            cands = [(v, i, k) for i, s in enumerate(scores) for k, v in s.items() if k.startswith("fid_cls")]
+            cands = cands or [(v, i, k) for i, s in enumerate(scores) for k, v in s.items() if k.startswith("fid_")]
             if not cands:
                 return None
             v, i, k = min(cands)

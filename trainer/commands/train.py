@@ -7,6 +7,7 @@ Examples::
     trainer train configs/quickstart.yaml --dry-run          # print the resolved config and exit
     trainer train configs/quickstart.yaml --out runs/qs --resume   # continue a stopped run
     trainer train configs/quickstart.yaml --out runs/qs --workers 2  # 2 processes (torch.distributed)
+    trainer train configs/mnist-3x3.yaml --data-dir ~/data/mnist --classifier ~/my-mnist-classifier
     torchrun --nproc-per-node 2 -m trainer train configs/quickstart.yaml --out runs/qs --resume
 """
 
@@ -16,6 +17,8 @@ import os
 import shlex
 import sys
 from pathlib import Path
+
+from trainer.errors import UserError
 
 
 def _intermixed(parser) -> None:
@@ -40,6 +43,7 @@ def _intermixed(parser) -> None:
 def register(sub) -> None:
     """Add the ``train`` verb to the ``trainer`` CLI."""
     from trainer.cli import HelpFormatter
+    from trainer.cliargs import int_range
 
     p = sub.add_parser("train", help="train a grid of GANs (coevolution) and write a generator pool",
                        description=__doc__, formatter_class=HelpFormatter)
@@ -50,7 +54,14 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest good checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and what would run, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the dataset files (same as the override data.data_dir=DIR)")
+    p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
+                   help="the judge of fid_cls scores and mixtures (same as eval.classifier=NAME_OR_DIR); None: the "
+                        "config's, else the dataset's ($MUSTANGS_CACHE/classifiers/DATASET, then shipped)")
+    p.add_argument("--force-classifier", action="store_true",
+                   help="accept a classifier trained on another dataset (eval.force_classifier=true)")
+    p.add_argument("--workers", type=int_range(1, 4096), default=1,
                    help="worker processes on this machine (torch.distributed ranks: gloo on CPU, NCCL with one "
                         "GPU each); each trains a block of cells. Under torchrun leave it at 1: ranks come "
                         "from torchrun")
@@ -70,24 +81,64 @@ def dry_run_text(cfg, out: Path) -> str:
              f"{cfg.coevolution.generations} generations, loss={cfg.coevolution.loss}, "
              f"selection={cfg.coevolution.selection}, exchange={cfg.coevolution.exchange}",
              f"# output: {out}"]
-    lines.append(f"# scoring: {_scoring_plan(cfg.data.dataset)}")
+    lines.append(f"# scoring: {_scoring_plan(cfg)}")
     return "\n".join(lines)
 
 
-def _scoring_plan(dataset: str) -> str:
+def _check_judge(cfg) -> None:
+    """Refuse a wrong ``eval.classifier`` (unknown, or trained for another dataset) before any work."""
+    from trainer import classifier_store
     from trainer.errors import UserError
 
     try:
-        from trainer.classifier import read_classifier_info
-
-        if dataset != "rings":
-            read_classifier_info(dataset)
+        ref = classifier_store.resolve(cfg.eval.classifier, cfg.data.dataset)
     except UserError as exc:
-        return (f"no evaluation classifier for {dataset} ({exc}); the run will train without fid_cls scores "
+        if cfg.eval.classifier is not None:
+            raise UserError(f"eval.classifier: {exc}") from None
+        return  # no classifier for this dataset: the run trains unscored (and says so)
+    classifier_store.check_dataset(ref, cfg.data.dataset, cfg.eval.force_classifier, what="data.dataset",
+                                   force_hint="eval.force_classifier=true", log=lambda m: None)
+
+
+def _scoring_plan(cfg) -> str:
+    """What will judge the run: the classifier found (or why none), and the extra final metrics."""
+    from trainer.errors import UserError
+
+    dataset = cfg.data.dataset
+    try:
+        from trainer import classifier_store
+
+        ref = classifier_store.resolve(cfg.eval.classifier, dataset)
+        classifier_store.check_dataset(ref, dataset, cfg.eval.force_classifier, what="data.dataset",
+                                       force_hint="eval.force_classifier=true", log=lambda m: None)
+    except UserError as exc:
+        if cfg.eval.classifier is not None:
+            return f"ERROR: {exc}"
+        return (f"no evaluation classifier ({exc}); the run will train without fid_cls scores "
                 f"and keep uniform mixture weights")
     except ImportError:
         return "evaluation classifier module missing; no fid_cls scores"
-    return f"fid_cls on the {dataset} evaluation classifier; mixture (1+1)-ES per cell"
+    plan = f"fid_cls on classifier {ref.describe()}; mixture (1+1)-ES per cell"
+    if cfg.eval.diversity_samples:
+        plan += f"; final precision/recall/density/coverage/kid on {cfg.eval.diversity_samples} samples"
+    return plan
+
+
+def _guard_run_folder(out: Path, args, cfg) -> None:
+    """The run folder must not be, contain or lie inside the config or the data folder.
+
+    One exception: resuming with the run's own ``config.yaml`` (what the resume hint suggests);
+    the run rewrites that file with the same resolved config.
+    """
+    from trainer.safety import guard_output
+
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty; give a run folder such as runs/my-run")
+    config = Path(args.config).resolve()
+    own = args.resume and config == (out / "config.yaml").resolve()
+    guard_output(out, {"config": None if own else args.config, "data folder": cfg.data.data_dir})
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
 
 
 def run(args) -> int:
@@ -98,15 +149,30 @@ def run(args) -> int:
     from trainer.distributed import launched_by_torchrun, split_cells
     from trainer.errors import UserError
 
-    cfg = load_train_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    if args.classifier is not None:
+        overrides.append(f"eval.classifier={args.classifier}")
+    if args.force_classifier:
+        overrides.append("eval.force_classifier=true")
+    args.overrides = overrides
+    cfg = load_train_config(args.config, overrides)
+    _check_judge(cfg)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    _guard_run_folder(out, args, cfg)
     cells = cfg.grid.height * cfg.grid.width
     if launched_by_torchrun() and args.workers != 1:
         raise UserError("--workers is for runs without torchrun; under torchrun the number of ranks is "
                         "--nnodes x --nproc-per-node")
     split_cells(cells, int(os.environ.get("WORLD_SIZE", args.workers)))  # refuse impossible layouts early
+    from trainer.safety import human_bytes
+    from trainer.sizes import check_train_memory
+
+    need = check_train_memory(cfg)  # grid 3000x3000, latent_dim 1e9, ...: refused with the number, now
     if args.dry_run:
         print(dry_run_text(cfg, out))
+        print(f"# memory: about {human_bytes(need)} (estimate of the largest tensors)")
         return 0
     again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides])  # for the resume hint
     job = (cfg, str(out), args.resume, args.quiet, again)
@@ -205,6 +271,12 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
     except UserError as exc:
         if workers.is_writer:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except (OSError, MemoryError) as exc:  # disk full, read-only folder, ...: one line, like the CLI
+        from trainer.errors import environment_message
+
+        if workers.is_writer:
+            print(f"error: {environment_message(exc)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         return 130

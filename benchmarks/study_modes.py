@@ -1,0 +1,231 @@
+"""Mode coverage on the standard 2-D toys: does the grid resist mode collapse, and does re-purposing help?
+
+The yardsticks of VEEGAN, PacGAN and Unrolled GAN: **rings-8** (8 Gaussians on a circle) and
+**grid-25** (a 5×5 grid of Gaussians). A sample is *high quality* within 3σ (Euclidean) of its nearest
+mode; a mode is *covered* when ≥ 1% of a 10k-sample draw lands within 3σ of it; TVD is over the
+nearest-mode histogram against the uniform target (``trainer.metrics.mode_scores``).
+
+Variants, all at the same Adam steps per network (``--generations`` × ``--batches``):
+
+  (a) a-single        one GAN (1×1 grid)
+  (b) b-isolated      3×3, ``exchange: false`` (nine independent GANs; PaGAN)
+  (c) c-no-selection  3×3, ``selection: false`` (SPaGAN; ``adversary: neighbour``, the reference's
+                      opponent population without selection is the whole neighbourhood)
+  (d) d-lipizzaner    3×3, ``loss: bce``
+  (e) e-mustangs      3×3, ``loss: mustangs``
+
+For every grid variant: the best single generator (most modes covered, then lowest TVD — chosen
+with the test metric itself, which favours the baseline), the best cell mixture (the trainer's own
+(1+1)-ES weights, scored from per-generator statistics) and the re-purposed ensemble
+(``ensembler optimize POOL --objective tvd``, CMA-ES, then scored on 10k fresh samples drawn from
+``ensemble.json``). Everything runs in this one process through the CLIs' ``main`` functions, so
+Python and torch start once.
+
+    python benchmarks/study_modes.py --json runs/study-modes/results.json
+    python benchmarks/study_modes.py --seeds 3 --toys rings --json /tmp/m.json   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VARIANTS = {
+    "a-single": ["grid.height=1", "grid.width=1", "coevolution.selection=false", "coevolution.exchange=false",
+                 "mixture.enabled=false", "coevolution.loss=bce"],
+    "b-isolated": ["coevolution.exchange=false", "coevolution.selection=false", "coevolution.loss=bce"],
+    "c-no-selection": ["coevolution.selection=false", "coevolution.adversary=neighbour", "coevolution.loss=bce"],
+    "d-lipizzaner": ["coevolution.loss=bce"],
+    "e-mustangs": ["coevolution.loss=mustangs"],
+}
+CONFIGS = {"rings": "configs/rings-3x3.yaml", "grid25": "configs/grid25-3x3.yaml"}
+
+
+def cpu_seconds() -> float:
+    """CPU-seconds of this process so far (user + system, all threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cli(main, argv: list[str], log) -> None:
+    """Run a CLI ``main`` in this process with its output in ``log``; stop the study if it fails."""
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        print(f"$ {' '.join(argv)}", flush=True)
+        try:
+            rc = main(argv)
+        except SystemExit as exc:
+            rc = exc.code
+    if rc:
+        sys.exit(f"study: command failed (exit {rc}): {' '.join(argv)}; see {log.name}")
+
+
+def modes_of(scores: dict) -> dict:
+    """The three mode metrics of a pool/mixture score dict, under short names."""
+    out = {}
+    for key, value in scores.items():
+        for short in ("modes_covered", "high_quality", "tvd_modes"):
+            if key.startswith(short):
+                out[short] = value
+    return out
+
+
+def rank(m: dict) -> tuple:
+    """Sort key: most modes covered, then lowest TVD over modes."""
+    return (-m["modes_covered"], m["tvd_modes"])
+
+
+def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
+    """Train one variant × seed on one toy, re-purpose its pool, and measure the three member kinds."""
+    import numpy as np
+    import torch
+
+    from ensembler.cli import main as ensembler_main
+    from ensembler.ensemble import Ensemble
+    from trainer.cli import main as trainer_main
+    from trainer.data import point_modes
+    from trainer.metrics import mode_scores, mode_stats
+
+    out = Path(args.out) / toy / f"{variant}-s{seed}"
+    over = [f"seed={seed}", "threads=1", f"coevolution.generations={args.generations}",
+            f"coevolution.batches_per_generation={args.batches}", "eval.fid_samples=10000", "output.report=false",
+            "output.sample_every=null", f"output.checkpoint_every={args.generations}", *VARIANTS[variant]]
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    if not (out / "pool" / "manifest.json").is_file():
+        cli(trainer_main, ["train", CONFIGS[toy], "--out", str(out), "--quiet", "--resume", *over], log)
+    base = {"toy": toy, "variant": variant, "seed": seed, "steps_per_network": args.generations * args.batches}
+    manifest = json.loads((out / "pool" / "manifest.json").read_text())
+    singles = [modes_of(e["scores"]) | {"id": e["id"]} for e in manifest["generators"]]
+    recs = [{**base, "member": "best-single", **min(singles, key=rank)}]
+    if variant != "a-single":
+        mixes = [modes_of(m["scores"]) for m in manifest["mixtures"]]
+        recs.append({**base, "member": "best-cell-mixture", **min(mixes, key=rank)})
+        ens = out / "ensemble-tvd.json"
+        if not ens.is_file():
+            cli(ensembler_main, ["optimize", str(out / "pool"), "--objective", "tvd", "--method", "cma", "--budget",
+                                 "2000", "--seed", "0", "--samples", "10000", "--verify-samples", "10000",
+                                 "--device", "cpu", "--out", str(ens)], log)
+        ensemble = Ensemble.load(ens)
+        x = ensemble.sample(10_000, torch.Generator().manual_seed(10_000 + seed))      # verified by sampling
+        m = mode_scores(mode_stats(x.numpy(), *point_modes(toy)))
+        recs.append({**base, "member": "ensemble-tvd", **modes_of(m), "size": len(ensemble.members),
+                     "estimated_tvd": next(v for k, v in json.loads(ens.read_text())["metrics"]["estimated"].items()
+                                           if k.startswith("tvd_"))})
+    spent = {"cpu_s": round(cpu_seconds() - c0, 2), "wall_s": round(time.perf_counter() - t0, 2)}
+    for r in recs:
+        r.update(spent)
+    del np
+    return recs
+
+
+def summary(records: list[dict]) -> str:
+    """Markdown: per toy, variant and member, mean ± std over seeds and the seeds with full coverage."""
+    from trainer.data import point_modes
+
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((r["toy"], r["variant"], r["member"]), []).append(r)
+
+    def ms(xs, fmt):
+        return (f"{statistics.mean(xs):{fmt}} ± {statistics.stdev(xs):{fmt}}" if len(xs) > 1
+                else f"{xs[0]:{fmt}}")
+
+    lines = ["| toy | variant | member | seeds | modes covered | full coverage | high quality | TVD over modes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (toy, variant, member), rs in sorted(groups.items()):
+        modes = point_modes(toy)[0].shape[0]
+        full = sum(r["modes_covered"] == modes for r in rs)
+        lines.append(f"| {toy} | {variant} | {member} | {len(rs)} | {ms([r['modes_covered'] for r in rs], '.1f')}/{modes}"
+                     f" | {full}/{len(rs)} | {ms([100 * r['high_quality'] for r in rs], '.1f')}% "
+                     f"| {ms([r['tvd_modes'] for r in rs], '.3f')} |")
+    return "\n".join(lines)
+
+
+def picture(args, toys: list[str], seed: int, path: Path) -> None:
+    """Scatter plots of 2000 samples over the true modes: per toy, a row of best single generators and
+    a row of re-purposed ensembles, one column per variant (the figure of the mode-collapse papers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ensembler.ensemble import Ensemble
+    from trainer.data import point_modes
+    from trainer.pool import read_pool
+
+    rows = [(toy, kind) for toy in toys for kind in ("best-single", "ensemble-tvd")]
+    fig, axes = plt.subplots(len(rows), len(VARIANTS), figsize=(3 * len(VARIANTS), 3 * len(rows)), squeeze=False)
+    for i, (toy, kind) in enumerate(rows):
+        centres, std = point_modes(toy)
+        for j, variant in enumerate(VARIANTS):
+            ax = axes[i][j]
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xlim(-1.5, 1.5), ax.set_ylim(-1.5, 1.5), ax.set_aspect("equal")
+            run = Path(args.out) / toy / f"{variant}-s{seed}"
+            if not (run / "pool" / "manifest.json").is_file():
+                continue
+            if kind == "best-single" or variant == "a-single":
+                pool = read_pool(run / "pool")
+                scores = [modes_of(e.scores) for e in pool.entries]
+                best = min(range(len(pool)), key=lambda k: rank(scores[k]))
+                ens, label = Ensemble.from_pool(pool, indices=[best]), "best single"
+            else:
+                ens, label = Ensemble.load(run / "ensemble-tvd.json"), f"re-purposed ({kind})"
+            x = ens.sample(2000, torch.Generator().manual_seed(seed)).numpy()
+            ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, color="tab:blue")
+            ax.scatter(centres[:, 0], centres[:, 1], s=12, marker="x", color="tab:red")
+            ax.set_title(f"{toy} {variant}\n{label}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/study-modes", help="folder for the runs")
+    p.add_argument("--json", default=None, help="one record per toy × variant × seed × member kind")
+    p.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per variant")
+    p.add_argument("--toys", nargs="+", default=["rings", "grid25"], choices=list(CONFIGS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--generations", type=int, default=20)
+    p.add_argument("--batches", type=int, default=30, help="Adam steps per generation")
+    p.add_argument("--picture", default=None, help="PNG of scatter panels (default: OUT/modes.png)")
+    args = p.parse_args()
+    os.environ.setdefault("MUSTANGS_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    records: list[dict] = []
+    with open(out / "study.log", "a") as log:
+        for toy in args.toys:
+            for seed in range(args.seeds):
+                for variant in args.variants:
+                    recs = one(toy, variant, seed, args, log)
+                    records.extend(recs)
+                    best = {r["member"]: f"{r['modes_covered']:.0f}" for r in recs}
+                    print(f"[{time.perf_counter() - t0:6.0f} s] {toy} {variant} seed {seed}: modes covered {best}",
+                          flush=True)
+                    if args.json:
+                        Path(args.json).write_text(json.dumps(records, indent=1))
+    print(summary(records))
+    pic = Path(args.picture) if args.picture else out / "modes.png"
+    picture(args, args.toys, 0, pic)
+    print(f"wall {time.perf_counter() - t0:.0f} s, CPU {cpu_seconds() - c0:.0f} s (load now: {os.getloadavg()[0]:.1f}); "
+          f"picture: {pic}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Per-sample classifier features (not just their moments), for the metrics that need them.
+
+Precision/recall/density/coverage and KID (:mod:`trainer.diversity`) look at individual
+feature vectors. This module extracts them from a tensor of samples or a sampler, and caches
+the real split's features as ``.npy`` (no pickle) under ``$MUSTANGS_CACHE/stats/``, keyed like
+the real statistics by dataset, split, count and the classifier's hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.atomic import atomic_path
+from trainer.errors import UserError
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for t in list(module.parameters()) + list(module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def features_of_tensor(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    """Classifier features ``[N, d]`` (float32) of samples ``x`` (float in [-1, 1], or uint8 images)."""
+    from trainer.evaluation import check_input_shape
+
+    if x.shape[0] == 0:
+        raise UserError("no samples to evaluate")
+    check_input_shape(classifier, x)
+    was_training = classifier.training
+    classifier.eval()
+    device = _device_of(classifier)
+    out = []
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            b = x[i:i + batch_size]
+            if b.dtype == torch.uint8:
+                b = b.to(torch.float32).div_(127.5).sub_(1.0)
+            f, _ = classifier.features_and_logits(b.to(device, torch.float32))
+            out.append(f.detach().to("cpu", torch.float32).numpy())
+    finally:
+        classifier.train(was_training)
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def features_of_sampler(classifier: nn.Module, sample_fn: Callable[[int], torch.Tensor], n: int,
+                        batch_size: int = 1000) -> np.ndarray:
+    """Features ``[n, d]`` of ``n`` samples drawn batch by batch from ``sample_fn(b)``."""
+    parts, done = [], 0
+    while done < n:
+        b = min(batch_size, n - done)
+        parts.append(features_of_tensor(classifier, sample_fn(b), batch_size))
+        done += b
+    return np.concatenate(parts)
+
+
+def real_features_path(dataset: str, split: str, n: int | None, classifier_hash: str) -> Path:
+    """Cache file of a real split's features (``$MUSTANGS_CACHE/stats/*-features.npy``)."""
+    from trainer.data import default_cache_dir
+
+    count = "all" if n is None else f"{int(n)}s"
+    return default_cache_dir() / "stats" / f"{dataset}-{split}-{count}-{classifier_hash[:16]}-features.npy"
+
+
+def real_features(dataset: str, split: str, classifier: nn.Module, n: int | None, *, data_dir=None,
+                  use_cache: bool = True) -> np.ndarray:
+    """Features of the first ``n`` samples of the real split's fixed stratified order (cached on disk).
+
+    The same subset as :func:`trainer.evaluation.real_stats` uses for that ``n``. A corrupt cache
+    file is recomputed and overwritten.
+    """
+    from trainer.data import load_dataset
+    from trainer.evaluation import module_hash, subset_indices
+
+    path = real_features_path(dataset, split, n, module_hash(classifier))
+    if use_cache:
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.ndim == 2 and arr.shape[1] == int(classifier.feature_dim) and np.all(np.isfinite(arr)):
+                return arr
+        except (OSError, ValueError, EOFError):
+            pass
+    data = load_dataset(dataset, split, data_dir=data_dir)
+    idx = subset_indices(len(data), n, data.labels)
+    x = data.data if idx is None else data.data[idx]
+    feats = features_of_tensor(classifier, x)
+    if use_cache:
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, feats, allow_pickle=False)
+        except OSError:
+            pass  # a read-only cache only costs time
+    return feats
+
+
+__all__ = ["features_of_tensor", "features_of_sampler", "real_features", "real_features_path"]
