@@ -197,7 +197,7 @@ def main() -> int:
     p.add_argument("--toys", nargs="+", default=["rings", "grid25"], choices=list(CONFIGS))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--batches", type=int, default=30, help="Adam steps per generation")
+    p.add_argument("--batches", type=int, default=100, help="Adam steps per generation")
     p.add_argument("--picture", default=None, help="PNG of scatter panels (default: OUT/modes.png)")
     args = p.parse_args()
     os.environ.setdefault("MUSTANGS_OFFLINE", "1")
