@@ -193,11 +193,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="runs/study-modes", help="folder for the runs")
     p.add_argument("--json", default=None, help="one record per toy × variant × seed × member kind")
-    p.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per variant")
+    p.add_argument("--seeds", type=int, default=10, help="number of seeds per variant")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (to split a study over processes)")
     p.add_argument("--toys", nargs="+", default=["rings", "grid25"], choices=list(CONFIGS))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--batches", type=int, default=30, help="Adam steps per generation")
+    p.add_argument("--batches", type=int, default=100, help="Adam steps per generation")
     p.add_argument("--picture", default=None, help="PNG of scatter panels (default: OUT/modes.png)")
     args = p.parse_args()
     os.environ.setdefault("MUSTANGS_OFFLINE", "1")
@@ -210,7 +211,7 @@ def main() -> int:
     records: list[dict] = []
     with open(out / "study.log", "a") as log:
         for toy in args.toys:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for variant in args.variants:
                     recs = one(toy, variant, seed, args, log)
                     records.extend(recs)

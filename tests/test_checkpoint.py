@@ -98,3 +98,29 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatc
     monkeypatch.undo()
     assert run_cli(tmp_path, "run", OVER + ["coevolution.generations=2", "eval.every=null"], "--resume") == 0
     assert len(metrics(tmp_path / "run")) == 2
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_still_resumes():
+    """Keys added by a later version count as their defaults; retired value names as their new names."""
+    from trainer.config import TrainConfig
+    from trainer.configio import to_dict
+    from trainer.run import _config_changes
+
+    new = to_dict(TrainConfig())
+    old = to_dict(TrainConfig())
+    del old["eval"]["force_classifier"]
+    old["coevolution"]["adversary"] = "own"
+    assert _config_changes(old, new) == []
+    old["coevolution"]["adversary"] = "random"
+    assert _config_changes(old, new) == ["coevolution.adversary"]
+
+
+def test_tensorboard_files_of_an_unfinished_run_are_the_runs_own(tmp_path):
+    from trainer.run import _foreign_files
+
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "tensorboard" / "events.out.tfevents.1764500000.host.123.0").write_bytes(b"x")
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert _foreign_files(tmp_path) == []
+    (tmp_path / "tensorboard" / "notes.txt").write_text("mine")
+    assert _foreign_files(tmp_path) != []

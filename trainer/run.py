@@ -61,13 +61,23 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _config_changes(old: dict, new: dict) -> list[str]:
-    a, b = _flat(old), _flat(new)
+    """Keys whose values differ between a checkpoint's config and the resumed one (beyond those allowed).
+
+    A checkpoint written before a key existed holds that key at its default; a retired value name
+    (e.g. ``adversary: own``) counts as its new name, so upgrading Mustangs never strands a run.
+    """
+    from trainer.config import ADVERSARY_RENAMES
+
+    a = {**_flat(to_dict(TrainConfig())), **_flat(old)}
+    a["coevolution.adversary"] = ADVERSARY_RENAMES.get(a.get("coevolution.adversary"), a.get("coevolution.adversary"))
+    b = _flat(new)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
 
 
 #: What a run writes before its first checkpoint: name -> pattern of the names allowed inside (folders).
 _RUN_FILES = {"config.yaml": None, "metrics.jsonl": None, "samples": r"gen-\d{6}\.png",
-              "checkpoints": r"gen-\d{6}\.safetensors", "report.html": None, "report": r"[a-z_]+\.png"}
+              "checkpoints": r"gen-\d{6}\.safetensors", "report.html": None, "report": r"[a-z_]+\.png",
+              "tensorboard": r"events\.out\.tfevents\.[\w.\-]+"}
 
 
 def _foreign_files(out: Path) -> list[str]:
