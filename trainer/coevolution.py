@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from trainer import losses
-from trainer.batched import NetState, StackedNet, adam_step
+from trainer.batched import NetState, StackedNet, adam_step, bmm_supported
 from trainer.config import TrainConfig
 from trainer.data import ArrayDataset
 from trainer.grid import Grid
@@ -265,7 +265,10 @@ class Coevolution:
         self.spec = NetSpec(cfg.network.arch, cfg.network.latent_dim, tuple(dataset.sample_shape))
         self.dataset = dataset
         self.data = dataset.data.to(self.device)
-        engine = engine or ("vmap" if cfg.batching in ("auto", "vmap") else "loop")
+        engine = engine or cfg.batching
+        if engine == "auto":   # stacked GEMMs where the arch allows (MLPs), vmap otherwise
+            engine = "bmm" if bmm_supported(build_generator(self.spec)) and bmm_supported(
+                build_discriminator(self.spec)) else "vmap"
         self.engine = engine
         self.fused_adam = cfg.adam == "fused"   # adam_step on PyTorch's fused kernel
         self.Gnet = StackedNet(build_generator(self.spec), engine)

@@ -20,7 +20,7 @@ ADVERSARIES = ("selected", "neighbour")  # who each selected G/D trains against
 #: Retired names of the adversary values (they described the implementation, not the recipe).
 ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
 DEVICES = ("auto", "cpu", "cuda")
-BATCHING = ("auto", "vmap", "loop")
+BATCHING = ("auto", "bmm", "vmap", "loop")
 ADAM_KERNELS = ("ops", "fused")
 
 
@@ -110,7 +110,7 @@ class TrainConfig:
 
     seed: int = option(0, ge=0, le=2**63 - 1)          # master seed; every cell derives its own streams from it; 0 ..= 2**63-1
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
-    batching: str = option("auto", choices=BATCHING)   # auto (vmap) | vmap (all cells in one batched call) | loop (per-cell loop; same numbers, slower on GPU)
+    batching: str = option("auto", choices=BATCHING)   # auto (bmm for MLP archs, else vmap) | bmm (one stacked GEMM per layer for all cells; MLP archs only) | vmap (all cells in one vmapped call; any arch) | loop (per-cell loop; same numbers, slower)
     adam: str = option("ops", choices=ADAM_KERNELS)      # ops (Adam op by op: the reference numerics) | fused (PyTorch's fused kernel per cell: same formula, other rounding, ~1.4x faster generations on CPU; ops where the build lacks it)
     threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
