@@ -10,6 +10,9 @@
     python benchmarks/bench_trainer.py --grid-sizes 1 3 5 --device cuda
     # a finished run as Markdown: per-cell fid_cls over generations, final mixture vs best cell
     python benchmarks/bench_trainer.py --table runs/fashion-mnist-3x3-mustangs
+    # the matmul floor: CPU-s of one generation of the reference work (2x2 MLP, batch 400,
+    # 150 batches, BCE) next to CPU-s of its bare GEMMs, 1 thread, alternating, 3 rounds
+    python benchmarks/bench_trainer.py --floor --repeats 3
 
 Times cover the generation step without scoring (exchange, fitness, selection, training,
 mutation, replacement); data loading and the first (warm-up) generation are excluded.
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 
 import torch
@@ -75,6 +79,53 @@ def time_generation(size: int, engine: str, batches: int | None, device: str, ba
             "seconds_per_epoch_generation": sec / full * epoch_batches}
 
 
+#: The reference work of issue 10: the Lipizzaner quickstart's generation (2x2 MLP grid, batch 400,
+#: 150 mini-batches = one epoch of the 60k set per cell, BCE, selected G vs selected D).
+REFERENCE_WORK = ["grid.height=2", "grid.width=2", "data.batch_size=400", "data.sampling_ratio=1.0",
+                  "coevolution.batches_per_generation=150", "coevolution.loss=bce",
+                  "coevolution.adversary=selected", "device=cpu"]
+
+
+def load_line() -> str:
+    """The 1/5/15-minute load averages (other processes on the machine)."""
+    a, b, c = os.getloadavg()
+    return f"load {a:.2f} {b:.2f} {c:.2f}"
+
+
+def floor_compare(dataset, repeats: int, batches: int | None, overrides=(), log=print) -> dict:
+    """CPU-seconds of one generation of the reference work next to CPU-seconds of its bare
+    GEMMs (benchmarks/floor.py), alternating ``repeats`` times in this process at the current
+    thread count; the ratio of the medians is the step's distance from the matmul floor."""
+    from floor import Floor, generation_gemms, linear_dims
+
+    over = REFERENCE_WORK + (["coevolution.batches_per_generation=%d" % batches] if batches else []) + list(overrides)
+    cfg = load_train_config(None, over)
+    co = Coevolution(cfg, dataset, torch.device("cpu"))
+    block = co.init_block()
+    full = co.batches
+    skip = cfg.coevolution.d_skip_every
+    d_steps = sum(1 for b in range(full) if skip is None or (b + 1) % skip != 0)
+    floor = Floor(generation_gemms(linear_dims(co.Gnet._train), linear_dims(co.Dnet._train), len(block), co.S,
+                                   cfg.data.batch_size, full, d_steps, cfg.coevolution.selection))
+    co.batches = min(5, full)   # warm-up (allocator, first-call costs) for both
+    co.step(block, score=False)
+    co.batches = full
+    floor.run()
+    gen, flo = [], []
+    for r in range(repeats):
+        t0 = time.process_time()
+        co.step(block, score=False)
+        gen.append(time.process_time() - t0)
+        flo.append(floor.run())
+        log(f"round {r + 1}/{repeats}: generation {gen[-1]:.2f} CPU-s, floor {flo[-1]:.2f} CPU-s, "
+            f"ratio {gen[-1] / flo[-1]:.2f} ({load_line()})")
+    g, f = statistics.median(gen), statistics.median(flo)
+    return {"engine": co.engine, "adam": cfg.adam, "threads": torch.get_num_threads(), "batches": full,
+            "d_steps": d_steps, "tflop": floor.flop / 1e12, "generation_cpu_s": g, "floor_cpu_s": f,
+            "ratio": g / f, "generation_gflops": floor.flop / g / 1e9, "floor_gflops": floor.flop / f / 1e9,
+            "rounds": [[a, b] for a, b in zip(gen, flo)]}
+
+
 def run_table(run: str, every: int) -> str:
     """Markdown tables of a finished run: per-cell generator fid over generations, then the
     pool's final scores (best single cell vs every cell's neighbourhood mixture)."""
@@ -121,15 +172,31 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=1, help="timed generations per setting")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--floor", action="store_true",
+                    help="reference work (2x2, batch 400, 150 batches, BCE) vs its bare GEMMs, 1 thread")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="with --floor: config overrides (e.g. adam=ops batching=vmap)")
     ap.add_argument("--table", default=None, metavar="RUN", help="print Markdown tables of a finished run and exit")
     ap.add_argument("--every", type=int, default=5, help="with --table: one row every n generations")
     args = ap.parse_args()
     if args.table:
         print(run_table(args.table, args.every))
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.floor:
+        torch.set_num_threads(args.threads or 1)
     ds = load_dataset("fashion-mnist", "train")
+    if args.floor:
+        r = floor_compare(ds, args.repeats, args.batches, args.set)
+        print(f"machine: {machine()}; {load_line()}")
+        print(f"work: 2x2 MLP, batch 400, {r['batches']} batches ({r['d_steps']} D steps), BCE, selected; "
+              f"engine {r['engine']}, adam {r['adam']}, {r['threads']} thread(s); GEMMs {r['tflop']:.3f} TFLOP")
+        print(f"generation: {r['generation_cpu_s']:.2f} CPU-s ({r['generation_gflops']:.0f} GFLOP/s)")
+        print(f"matmul floor: {r['floor_cpu_s']:.2f} CPU-s ({r['floor_gflops']:.0f} GFLOP/s)")
+        print(f"ratio generation / floor: {r['ratio']:.2f}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"machine": machine(), "load": load_line(), **r}, fh, indent=1)
+        return
     rows = []
     if args.adam:
         for adam in ("fused", "ops"):

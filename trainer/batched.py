@@ -126,10 +126,15 @@ class StackedNet:
         self._eval = copy.deepcopy(base).eval()
 
     def apply(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
-              train: bool) -> torch.Tensor:
-        """Run member ``i`` on ``x[i]`` for every member (train or eval mode)."""
+              train: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Run member ``i`` on ``x[i]`` for every member (train or eval mode); with ``out`` (no
+        autograd), the result is written there (the ``bmm`` engine's last GEMM writes it directly)."""
         if self._plan is not None:
-            return self._plan.apply(params, x)
+            return self._plan.apply(params, x, out)
+        y = self._apply(params, buffers, x, train)
+        return y if out is None else out.copy_(y)
+
+    def _apply(self, params, buffers, x, train):
         module = self._train if train else self._eval
 
         def one(p, b, xi):
@@ -162,11 +167,15 @@ class _MLPPlan:
     layers: tuple[tuple[str, str, str | None, float], ...]
     out_shape: tuple[int, ...] | None   # generator sample shape; None = discriminator (→ [P, B])
 
-    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         P, B = x.shape[0], x.shape[1]
         h = x.reshape(P, B, -1)
-        for wk, bk, act, slope in self.layers:
-            h = _linear_act(h, params[wk], params[bk], act, slope)
+        last = len(self.layers) - 1
+        for i, (wk, bk, act, slope) in enumerate(self.layers):
+            h = _linear_act(h, params[wk], params[bk], act, slope, out.view(h.shape[0], h.shape[1], -1)
+                            if out is not None and i == last else None)
+        if out is not None:
+            return out
         return h.view(P, B, *self.out_shape) if self.out_shape is not None else h.squeeze(-1)
 
 
@@ -245,10 +254,15 @@ class _LinearAct(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
-def _linear_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str | None, slope: float) -> torch.Tensor:
+def _linear_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str | None, slope: float,
+                out: torch.Tensor | None = None) -> torch.Tensor:
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
+        if out is not None:
+            raise ValueError("out= is for passes without autograd")
         return _LinearAct.apply(x, w, b, act, slope)
-    return _act_(torch.baddbmm(b.unsqueeze(1), x, w.mT), act, slope)
+    if out is None:
+        return _act_(torch.baddbmm(b.unsqueeze(1), x, w.mT), act, slope)
+    return _act_(torch.baddbmm(b.unsqueeze(1), x, w.mT, out=out), act, slope)
 
 
 @torch.no_grad()
