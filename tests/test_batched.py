@@ -234,6 +234,11 @@ def test_fast_fid_equals_pytorch_fid():
     want = frechet_distance(fake.mu, fake.sigma, real.mu, real.sigma)
     assert abs(sc.fid(fake) - want) < 1e-6 * max(1.0, want)
     assert sc.fid(real) < 1e-6 and sc.fid_key(fake) == "fid_cls400"
+    # the final scores (Scorer.score) take the same fast form, and keep the other metrics
+    scores = sc.score(fake, ("fid", "tvd", "is"))
+    assert list(scores) == ["fid_cls400", "tvd_cls400", "is_cls400"]
+    assert abs(scores["fid_cls400"] - want) < 1e-6 * max(1.0, want)
+    assert scores["tvd_cls400"] == pytest.approx(0.0) and scores["is_cls400"] > 0
 
 
 def test_config_adam_fused_runs_the_fused_kernel_and_ops_does_not(monkeypatch):

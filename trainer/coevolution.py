@@ -127,7 +127,7 @@ class Scorer:
     The per-generation Fréchet distances (one per cell generator, two per mixture ES step)
     use :meth:`fid`, which caches √Σ_real once and needs one symmetric eigen-decomposition
     per call: tr √(Σ_r Σ_g) = Σ √λ(√Σ_r Σ_g √Σ_r). It equals pytorch-fid's value (tested) at a
-    fraction of the cost of ``scipy.linalg.sqrtm``. Final scores use :func:`trainer.metrics.score`.
+    fraction of the cost of ``scipy.linalg.sqrtm``; the final scores use it too (:meth:`score`).
     """
 
     def __init__(self, classifier, real: FeatureStats, stats_fn: Callable[[Any, torch.Tensor], FeatureStats],
@@ -145,10 +145,15 @@ class Scorer:
         return self._stats_fn(self.classifier, x)
 
     def score(self, stats: FeatureStats, metrics=("fid",)) -> dict[str, float]:
-        """Protocol-named metrics (``fid_cls1k``, ``tvd_cls10k``, …) of ``stats`` (pytorch-fid's FID)."""
+        """Protocol-named metrics (``fid_cls1k``, ``tvd_cls10k``, …) of ``stats``; the FID through
+        :meth:`fid` (pytorch-fid's value, tested, without its ``scipy.linalg.sqrtm``)."""
         from trainer.metrics import score
 
-        return score(stats, self.real, metrics=metrics)
+        metrics = tuple(metrics)
+        out = score(stats, self.real, metrics=[m for m in metrics if m != "fid"])
+        if "fid" in metrics:
+            out[self.fid_key(stats)] = self.fid(stats)
+        return {k: out[k] for k in sorted(out, key=lambda k: metrics.index(k.split("_", 1)[0]))}
 
     def fid(self, stats: FeatureStats) -> float:
         """Fréchet distance of ``stats`` to the real statistics (fast exact form, see class doc)."""
