@@ -2,13 +2,14 @@
 
 Every tensor of a :class:`NetState` has a leading population axis ``[P, ...]``: parameters,
 buffers (BatchNorm running stats), Adam moments and step counts. :class:`StackedNet`
-applies all members at once (``torch.func.vmap`` over ``functional_call``) or, as the
-reference/fallback, one after the other (``engine="loop"``); both give the same numbers.
+applies all members at once — for MLPs as one batched GEMM per layer (``engine="bmm"``, the
+fastest on CPU: within ~1.3x of the bare matmuls, benchmarks/RESULTS-trainer.md), for any
+architecture through ``torch.func.vmap`` over ``functional_call`` — or, as the reference,
+one after the other (``engine="loop"``); all give the same numbers (tests/test_batched.py).
 :func:`adam_step` is Adam over the population axis with a per-member learning rate tensor,
-so a mutated learning rate is by construction the one the next step uses. The formula runs op
-by op; ``fused=True`` (config ``adam: fused``) uses PyTorch's fused kernel per member (1.44×
-faster generations on CPU, same quality over 7 seeds; the default keeps recorded runs
-reproducible bit for bit, see benchmarks/RESULTS-trainer.md).
+so a mutated learning rate is by construction the one the next step uses; ``fused=True``
+(config ``adam: fused``, the default) runs PyTorch's fused kernel per member, ``False`` the
+same formula op by op (other rounding; reproduces runs recorded before fused was the default).
 """
 
 from __future__ import annotations
