@@ -1,18 +1,25 @@
-"""Wall time of one coevolution generation: batched (vmap) cells vs a per-cell loop, and grid sizes.
+"""Trainer speed: generation time per engine, Adam kernel and grid size, the matmul floor, busy machines.
 
-    # 2x2 MLP grid, batch 100, one full epoch of Fashion-MNIST per generation, CPU:
-    python benchmarks/bench_trainer.py
-    # quicker: time 50 batches and extrapolate to the epoch
+    # 2x2 MLP grid, batch 100, one full epoch of Fashion-MNIST per generation: bmm vs vmap vs loop engines
     python benchmarks/bench_trainer.py --batches 50
-    # Adam: PyTorch's fused kernel vs the same formula op by op (2x2 vmap)
+    # Adam: PyTorch's fused kernel vs the same formula op by op (2x2)
     python benchmarks/bench_trainer.py --adam --batches 50
-    # GPU: 1x1 vs 3x3 vs 5x5 generation time (vmap)
+    # cost growth at equal work per cell: 1x1 .. 5x5 grids, CPU-s per generation at 1 thread, slope fit
+    python benchmarks/bench_trainer.py --grid-sizes 1 2 3 4 5 --batches 20 --threads 1
+    # GPU: 1x1 vs 3x3 vs 5x5 generation time
     python benchmarks/bench_trainer.py --grid-sizes 1 3 5 --device cuda
+    # the matmul floor: CPU-s of one generation of the reference work (2x2 MLP, batch 400,
+    # 150 batches, BCE) next to CPU-s of its bare GEMMs, 1 thread, alternating, 3 rounds
+    python benchmarks/bench_trainer.py --floor --repeats 3
+    # busy machine: a quickstart generation idle, then with 3 busy-loop processes, then idle again
+    python benchmarks/bench_trainer.py --busy --repeats 3
     # a finished run as Markdown: per-cell fid_cls over generations, final mixture vs best cell
     python benchmarks/bench_trainer.py --table runs/fashion-mnist-3x3-mustangs
 
 Times cover the generation step without scoring (exchange, fitness, selection, training,
 mutation, replacement); data loading and the first (warm-up) generation are excluded.
+CPU-seconds (``time.process_time``) are what to compare on a shared machine; wall seconds
+only mean something with the load printed beside them.
 """
 
 from __future__ import annotations
@@ -21,13 +28,20 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import time
 
-import torch
+from trainer.threads import auto_threads, prefer_passive_openmp
 
-from trainer.coevolution import Coevolution
-from trainer.config import load_train_config
-from trainer.data import load_dataset
+prefer_passive_openmp()   # as the console scripts do, before torch loads OpenMP
+
+import torch  # noqa: E402
+
+from trainer.coevolution import Coevolution  # noqa: E402
+from trainer.config import load_train_config  # noqa: E402
+from trainer.data import load_dataset  # noqa: E402
 
 
 def machine() -> str:
@@ -39,15 +53,24 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}"
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), {gpu}")
 
 
-def time_generation(size: int, engine: str, batches: int | None, device: str, batch_size: int,
-                    repeats: int, dataset, adam: str = "ops") -> dict:
-    """Seconds per generation (mean of ``repeats``) for a ``size``×``size`` MLP grid, with the
-    fused Adam kernel (``adam="fused"``, where the build has it) or the op-by-op one."""
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_generation(size: int, engine: str | None, batches: int | None, device: str, batch_size: int,
+                    repeats: int, dataset, adam: str = "fused", arch: str = "mlp", overrides=()) -> dict:
+    """Seconds per generation (wall and CPU, mean of ``repeats``) for a ``size``×``size`` grid of
+    ``arch`` networks with ``engine`` (None: what ``batching: auto`` picks) and Adam kernel ``adam``;
+    on CUDA also the peak GPU memory."""
     over = [f"grid.height={size}", f"grid.width={size}", f"data.batch_size={batch_size}", "data.sampling_ratio=1.0",
-            f"device={device}", f"adam={adam}"]
+            f"device={device}", f"adam={adam}", f"network.arch={arch}", *overrides]
+    if size == 1:
+        over.append("coevolution.tournament_size=1")   # a 1x1 sub-population has one member
     if batches:
         over.append(f"coevolution.batches_per_generation={batches}")
     cfg = load_train_config(None, over)
@@ -59,20 +82,119 @@ def time_generation(size: int, engine: str, batches: int | None, device: str, ba
     co.batches = min(5, full)          # warm-up generation
     co.step(block, score=False)
     co.batches = full
-    times = []
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    walls, cpus = [], []
     for _ in range(repeats):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        _sync(dev)
+        t0, c0 = time.perf_counter(), time.process_time()
         co.step(block, score=False)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    sec = sum(times) / len(times)
+        _sync(dev)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    sec, cpu = sum(walls) / len(walls), sum(cpus) / len(cpus)
     epoch_batches = len(dataset) // batch_size
-    return {"grid": f"{size}x{size}", "engine": engine, "adam": adam, "device": str(dev), "batches": full,
-            "seconds_per_generation": sec, "seconds_per_batch": sec / full,
-            "seconds_per_epoch_generation": sec / full * epoch_batches}
+    row = {"grid": f"{size}x{size}", "cells": size * size, "arch": arch, "engine": co.engine, "adam": adam,
+           "device": str(dev), "threads": torch.get_num_threads(), "batches": full, "batch_size": batch_size,
+           "seconds_per_generation": sec, "cpu_seconds_per_generation": cpu, "seconds_per_batch": sec / full,
+           "seconds_per_epoch_generation": sec / full * epoch_batches}
+    if dev.type == "cuda":
+        row["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return row
+
+
+def growth_fit(rows: list[dict], key: str) -> dict:
+    """Least-squares line ``t = a + b·cells`` through the rows, and each row's excess over it."""
+    xs = [r["cells"] for r in rows]
+    ys = [r[key] for r in rows]
+    if len(rows) < 2:
+        return {"intercept": ys[0] if ys else 0.0, "per_cell": 0.0, "excess": [0.0] * len(rows)}
+    b, a = statistics.linear_regression(xs, ys)
+    return {"intercept": a, "per_cell": b, "excess": [y - (a + b * x) for x, y in zip(xs, ys)]}
+
+
+#: The reference work of issue 10: the Lipizzaner quickstart's generation (2x2 MLP grid, batch 400,
+#: 150 mini-batches = one epoch of the 60k set per cell, BCE, selected G vs selected D).
+REFERENCE_WORK = ["grid.height=2", "grid.width=2", "data.batch_size=400", "data.sampling_ratio=1.0",
+                  "coevolution.batches_per_generation=150", "coevolution.loss=bce",
+                  "coevolution.adversary=selected", "device=cpu"]
+
+
+def load_line() -> str:
+    """The 1/5/15-minute load averages (other processes on the machine)."""
+    a, b, c = os.getloadavg()
+    return f"load {a:.2f} {b:.2f} {c:.2f}"
+
+
+def floor_compare(dataset, repeats: int, batches: int | None, overrides=(), log=print) -> dict:
+    """CPU-seconds of one generation of the reference work next to CPU-seconds of its bare
+    GEMMs (benchmarks/floor.py), alternating ``repeats`` times in this process at the current
+    thread count; the ratio of the medians is the step's distance from the matmul floor."""
+    from floor import Floor, generation_gemms, linear_dims
+
+    over = REFERENCE_WORK + (["coevolution.batches_per_generation=%d" % batches] if batches else []) + list(overrides)
+    cfg = load_train_config(None, over)
+    co = Coevolution(cfg, dataset, torch.device("cpu"))
+    block = co.init_block()
+    full = co.batches
+    skip = cfg.coevolution.d_skip_every
+    d_steps = sum(1 for b in range(full) if skip is None or (b + 1) % skip != 0)
+    floor = Floor(generation_gemms(linear_dims(co.Gnet._train), linear_dims(co.Dnet._train), len(block), co.S,
+                                   cfg.data.batch_size, full, d_steps, cfg.coevolution.selection))
+    co.batches = min(5, full)   # warm-up (allocator, first-call costs) for both
+    co.step(block, score=False)
+    co.batches = full
+    floor.run()
+    gen, flo = [], []
+    for r in range(repeats):
+        t0 = time.process_time()
+        co.step(block, score=False)
+        gen.append(time.process_time() - t0)
+        flo.append(floor.run())
+        log(f"round {r + 1}/{repeats}: generation {gen[-1]:.2f} CPU-s, floor {flo[-1]:.2f} CPU-s, "
+            f"ratio {gen[-1] / flo[-1]:.2f} ({load_line()})")
+    g, f = statistics.median(gen), statistics.median(flo)
+    return {"engine": co.engine, "adam": cfg.adam, "threads": torch.get_num_threads(), "batches": full,
+            "d_steps": d_steps, "tflop": floor.flop / 1e12, "generation_cpu_s": g, "floor_cpu_s": f,
+            "ratio": g / f, "generation_gflops": floor.flop / g / 1e9, "floor_gflops": floor.flop / f / 1e9,
+            "rounds": [[a, b] for a, b in zip(gen, flo)]}
+
+
+BUSY_LOOP = "while True:\n    pass"
+
+
+def busy_compare(dataset, repeats: int, batches: int | None, loops: int = 3, overrides=(), log=print) -> dict:
+    """Wall seconds of a quickstart generation (configs/quickstart.yaml, no scoring) with this
+    process's threads: idle, then while ``loops`` busy-loop processes compete for the cores,
+    then idle again. The ratio busy / idle (best idle phase) says how gracefully the thread
+    choice shares a machine; a fair share of 2 cores among 1 + 3 jobs would give ~2 for a
+    single-thread job. Busy loops run at this process's nice level and are always stopped."""
+    over = ["device=cpu"] + (["coevolution.batches_per_generation=%d" % batches] if batches else []) + list(overrides)
+    cfg = load_train_config("configs/quickstart.yaml", over)
+    co = Coevolution(cfg, dataset, torch.device("cpu"))
+    block = co.init_block()
+    co.step(block, score=False)   # warm-up
+    phases = {}
+    for phase in ("idle", "busy", "idle again"):
+        procs = []
+        try:
+            if phase == "busy":
+                procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(loops)]
+                time.sleep(0.5)
+            runs = []
+            for _ in range(repeats):
+                t0, c0 = time.perf_counter(), time.process_time()
+                co.step(block, score=False)
+                runs.append((time.perf_counter() - t0, time.process_time() - c0))
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+        phases[phase] = {"wall_s": min(r[0] for r in runs), "cpu_s": min(r[1] for r in runs)}
+        log(f"{phase}: {phases[phase]['wall_s']:.2f} s wall, {phases[phase]['cpu_s']:.2f} CPU-s ({load_line()})")
+    idle = min(phases["idle"]["wall_s"], phases["idle again"]["wall_s"])
+    return {"threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+            "batches": co.batches, "loops": loops, "phases": phases, "ratio": phases["busy"]["wall_s"] / idle}
 
 
 def run_table(run: str, every: int) -> str:
@@ -109,54 +231,94 @@ def run_table(run: str, every: int) -> str:
     return "\n".join(out)
 
 
+def _print_rows(rows: list[dict]) -> None:
+    print("| grid | arch | engine | adam | device | threads | batches | s / generation | CPU-s / generation | s / batch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['grid']} | {r['arch']} | {r['engine']} | {r['adam']} | {r['device']} | {r['threads']} | {r['batches']} "
+              f"| {r['seconds_per_generation']:.2f} | {r['cpu_seconds_per_generation']:.2f} | {r['seconds_per_batch']:.4f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid-sizes", type=int, nargs="*", default=None,
-                    help="time these square grid sizes with vmap (e.g. 1 3 5); default: 2x2 vmap vs loop")
+                    help="time these square grid sizes at equal work per cell (e.g. 1 2 3 4 5) and fit t = a + b*cells")
+    ap.add_argument("--engine", default=None, choices=("bmm", "vmap", "loop"),
+                    help="with --grid-sizes/--adam: engine (default: what batching=auto picks)")
+    ap.add_argument("--arch", default="mlp", choices=("mlp", "dcgan28"), help="network architecture")
     ap.add_argument("--batches", type=int, default=None, help="batches per generation (default: one epoch)")
     ap.add_argument("--batch-size", type=int, default=100, help="mini-batch size")
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="device")
-    ap.add_argument("--adam", action="store_true",
-                    help="2x2 vmap with the fused Adam kernel vs the same formula op by op")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--repeats", type=int, default=1, help="timed generations per setting")
-    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--adam", action="store_true", help="2x2 with the fused Adam kernel vs the same formula op by op")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: every available core; --floor: 1)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed generations (rounds) per setting")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--floor", action="store_true",
+                    help="reference work (2x2, batch 400, 150 batches, BCE) vs its bare GEMMs, 1 thread")
+    ap.add_argument("--busy", action="store_true",
+                    help="quickstart generation idle, with 3 busy-loop processes, idle again; prints busy / idle")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="with --floor/--busy: config overrides (e.g. adam=ops batching=vmap)")
     ap.add_argument("--table", default=None, metavar="RUN", help="print Markdown tables of a finished run and exit")
     ap.add_argument("--every", type=int, default=5, help="with --table: one row every n generations")
     args = ap.parse_args()
     if args.table:
         print(run_table(args.table, args.every))
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or (1 if args.floor else auto_threads()))
     ds = load_dataset("fashion-mnist", "train")
-    rows = []
-    if args.adam:
-        for adam in ("fused", "ops"):
-            rows.append(time_generation(2, "vmap", args.batches, args.device, args.batch_size, args.repeats, ds, adam))
-    elif args.grid_sizes:
-        for s in args.grid_sizes:
-            rows.append(time_generation(s, "vmap", args.batches, args.device, args.batch_size, args.repeats, ds))
+    result: dict = {"machine": machine(), "load_before": load_line()}
+    if args.floor:
+        r = floor_compare(ds, args.repeats, args.batches, args.set)
+        print(f"machine: {machine()}; {load_line()}")
+        print(f"work: 2x2 MLP, batch 400, {r['batches']} batches ({r['d_steps']} D steps), BCE, selected; "
+              f"engine {r['engine']}, adam {r['adam']}, {r['threads']} thread(s); GEMMs {r['tflop']:.3f} TFLOP")
+        print(f"generation: {r['generation_cpu_s']:.2f} CPU-s ({r['generation_gflops']:.0f} GFLOP/s)")
+        print(f"matmul floor: {r['floor_cpu_s']:.2f} CPU-s ({r['floor_gflops']:.0f} GFLOP/s)")
+        print(f"ratio generation / floor: {r['ratio']:.2f}")
+        result.update(r)
+    elif args.busy:
+        r = busy_compare(ds, args.repeats, args.batches, overrides=args.set)
+        print(f"machine: {machine()}; {load_line()}")
+        print(f"quickstart generation ({r['batches']} batches), {r['threads']} thread(s), "
+              f"OMP_WAIT_POLICY={r['omp_wait_policy']}: busy / idle = {r['ratio']:.2f}")
+        result.update(r)
     else:
-        for engine in ("vmap", "loop"):
-            rows.append(time_generation(2, engine, args.batches, args.device, args.batch_size, args.repeats, ds))
-    print(f"machine: {machine()}")
-    print("| grid | engine | adam | device | batches timed | s / generation | s / batch | s / epoch-generation |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['grid']} | {r['engine']} | {r['adam']} | {r['device']} | {r['batches']} | {r['seconds_per_generation']:.2f} "
-              f"| {r['seconds_per_batch']:.4f} | {r['seconds_per_epoch_generation']:.1f} |")
-    if args.adam:
-        print(f"\nops / fused Adam time ratio: {rows[1]['seconds_per_generation'] / rows[0]['seconds_per_generation']:.2f}")
-    elif not args.grid_sizes:
-        print(f"\nloop / vmap time ratio: {rows[1]['seconds_per_generation'] / rows[0]['seconds_per_generation']:.2f}")
-    else:
-        base = rows[0]["seconds_per_generation"]
-        print("\n" + ", ".join(f"{r['grid']}: {r['seconds_per_generation'] / base:.2f}x of {rows[0]['grid']}"
-                               for r in rows))
+        rows = []
+        if args.adam:
+            for adam in ("fused", "ops"):
+                rows.append(time_generation(2, args.engine, args.batches, args.device, args.batch_size, args.repeats,
+                                            ds, adam, args.arch))
+        elif args.grid_sizes:
+            for size in args.grid_sizes:
+                rows.append(time_generation(size, args.engine, args.batches, args.device, args.batch_size,
+                                            args.repeats, ds, arch=args.arch))
+        else:
+            for engine in ("bmm", "vmap", "loop") if args.arch == "mlp" else ("vmap", "loop"):
+                rows.append(time_generation(2, engine, args.batches, args.device, args.batch_size, args.repeats, ds,
+                                            arch=args.arch))
+        print(f"machine: {machine()}; {load_line()}")
+        _print_rows(rows)
+        result["rows"] = rows
+        if args.adam:
+            print(f"\nops / fused Adam CPU-s ratio: "
+                  f"{rows[1]['cpu_seconds_per_generation'] / rows[0]['cpu_seconds_per_generation']:.2f}")
+        elif args.grid_sizes:
+            key = "seconds_per_generation" if args.device != "cpu" else "cpu_seconds_per_generation"
+            fit = growth_fit(rows, key)
+            result["fit"] = {"key": key, **fit}
+            print(f"\nfit ({key}): {fit['intercept']:.3f} + {fit['per_cell']:.3f} x cells; excess over the line: "
+                  + ", ".join(f"{r['grid']} {e:+.3f} ({e / r[key]:+.0%})" for r, e in zip(rows, fit["excess"])))
+            print("per cell: " + ", ".join(f"{r['grid']} {r[key] / r['cells']:.3f}" for r in rows))
+        else:
+            base = rows[0]["cpu_seconds_per_generation"]
+            print("\nCPU-s relative to " + rows[0]["engine"] + ": "
+                  + ", ".join(f"{r['engine']} {r['cpu_seconds_per_generation'] / base:.2f}" for r in rows))
+    result["load_after"] = load_line()
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": machine(), "rows": rows}, fh, indent=1)
+            json.dump(result, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -149,15 +149,23 @@ def test_batched_training_equals_per_cell_loop():
     assert not torch.allclose(G.params["net.4.weight"], co.init_block().G.params["net.4.weight"])
 
 
-@pytest.mark.parametrize("arch", ["mlp", "dcgan28"])
-def test_whole_generation_vmap_equals_loop(arch):
+@pytest.mark.parametrize("arch,engine,adversary", [
+    ("mlp", "bmm", "selected"), ("mlp", "bmm", "neighbour"), ("mlp", "vmap", "neighbour"),
+    ("dcgan28", "vmap", "neighbour"), ("rings-mlp", "bmm", "selected")])
+def test_whole_generation_batched_equals_loop(arch, engine, adversary):
     # Batch 16: with 4 samples, BatchNorm over near-constant features turns float rounding into
     # 1e-4 differences within two batches, whichever engine or Adam kernel.
     over = [f"network.arch={arch}", "data.batch_size=16", "coevolution.batches_per_generation=2",
-            "coevolution.adversary=neighbour"]
+            f"coevolution.adversary={adversary}"]
+    data, zdim = None, 64
+    if arch == "rings-mlp":
+        from trainer.data import make_rings
+
+        over += ["data.dataset=rings", "network.latent_dim=8"]
+        data, zdim = make_rings(300), 8
     blocks = []
-    for engine in ("vmap", "loop"):
-        co = make(over, engine=engine)
+    for engine in (engine, "loop"):
+        co = make(over, engine=engine, data=data)
         b = co.init_block()
         recs = [co.step(b, score=False) for _ in range(2 if arch == "mlp" else 1)]
         blocks.append((b, recs))
@@ -172,8 +180,8 @@ def test_whole_generation_vmap_equals_loop(arch):
     for k in b1.G.buffers:  # BatchNorm running variances and counters under vmap
         if "running_mean" not in k:
             assert torch.allclose(b1.G.buffers[k].double(), b2.G.buffers[k].double(), atol=1e-5), k
-    z = torch.randn(4, 6, 64, generator=torch.Generator().manual_seed(0))
-    net = make(over).Gnet
+    z = torch.randn(4, 6, zdim, generator=torch.Generator().manual_seed(0))
+    net = make(over, data=data).Gnet
     x1, x2 = (net.apply(b.G.params, {k: v.clone() for k, v in b.G.buffers.items()}, z, train=True) for b in (b1, b2))
     assert (x1 - x2).abs().max() < 1e-4, (x1 - x2).abs().max()
     for k in b1.D.params:
@@ -226,6 +234,11 @@ def test_fast_fid_equals_pytorch_fid():
     want = frechet_distance(fake.mu, fake.sigma, real.mu, real.sigma)
     assert abs(sc.fid(fake) - want) < 1e-6 * max(1.0, want)
     assert sc.fid(real) < 1e-6 and sc.fid_key(fake) == "fid_cls400"
+    # the final scores (Scorer.score) take the same fast form, and keep the other metrics
+    scores = sc.score(fake, ("fid", "tvd", "is"))
+    assert list(scores) == ["fid_cls400", "tvd_cls400", "is_cls400"]
+    assert abs(scores["fid_cls400"] - want) < 1e-6 * max(1.0, want)
+    assert scores["tvd_cls400"] == pytest.approx(0.0) and scores["is_cls400"] > 0
 
 
 def test_config_adam_fused_runs_the_fused_kernel_and_ops_does_not(monkeypatch):

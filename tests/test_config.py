@@ -74,3 +74,9 @@ def test_retired_adversary_names_say_the_new_name(old, new):
 def test_the_reference_recipe_is_the_default_adversary():
     assert load_train_config(None).coevolution.adversary == "selected"
     assert load_train_config("configs/quickstart.yaml").coevolution.adversary == "selected"
+
+
+def test_bmm_batching_refuses_convolutional_archs():
+    with pytest.raises(ConfigError, match="batching=bmm runs MLP networks only"):
+        load_train_config(None, ["batching=bmm", "network.arch=dcgan28"])
+    assert load_train_config(None, ["batching=bmm"]).batching == "bmm"

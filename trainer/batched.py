@@ -2,13 +2,14 @@
 
 Every tensor of a :class:`NetState` has a leading population axis ``[P, ...]``: parameters,
 buffers (BatchNorm running stats), Adam moments and step counts. :class:`StackedNet`
-applies all members at once (``torch.func.vmap`` over ``functional_call``) or, as the
-reference/fallback, one after the other (``engine="loop"``); both give the same numbers.
+applies all members at once — for MLPs as one batched GEMM per layer (``engine="bmm"``, the
+fastest on CPU: within ~1.3x of the bare matmuls, benchmarks/RESULTS-trainer.md), for any
+architecture through ``torch.func.vmap`` over ``functional_call`` — or, as the reference,
+one after the other (``engine="loop"``); all give the same numbers (tests/test_batched.py).
 :func:`adam_step` is Adam over the population axis with a per-member learning rate tensor,
-so a mutated learning rate is by construction the one the next step uses. The formula runs op
-by op; ``fused=True`` (config ``adam: fused``) uses PyTorch's fused kernel per member (1.44×
-faster generations on CPU, same quality over 7 seeds; the default keeps recorded runs
-reproducible bit for bit, see benchmarks/RESULTS-trainer.md).
+so a mutated learning rate is by construction the one the next step uses; ``fused=True``
+(config ``adam: fused``, the default) runs PyTorch's fused kernel per member, ``False`` the
+same formula op by op (other rounding; reproduces runs recorded before fused was the default).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-ENGINES = ("vmap", "loop")
+ENGINES = ("bmm", "vmap", "loop")
 
 
 @dataclass
@@ -105,20 +106,36 @@ class StackedNet:
     """Applies a population of networks with stacked parameters to per-member inputs.
 
     ``apply(params, buffers, x)`` maps ``x [P, B, ...]`` to ``[P, B, ...]``. In train mode,
-    BatchNorm buffers (running stats) are updated in place in ``buffers``.
+    BatchNorm buffers (running stats) are updated in place in ``buffers``. Engines:
+
+    * ``bmm``  one batched GEMM per layer for all members (``torch.baddbmm`` over the stacked
+      weights, bias folded into the GEMM, activation applied in place, hand-written backward
+      that returns contiguous weight gradients); MLP architectures only (:func:`bmm_supported`).
+    * ``vmap`` ``torch.func.vmap`` over ``functional_call``: any architecture.
+    * ``loop`` one member after the other: the reference the other two are tested against.
     """
 
     def __init__(self, template: nn.Module, engine: str = "vmap"):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self._plan = _mlp_plan(template) if engine == "bmm" else None
+        if engine == "bmm" and self._plan is None:
+            raise ValueError(f"engine 'bmm' runs MLP networks only, not {type(template).__name__}; use 'vmap'")
         self.engine = engine
         base = copy.deepcopy(template).to("meta")
         self._train = base.train()
         self._eval = copy.deepcopy(base).eval()
 
     def apply(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
-              train: bool) -> torch.Tensor:
-        """Run member ``i`` on ``x[i]`` for every member (train or eval mode)."""
+              train: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Run member ``i`` on ``x[i]`` for every member (train or eval mode); with ``out`` (no
+        autograd), the result is written there (the ``bmm`` engine's last GEMM writes it directly)."""
+        if self._plan is not None:
+            return self._plan.apply(params, x, out)
+        y = self._apply(params, buffers, x, train)
+        return y if out is None else out.copy_(y)
+
+    def _apply(self, params, buffers, x, train):
         module = self._train if train else self._eval
 
         def one(p, b, xi):
@@ -130,6 +147,123 @@ class StackedNet:
         for i in range(x.shape[0]):
             outs.append(one({k: t[i] for k, t in params.items()}, {k: t[i] for k, t in buffers.items()}, x[i]))
         return torch.stack(outs)
+
+
+def bmm_supported(template: nn.Module) -> bool:
+    """Whether the ``bmm`` engine can run ``template`` (the MLP generators/discriminators)."""
+    return _mlp_plan(template) is not None
+
+
+# --------------------------------------------------------------------------- the bmm engine
+
+_ACTS = {nn.LeakyReLU: "leaky", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.Identity: None}
+
+
+@dataclass(frozen=True)
+class _MLPPlan:
+    """An MLP as a list of ``(weight key, bias key, activation, leaky slope)`` plus how the
+    network shapes its input and output: generators view the last layer as ``out_shape``,
+    discriminators flatten their input and drop the output's unit dim."""
+
+    layers: tuple[tuple[str, str, str | None, float], ...]
+    out_shape: tuple[int, ...] | None   # generator sample shape; None = discriminator (→ [P, B])
+
+    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        P, B = x.shape[0], x.shape[1]
+        h = x.reshape(P, B, -1)
+        last = len(self.layers) - 1
+        for i, (wk, bk, act, slope) in enumerate(self.layers):
+            h = _linear_act(h, params[wk], params[bk], act, slope, out.view(h.shape[0], h.shape[1], -1)
+                            if out is not None and i == last else None)
+        if out is not None:
+            return out
+        return h.view(P, B, *self.out_shape) if self.out_shape is not None else h.squeeze(-1)
+
+
+def _mlp_plan(template: nn.Module) -> _MLPPlan | None:
+    """The plan of an MLP generator/discriminator of trainer.networks, or None for anything else."""
+    from trainer.networks import MLPDiscriminator, MLPGenerator
+
+    if not isinstance(template, (MLPGenerator, MLPDiscriminator)):
+        return None
+    mods = list(template.net)
+    layers = []
+    i = 0
+    while i < len(mods):
+        lin = mods[i]
+        if not isinstance(lin, nn.Linear) or lin.bias is None:
+            return None
+        act_mod = mods[i + 1] if i + 1 < len(mods) else nn.Identity()
+        if type(act_mod) not in _ACTS:
+            return None
+        slope = float(getattr(act_mod, "negative_slope", 0.0))
+        layers.append((f"net.{i}.weight", f"net.{i}.bias", _ACTS[type(act_mod)], slope))
+        i += 2 if i + 1 < len(mods) and not isinstance(mods[i + 1], nn.Linear) else 1
+    out_shape = tuple(template.sample_shape) if isinstance(template, MLPGenerator) else None
+    return _MLPPlan(tuple(layers), out_shape)
+
+
+def _act_(y: torch.Tensor, act: str | None, slope: float) -> torch.Tensor:
+    """The activation, in place on a fresh GEMM output."""
+    if act == "leaky":
+        return torch.nn.functional.leaky_relu_(y, slope)
+    if act == "tanh":
+        return y.tanh_()
+    if act == "sigmoid":
+        return y.sigmoid_()
+    if act == "relu":
+        return y.relu_()
+    return y
+
+
+def _act_backward(g: torch.Tensor, y: torch.Tensor, act: str | None, slope: float) -> torch.Tensor:
+    """Gradient through the activation from its *output* ``y`` (one fused kernel each)."""
+    if act == "leaky":
+        return torch.ops.aten.leaky_relu_backward(g, y, slope, True)
+    if act == "tanh":
+        return torch.ops.aten.tanh_backward(g, y)
+    if act == "sigmoid":
+        return torch.ops.aten.sigmoid_backward(g, y)
+    if act == "relu":
+        return torch.ops.aten.threshold_backward(g, y, 0.0)
+    return g
+
+
+class _LinearAct(torch.autograd.Function):
+    """``act(x @ Wᵀ + b)`` for all members at once: x ``[P, B, in]``, W ``[P, out, in]``, b ``[P, out]``.
+
+    Forward is one ``baddbmm`` (bias in the GEMM) and the activation in place; backward goes
+    through the activation from the saved output and returns W's gradient as ``gᵀ x``, which
+    is laid out like W (contiguous), so fused Adam needs no copy. Input and weight gradients
+    are computed only when asked for.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, act, slope):
+        y = _act_(torch.baddbmm(b.unsqueeze(1), x, w.mT), act, slope)
+        ctx.save_for_backward(x, w, y)
+        ctx.act, ctx.slope = act, slope
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, w, y = ctx.saved_tensors
+        g = _act_backward(gy, y, ctx.act, ctx.slope)
+        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(g.mT, x) if ctx.needs_input_grad[1] else None
+        gb = g.sum(1) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None
+
+
+def _linear_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str | None, slope: float,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
+        if out is not None:
+            raise ValueError("out= is for passes without autograd")
+        return _LinearAct.apply(x, w, b, act, slope)
+    if out is None:
+        return _act_(torch.baddbmm(b.unsqueeze(1), x, w.mT), act, slope)
+    return _act_(torch.baddbmm(b.unsqueeze(1), x, w.mT, out=out), act, slope)
 
 
 @torch.no_grad()

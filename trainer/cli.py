@@ -11,6 +11,7 @@ import sys
 from typing import Callable
 
 from trainer.errors import exit_on_user_error
+from trainer.threads import prefer_passive_openmp
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -40,6 +41,7 @@ def console_main(build: Callable[[], argparse.ArgumentParser], name: str) -> Cal
 
     @exit_on_user_error
     def main(argv: list[str] | None = None) -> int:
+        prefer_passive_openmp()   # before torch loads OpenMP (see trainer/threads.py)
         args = build().parse_args(argv)
         return int(args.func(args) or 0)
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from trainer import losses
-from trainer.batched import NetState, StackedNet, adam_step
+from trainer.batched import NetState, StackedNet, adam_step, bmm_supported
 from trainer.config import TrainConfig
 from trainer.data import ArrayDataset
 from trainer.grid import Grid
@@ -127,7 +127,7 @@ class Scorer:
     The per-generation Fréchet distances (one per cell generator, two per mixture ES step)
     use :meth:`fid`, which caches √Σ_real once and needs one symmetric eigen-decomposition
     per call: tr √(Σ_r Σ_g) = Σ √λ(√Σ_r Σ_g √Σ_r). It equals pytorch-fid's value (tested) at a
-    fraction of the cost of ``scipy.linalg.sqrtm``. Final scores use :func:`trainer.metrics.score`.
+    fraction of the cost of ``scipy.linalg.sqrtm``; the final scores use it too (:meth:`score`).
     """
 
     def __init__(self, classifier, real: FeatureStats, stats_fn: Callable[[Any, torch.Tensor], FeatureStats],
@@ -145,10 +145,15 @@ class Scorer:
         return self._stats_fn(self.classifier, x)
 
     def score(self, stats: FeatureStats, metrics=("fid",)) -> dict[str, float]:
-        """Protocol-named metrics (``fid_cls1k``, ``tvd_cls10k``, …) of ``stats`` (pytorch-fid's FID)."""
+        """Protocol-named metrics (``fid_cls1k``, ``tvd_cls10k``, …) of ``stats``; the FID through
+        :meth:`fid` (pytorch-fid's value, tested, without its ``scipy.linalg.sqrtm``)."""
         from trainer.metrics import score
 
-        return score(stats, self.real, metrics=metrics)
+        metrics = tuple(metrics)
+        out = score(stats, self.real, metrics=[m for m in metrics if m != "fid"])
+        if "fid" in metrics:
+            out[self.fid_key(stats)] = self.fid(stats)
+        return {k: out[k] for k in sorted(out, key=lambda k: metrics.index(k.split("_", 1)[0]))}
 
     def fid(self, stats: FeatureStats) -> float:
         """Fréchet distance of ``stats`` to the real statistics (fast exact form, see class doc)."""
@@ -238,6 +243,13 @@ def _weights(state: NetState, idx: torch.Tensor) -> tuple[dict, dict]:
             {k: t.index_select(0, idx) for k, t in state.buffers.items()})
 
 
+def _as_adversary(state: NetState) -> tuple[dict, dict]:
+    """Params of ``state`` without a copy (an adversary only reads them, and its step is over
+    before they change) and copies of its buffers (a train-mode pass of a BatchNorm
+    adversary must not move the trained network's running statistics)."""
+    return dict(state.params), {k: t.clone() for k, t in state.buffers.items()}
+
+
 def tournament(fitness: torch.Tensor, size: int, generators: list[torch.Generator]) -> torch.Tensor:
     """Per cell: ``size`` distinct contestants drawn from the cell's RNG; the lowest fitness wins.
 
@@ -265,7 +277,10 @@ class Coevolution:
         self.spec = NetSpec(cfg.network.arch, cfg.network.latent_dim, tuple(dataset.sample_shape))
         self.dataset = dataset
         self.data = dataset.data.to(self.device)
-        engine = engine or ("vmap" if cfg.batching in ("auto", "vmap") else "loop")
+        engine = engine or cfg.batching
+        if engine == "auto":   # stacked GEMMs where the arch allows (MLPs), vmap otherwise
+            engine = "bmm" if bmm_supported(build_generator(self.spec)) and bmm_supported(
+                build_discriminator(self.spec)) else "vmap"
         self.engine = engine
         self.fused_adam = cfg.adam == "fused"   # adam_step on PyTorch's fused kernel
         self.Gnet = StackedNet(build_generator(self.spec), engine)
@@ -309,16 +324,21 @@ class Coevolution:
         )
 
     # ------------------------------------------------------------------ helpers
-    def real_batch(self, idx: torch.Tensor) -> torch.Tensor:
-        """Dataset samples ``idx [C, B]`` as float ``[C, B, *shape]`` in [-1, 1] on the device."""
-        x = self.data[idx.to(self.device).reshape(-1)]
-        x = x.to(torch.float32).div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else x.to(torch.float32)
-        return x.view(*idx.shape, *x.shape[1:])
+    def real_batch(self, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Dataset samples ``idx [C, B]`` as float ``[C, B, *shape]`` in [-1, 1] on the device
+        (written into ``out`` when given, e.g. a slice of a discriminator's input)."""
+        x = self.data[idx.to(self.device).reshape(-1)].view(*idx.shape, *self.data.shape[1:])
+        if out is None:
+            out = torch.empty(x.shape, dtype=torch.float32, device=self.device)
+        out.copy_(x)
+        return out.div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else out
 
     def latents(self, generators: list[torch.Generator], n: int) -> torch.Tensor:
         """``[C, n, latent_dim]`` standard normal latents, each cell from its own stream."""
-        zd = self.spec.latent_dim
-        return torch.stack([torch.randn(n, zd, generator=g) for g in generators]).to(self.device)
+        z = torch.empty(len(generators), n, self.spec.latent_dim)
+        for c, g in enumerate(generators):
+            torch.randn(n, self.spec.latent_dim, generator=g, out=z[c])
+        return z.to(self.device)
 
     def fitness(self, Gw: tuple[dict, dict], Dw: tuple[dict, dict], real: torch.Tensor, z: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -364,12 +384,19 @@ class Coevolution:
     def discriminator_step(self, D: NetState, adv_G: tuple[dict, dict], z: torch.Tensor, real: torch.Tensor,
                            lr: torch.Tensor) -> torch.Tensor:
         """One Adam step of every cell's ``D`` (always BCE) on ``real`` and the fakes of its
-        adversary generator ``adv_G``; ``D`` is updated in place."""
+        adversary generator ``adv_G``; ``D`` is updated in place. ``real`` is a float batch
+        ``[C, B, ...]`` or the dataset rows ``[C, B]`` (long) to read it from; real and fake
+        samples are written straight into D's input (no concatenation)."""
+        C, B = real.shape[0], real.shape[1]
+        x = torch.empty(C, 2 * B, *self.spec.sample_shape, device=self.device)
+        if real.dtype == torch.long:
+            self.real_batch(real, out=x[:, :B])
+        else:
+            x[:, :B].copy_(real)
         with torch.no_grad():
-            fake = self.Gnet.apply(*adv_G, z, train=True)
-        B = real.shape[1]
+            self.Gnet.apply(*adv_G, z, train=True, out=x[:, B:])
         params = {k: t.detach().requires_grad_(True) for k, t in D.params.items()}
-        p = self.Dnet.apply(params, D.buffers, torch.cat([real, fake], 1), train=True)
+        p = self.Dnet.apply(params, D.buffers, x, train=True)
         ld = losses.discriminator_loss(p[:, :B], p[:, B:])
         grads = torch.autograd.grad(ld.sum(), list(params.values()))
         adam_step(D, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas), fused=self.fused_adam)
@@ -431,7 +458,7 @@ class Coevolution:
         for b in range(self.batches):
             if own:
                 # the cell's own selected D (G) is the adversary: one two-player game per cell
-                adv_D = _weights(D_tr, ar)
+                adv_D = _as_adversary(D_tr)
                 z_g = self.latents(g_train, B)
                 z_d = self.latents(g_train, B)
             else:
@@ -447,12 +474,11 @@ class Coevolution:
             sum_lg += self.generator_step(G_tr, adv_D, z_g, mask, block.lr_g).to(torch.float64)
             if co.d_skip_every is None or (b + 1) % co.d_skip_every != 0:
                 if own:
-                    adv_G = _weights(G_tr, ar)   # after its step, as with live neighbours
+                    adv_G = _as_adversary(G_tr)   # after its step, as with live neighbours
                 else:
                     live_G = self.world.gather_weights(G_tr)
                     adv_G = _weights(live_G, nbr[ar, adv_g])
-                sum_ld += self.discriminator_step(D_tr, adv_G, z_d, self.real_batch(order[:, b]),
-                                                  block.lr_d).to(torch.float64)
+                sum_ld += self.discriminator_step(D_tr, adv_G, z_d, order[:, b], block.lr_d).to(torch.float64)
                 d_steps += 1
             if on_batch is not None:
                 on_batch(b)

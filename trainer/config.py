@@ -20,8 +20,8 @@ ADVERSARIES = ("selected", "neighbour")  # who each selected G/D trains against
 #: Retired names of the adversary values (they described the implementation, not the recipe).
 ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
 DEVICES = ("auto", "cpu", "cuda")
-BATCHING = ("auto", "vmap", "loop")
-ADAM_KERNELS = ("ops", "fused")
+BATCHING = ("auto", "bmm", "vmap", "loop")
+ADAM_KERNELS = ("fused", "ops")
 
 
 @dataclass
@@ -110,9 +110,9 @@ class TrainConfig:
 
     seed: int = option(0, ge=0, le=2**63 - 1)          # master seed; every cell derives its own streams from it; 0 ..= 2**63-1
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
-    batching: str = option("auto", choices=BATCHING)   # auto (vmap) | vmap (all cells in one batched call) | loop (per-cell loop; same numbers, slower on GPU)
-    adam: str = option("ops", choices=ADAM_KERNELS)      # ops (Adam op by op: the reference numerics) | fused (PyTorch's fused kernel per cell: same formula, other rounding, ~1.4x faster generations on CPU; ops where the build lacks it)
-    threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run (None = torch default; 1 is safest on a busy machine); 1 ..= 1024
+    batching: str = option("auto", choices=BATCHING)   # auto (bmm for MLP archs, else vmap) | bmm (one stacked GEMM per layer for all cells; MLP archs only) | vmap (all cells in one vmapped call; any arch) | loop (per-cell loop; same numbers, slower)
+    adam: str = option("fused", choices=ADAM_KERNELS)    # fused (default: PyTorch's fused kernel per cell, one pass over memory; ops where the build lacks it) | ops (the same formula op by op, other rounding; reproduces runs recorded before fused became the default)
+    threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run; None = every core this process may use (sched_getaffinity), shared between local ranks; OpenMP threads sleep when idle, so this stays fast on a busy machine (trainer/threads.py); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -174,6 +174,9 @@ class TrainConfig:
                                   "pip install 'mustangs[tensorboard]' or set output.tensorboard=null")
         if co.lr_min > min(co.lr_g, co.lr_d):
             raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the initial learning rates; lower it")
+        if self.batching == "bmm" and self.network.arch not in ("mlp", "rings-mlp"):
+            raise ConfigError(f"batching=bmm runs MLP networks only, not network.arch={self.network.arch}; "
+                              f"set batching=auto (or vmap)")
 
 
 def load_train_config(path: str | Path | None, overrides: Iterable[str] = ()) -> TrainConfig:

@@ -190,6 +190,10 @@ class Run:
                                 f"threads and output settings may change)")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        elif self.world.size == 1:
+            from trainer.threads import auto_threads
+
+            torch.set_num_threads(auto_threads())
         self.device = resolve_device(cfg.device)
         self.log(f"resolved config ({self.device}):\n" + to_yaml(cfg).rstrip())
         dataset = load_dataset(cfg.data.dataset, "train", data_dir=cfg.data.data_dir, image_size=cfg.data.image_size)

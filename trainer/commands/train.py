@@ -258,9 +258,10 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
     cfg, out, resume, quiet, again = job
     init_process_group(rank=rank, world_size=world_size, init_method=init_method)
     workers = layout_from_group(cfg.grid.height * cfg.grid.width)
-    if cfg.threads is None:  # share this machine's cores between its ranks
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", workers.world_size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    if cfg.threads is None:  # share this process's cores between the machine's ranks
+        from trainer.threads import auto_threads
+
+        torch.set_num_threads(auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", workers.world_size))))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if workers.is_writer else (lambda msg: None)
     try:
         train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again,

@@ -1,0 +1,58 @@
+"""The trainer benchmarks' own logic: the matmul floor's GEMM list and the GPU check's CPU mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from floor import Floor, generation_gemms, linear_dims  # noqa: E402
+
+
+def test_floor_counts_the_recipes_gemms():
+    # A 2-layer MLP pair, hand counted: G = [4 -> 8 -> 6], D = [6 -> 5 -> 1], 2 cells, S = 3, B = 10.
+    g, d, B = [4, 8, 6], [6, 5, 1], 10
+    mac = lambda dims, n: n * sum(a * b for a, b in zip(dims, dims[1:]))  # noqa: E731
+    g_step = mac(g, B) + mac(d, B) + mac(d, B) + B * 8 * 6 + mac(g, B)      # fwd G, fwd D, D in-grads, G in-grads (not z), G w-grads
+    d_step = mac(g, B) + mac(d, 2 * B) + 2 * B * 5 * 1 + mac(d, 2 * B)     # fwd G, fwd D, D in-grads (not x), D w-grads
+    fitness = 3 * (mac(g, B) + mac(d, 4 * B))
+    replace = mac(g, B) + 3 * mac(d, 2 * B) + 3 * mac(g, B) + mac(d, 4 * B)
+    want = 2 * 2 * (7 * g_step + 5 * d_step + fitness + replace)
+    gemms = generation_gemms(g, d, cells=2, sub=3, batch=B, batches=7, d_steps=5)
+    assert sum(x.flop for x in gemms) == want
+    floor = Floor(gemms)
+    assert floor.flop == want and floor.run() >= 0.0
+
+
+def test_linear_dims_reads_the_mlp():
+    from trainer.networks import NetSpec, build_discriminator, build_generator
+
+    spec = NetSpec("mlp", 64, (1, 28, 28))
+    assert linear_dims(build_generator(spec)) == [64, 256, 256, 784]
+    assert linear_dims(build_discriminator(spec)) == [784, 256, 256, 1]
+    with pytest.raises(ValueError):
+        linear_dims(torch.nn.Conv2d(1, 1, 3))
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_end_to_end_in_cpu_mode(tmp_path):
+    # the script the GPU host runs, on tiny sizes on the CPU: every row and the ONNX part work
+    out = tmp_path / "check.json"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    data = json.loads(out.read_text())
+    rows = data["generation"]
+    assert {(r["grid"], r["arch"], r["engine"]) for r in rows} >= {("1x1", "mlp", "bmm"), ("2x2", "dcgan28", "vmap")}
+    assert all("error" not in r and r["seconds_per_generation"] > 0 for r in rows)
+    assert data["onnx"]["providers_active"] == ["CPUExecutionProvider"]
+    assert data["onnx"]["max_abs_diff_vs_torch"] < 1e-4 and data["onnx"]["samples_per_second"] > 0
