@@ -78,6 +78,26 @@ def modes_of(scores: dict) -> dict:
     return out
 
 
+def lineages(run: Path) -> int:
+    """How many of the grid's founding generators still have descendants among the final centres.
+
+    Follows ``selected_g``/``replaced_g`` in ``metrics.jsonl``: a replaced centre inherits the
+    lineage of the generator that was selected (and trained) in its cell that generation.
+    """
+    lineage: dict[tuple, tuple] = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        cells = json.loads(line)["cells"]
+        before = dict(lineage)
+        for c in cells:
+            me = tuple(c["cell"])
+            before.setdefault(me, me)
+            lineage.setdefault(me, me)
+        for c in cells:
+            if c["replaced_g"]:
+                lineage[tuple(c["cell"])] = before.get(tuple(c["selected_g"]), tuple(c["selected_g"]))
+    return len(set(lineage.values()))
+
+
 def rank(m: dict) -> tuple:
     """Sort key: most modes covered, then lowest TVD over modes."""
     return (-m["modes_covered"], m["tvd_modes"])
@@ -101,7 +121,8 @@ def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
     c0, t0 = cpu_seconds(), time.perf_counter()
     if not (out / "pool" / "manifest.json").is_file():
         cli(trainer_main, ["train", CONFIGS[toy], "--out", str(out), "--quiet", "--resume", *over], log)
-    base = {"toy": toy, "variant": variant, "seed": seed, "steps_per_network": args.generations * args.batches}
+    base = {"toy": toy, "variant": variant, "seed": seed, "steps_per_network": args.generations * args.batches,
+            "lineages": lineages(out)}
     manifest = json.loads((out / "pool" / "manifest.json").read_text())
     singles = [modes_of(e["scores"]) | {"id": e["id"]} for e in manifest["generators"]]
     recs = [{**base, "member": "best-single", **min(singles, key=rank)}]
