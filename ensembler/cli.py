@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.cli import ArgumentParser, HelpFormatter, add_version, console_main
 from trainer.cliargs import int_range, seed_type
 from trainer.errors import UserError
 
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ensembler.methods import METHODS
 
     parser = ArgumentParser(prog="ensembler", description=__doc__, formatter_class=HelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = sub.add_parser("optimize", help="find mixture weights over one or more pools for an objective",

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.cli import ArgumentParser, HelpFormatter, add_version, console_main
 from trainer.cliargs import float_range, int_range, port_type, seed_type, threads_type
 from trainer.errors import UserError
 
@@ -239,6 +239,7 @@ def _bento_tag(output: str) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     """The full ``serving`` argument parser."""
     parser = ArgumentParser(prog="serving", description=__doc__, formatter_class=HelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = sub.add_parser("export", help="export ensemble.json to one ONNX graph", formatter_class=HelpFormatter,

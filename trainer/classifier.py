@@ -29,12 +29,10 @@ import torch.nn.functional as F
 
 from trainer.atomic import sha256_file, write_bytes_atomic, write_text_atomic
 from trainer.errors import UserError
+from trainer.names import TRAINABLE  # datasets the CNN can be trained on → input shape (C, H, W)
 
 #: Folder of the shipped classifier weights (``classifier-<dataset>.safetensors`` + ``.json``).
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-
-#: Datasets the CNN can be trained on, with their input shape ``(channels, height, width)``.
-TRAINABLE = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
 
 #: Hash that keys caches for the analytic ``rings`` classifier (bump when its definition changes).
 RINGS_HASH = "analytic-rings-v1-std0.02"

@@ -2,6 +2,8 @@
 
 Each verb lives in its own module (``trainer/commands/*.py``) exposing ``register(subparsers)``;
 this file only wires them together and turns user errors into one line and exit code 2.
+Building a parser imports nothing heavy (no torch): ``--help``, ``--version`` and usage errors
+answer at once, and each verb imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """Add ``--version`` (the package's version, one source: ``trainer.__version__``)."""
+    from trainer import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s (mustangs) {__version__}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``trainer`` argument parser."""
     from trainer.commands import classifier, score, train
 
     parser = ArgumentParser(prog="trainer", description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for module in (train, classifier, score):
         module.register(sub)

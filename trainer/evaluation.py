@@ -21,6 +21,7 @@ from torch import nn
 from trainer.atomic import atomic_path
 from trainer.errors import UserError
 from trainer.metrics import FeatureStats, StatsAccumulator
+from trainer.names import SOURCE_HELP  # what a sample source may be (help and error text)
 
 #: Seed of the fixed permutation whose first ``n`` samples form a real subset of size ``n``.
 SUBSET_SEED = 20240607
@@ -197,9 +198,6 @@ def real_stats(dataset: str, split: str, classifier: nn.Module | None = None, n:
 
 
 # --------------------------------------------------------------------------- sample sources
-
-SOURCE_HELP = ("a dataset split (e.g. fashion-mnist:train), an .npy array of images (uint8 0..255 or float "
-               "in [-1, 1]; [N,H,W], [N,C,H,W] or [N,H,W,C]), a folder of PNGs, or 'noise'")
 
 
 def noise_samples(n: int, input_shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

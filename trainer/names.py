@@ -1,0 +1,15 @@
+"""Plain data the CLIs show while they build their parsers, kept free of torch and numpy.
+
+``trainer --help`` must answer at once, so the argument definitions may import only this
+module (and ``trainer.cli`` / ``trainer.errors``); the modules that do the work import it too,
+so each fact is written once.
+"""
+
+from __future__ import annotations
+
+#: Datasets the evaluation CNN can be trained on, with their input shape ``(channels, height, width)``.
+TRAINABLE = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
+
+#: What ``trainer score --fake`` (and every other sample source) accepts, for help and errors.
+SOURCE_HELP = ("a dataset split (e.g. fashion-mnist:train), an .npy array of images (uint8 0..255 or float "
+               "in [-1, 1]; [N,H,W], [N,C,H,W] or [N,H,W,C]), a folder of PNGs, or 'noise'")
