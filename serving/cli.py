@@ -40,6 +40,14 @@ def _apply_bentoml_env() -> None:
         os.environ.setdefault(key, bentoml_env()[key])
 
 
+def _require_bentoml(verb: str) -> None:
+    """``serving serve`` / ``build`` need the ``serve`` extra; say so in one line when it is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("bentoml") is None:
+        raise UserError(f"'serving {verb}' needs BentoML: pip install 'mustangs[serve]' (or make setup)")
+
+
 def _check_model(path: str):
     """Open the model once here, so a wrong path is one line and exit 2, not a server traceback."""
     from serving.sampler import OnnxSampler
@@ -177,6 +185,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- serve / build
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serving serve``: check the model, then replace this process with ``bentoml serve``."""
+    _require_bentoml("serve")
     from serving.service import MAX_N_ENV, MODEL_ENV, THREADS_ENV
 
     if args.max_n < 1:
@@ -203,6 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """``serving build``: put the model in BentoML's model store, then ``bentoml build`` a Bento with it."""
+    _require_bentoml("build")
     _apply_bentoml_env()
     sampler = _check_model(args.model)
     import bentoml
