@@ -205,7 +205,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env = bentoml_env(extra)
     argv = [sys.executable, "-m", "bentoml", "serve", "serving.service:MustangsSampler",
             "--host", args.host, "--port", str(args.port), "--working-dir", str(REPO_ROOT)]
-    print(f"serving {model} on http://{args.host}:{args.port} (POST /sample, POST /info, docs at /)", flush=True)
+    print(f"serving {model} on http://{args.host}:{args.port} (POST /sample, POST /info, API page at /docs)", flush=True)
     os.execve(sys.executable, argv, env)
     return 0  # not reached
 
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve an ONNX model over HTTP with BentoML", formatter_class=HelpFormatter,
                        description="Starts 'bentoml serve serving.service:MustangsSampler' with the model. "
                                    "POST /sample {n, seed, format} → PNG grid or .npy; POST /info; /healthz, "
-                                   "/readyz, OpenAPI at / and /docs.json.")
+                                   "/readyz; the API page at / and /docs (spec at /docs.json).")
     p.add_argument("model", help="ensemble.onnx written by 'serving export'")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=port_type, default=3000, help="TCP port")

@@ -9,8 +9,9 @@ Run it with ``serving serve ensemble.onnx`` (which sets the variables below and 
 - ``MUSTANGS_MAX_N``: the largest ``n`` one request may ask for (default 1024), read at import.
 - ``MUSTANGS_ORT_THREADS``: onnxruntime intra-op threads per worker (default: onnxruntime's).
 
-BentoML's own ``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` and the OpenAPI page
-(``/``, spec at ``/docs.json``) stay on. Invalid requests get a 400 with pydantic's message.
+BentoML's own ``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` stay on. The API page
+(``/`` and ``/docs``, spec at ``/docs.json``) is written for API users by :mod:`serving.openapi`.
+Invalid requests get a 400 whose ``error`` names the fields to fix.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import bentoml
 from bentoml.validators import ContentType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
+
+from serving.openapi import ApiPage
 
 MODEL_ENV, MAX_N_ENV, THREADS_ENV = "MUSTANGS_MODEL", "MUSTANGS_MAX_N", "MUSTANGS_ORT_THREADS"
 STORE_MODEL = "mustangs-ensemble"  # name of the model in BentoML's model store (see `serving build`)
@@ -139,11 +142,12 @@ class SampleRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(16, ge=1, le=MAX_N, strict=True, description=f"number of samples, 1..{MAX_N}")
+    n: int = Field(16, ge=1, le=MAX_N, strict=True, description=f"number of samples, 1..{MAX_N}", examples=[16])
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, strict=True,
-                                description="seed for a reproducible draw; omit (or null) for a random one")
-    format: Literal["png", "npy"] = Field("png", description="png: one grid image (image/png); npy: float32 "
-                                                             "[n, C, H, W] in [-1, 1] (np.save, no pickle)")
+                                description="seed for a reproducible draw; omit (or null) for a random one",
+                                examples=[1])
+    format: Literal["png", "npy"] = Field("png", description="png: one grid image (image/png); npy: a NumPy .npy "
+                                                             "file, float32 [n, C, H, W] in [-1, 1]")
 
 
 @bentoml.service(name="mustangs", traffic={"timeout": 120}, workers=1)
@@ -184,3 +188,4 @@ class MustangsSampler:
 
 
 MustangsSampler.add_asgi_middleware(JsonBodiesOnly)
+MustangsSampler.add_asgi_middleware(ApiPage, spec=lambda: MustangsSampler.openapi_spec.asdict(), max_n=MAX_N)

@@ -1,4 +1,5 @@
-"""The BentoML service over HTTP: in-process (starlette TestClient) and one real `serving serve`.
+"""The BentoML service over HTTP: in-process (starlette TestClient) and one real `serving serve`;
+the API page (OpenAPI spec, /docs) is checked against what the service really answers.
 
 The model is a small exported mlp ensemble of random generators (no training needed).
 """
@@ -21,7 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import trainer
 from serving.export import export_ensemble
+from serving.openapi import TITLE, readable_error, user_spec
 from serving.sampler import OnnxSampler
 from test_serving import make_ensemble
 
@@ -151,8 +154,95 @@ def test_bentoml_endpoints_stay_on(client):
         assert client.get(path).status_code == 200, path
     spec = client.get("/docs.json").json()
     assert {"/sample", "/info"} <= set(spec["paths"])
-    props = spec["paths"]["/sample"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    schema = spec["paths"]["/sample"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    props = spec["components"]["schemas"][schema["$ref"].split("/")[-1]]["properties"]
     assert props["n"]["maximum"] == 1024 and props["format"]["enum"] == ["png", "npy"]
+
+
+# ------------------------------------------------------------------------------------------- API page
+# Written for API users: title, version, descriptions, examples, and every response really sent.
+@pytest.fixture(scope="module")
+def spec(client):
+    return client.get("/docs.json").json()
+
+
+def test_info_is_ours(spec):
+    info = spec["info"]
+    assert info["title"] == TITLE
+    assert info["version"] == trainer.__version__
+    assert "POST /sample" in info["description"] and "curl" in info["description"]
+    assert "BentoML" not in info["description"] and "mustangs:dev" not in info["description"]
+    assert "contact" not in info
+
+
+def test_sample_operation_is_documented_for_users(spec):
+    op = spec["paths"]["/sample"]["post"]
+    assert op["summary"] and "seed" in op["description"] and "``" not in op["description"]
+    media = op["requestBody"]["content"]["application/json"]
+    assert media["example"] == {"n": 16, "seed": 1, "format": "png"}
+    schema = spec["components"]["schemas"][media["schema"]["$ref"].split("/")[-1]]
+    assert schema["title"] == "SampleRequest"
+    assert all(p.get("description") for p in schema["properties"].values())
+    assert set(op["responses"]["200"]["content"]) == {"image/png", "application/octet-stream"}
+    assert {"400", "415", "500"} <= set(op["responses"])
+    assert all(r.get("description") for r in op["responses"].values())
+    assert "IODescriptor" not in str(spec)
+    for ref in ("#/components/schemas/Error", "#/components/schemas/ModelInfo"):
+        assert ref.split("/")[-1] in spec["components"]["schemas"]
+
+
+@pytest.mark.parametrize("path", ["/", "/docs"])
+def test_docs_page(client, path):
+    r = client.get(path)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert f"<title>{TITLE}</title>" in r.text and "swagger-ui" in r.text  # it loads ./docs.json
+
+
+# Every status and content type the service really answers with is in the spec.
+REQUESTS = [
+    ({"json": {"n": 4, "seed": 1}}, 200),
+    ({"json": {"n": 3, "format": "npy"}}, 200),
+    ({"json": {}}, 200),
+    ({"json": {"n": 0}}, 400),
+    ({"json": {"n": 10**9}}, 400),
+    ({"json": {"n": "4"}}, 400),
+    ({"json": {"seed": -1}}, 400),
+    ({"json": {"format": "gif"}}, 400),
+    ({"json": {"nn": 4}}, 400),
+    ({"content": b"{bad json", "headers": {"content-type": "application/json"}}, 400),
+    ({"content": b"n=4", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415),
+    ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 415),
+]
+
+
+@pytest.mark.parametrize("kwargs,status", REQUESTS)
+def test_every_answer_is_documented(client, spec, kwargs, status):
+    r = client.post("/sample", **kwargs)
+    assert r.status_code == status, r.text
+    documented = spec["paths"]["/sample"]["post"]["responses"][str(status)]
+    assert r.headers["content-type"].split(";")[0] in documented["content"]
+    if status == 200 and r.headers["content-type"] == "application/octet-stream":
+        assert np.load(io.BytesIO(r.content), allow_pickle=False).shape[0] == 3
+    if status >= 400:
+        error = r.json()["error"]
+        assert "IODescriptor" not in error and "validation error for" not in error
+        if status == 400 and "json" in kwargs and kwargs["json"]:
+            assert error.startswith("invalid request: ") and next(iter(kwargs["json"])) in error
+
+
+def test_readable_error_names_every_field():
+    body = {"error": "2 validation errors for SampleRequestIODescriptor",
+            "detail": [{"loc": ["n"], "msg": "Input should be greater than or equal to 1"},
+                       {"loc": [], "msg": "Invalid JSON"}]}
+    assert readable_error(body)["error"] == ("invalid request: n: Input should be greater than or equal to 1; "
+                                             "body: Invalid JSON")
+    assert readable_error({"error": "x"}) == {"error": "x"}
+
+
+def test_user_spec_keeps_what_it_does_not_know():
+    """A spec without our routes (another service version) passes through with only the info replaced."""
+    out = user_spec({"openapi": "3.0.2", "info": {"title": "x"}, "paths": {"/other": {"get": {}}}}, max_n=8)
+    assert out["paths"] == {"/other": {"get": {}}} and out["info"]["title"] == TITLE
 
 
 # ------------------------------------------------------------------------------------------- real server
