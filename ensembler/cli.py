@@ -103,18 +103,24 @@ def cmd_optimize(args) -> int:
     if args.plot and Path(args.plot).is_dir():
         raise UserError(f"--plot {args.plot} is a folder; give a file name such as {args.plot}/curve.png")
     _guard_optimize_outputs(args)
+    runs = _report_runs(args.pools) if args.report else []
     if args.dry_run:
         print(json.dumps({"pools": args.pools, **opts.__dict__, "out": str(out), "plot": args.plot,
                           "cache_dir": args.cache_dir, "device": args.device, "classifier": args.classifier,
                           "force_classifier": args.force_classifier, "data_dir": args.data_dir,
-                          "needs_real_data": needs_real(opts)}, indent=2))
+                          "needs_real_data": needs_real(opts),
+                          "report": [str(r / "report.html") for r in runs]}, indent=2))
         return 0
     _check_sizes(args.pools, args.batch_size, max(args.verify_samples, 2))
     ensemble, result = optimize(args.pools, opts, _evaluator(args, needs_real(opts)), StatsCache(args.cache_dir),
                                 progress=None, log=_log)
     if args.plot:
         plot_history(ensemble.meta["history"], args.plot, title=f"{opts.method}: {opts.objective}")
+    if runs:
+        ensemble.meta["references"] = _references(ensemble, opts, args.device)
     ensemble.save(out)
+    for run in runs:
+        _add_to_report(run, ensemble, out)
     metrics = ensemble.meta["metrics"]
     clf = ensemble.meta["classifier"]
     _log(f"judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
@@ -126,6 +132,42 @@ def cmd_optimize(args) -> int:
             _log(f"{kind:>9}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics[kind].items()))
     _log(f"time: {ensemble.meta['seconds']:.1f} s ({ensemble.meta['timings']})")
     return 0
+
+
+def _report_runs(pools: list[str]) -> list[Path]:
+    """The training runs whose report ``--report`` extends: each pool's parent, when it is a run folder."""
+    runs = []
+    for p in pools:
+        run = Path(p).resolve().parent
+        if not (run / "metrics.jsonl").is_file():
+            raise UserError(f"--report: {p} is not the pool of a training run (no {run / 'metrics.jsonl'}); "
+                            "--report extends runs/<name>/report.html, so give pools inside run folders")
+        if run not in runs:
+            runs.append(run)
+    return runs
+
+
+def _references(ensemble, opts, device: str) -> dict:
+    """Real images and uniform noise scored like the ensemble's verified metrics (same n, same target)."""
+    from trainer.evaluation import reference_scores, stats_of_tensor
+    from trainer.metrics import parse_target, score
+
+    evaluator = _evaluator(device)(ensemble.meta["dataset"])
+    target = parse_target(opts.target, evaluator.num_classes, evaluator.real.hist)
+    n = opts.verify_samples or opts.samples
+    _log(f"references for the report: {n} real images and {n} noise samples")
+    return reference_scores(lambda x: stats_of_tensor(evaluator.classifier, x, opts.batch_size),
+                            lambda st: score(st, evaluator.real, target, ("fid", "tvd")), ensemble.meta["dataset"],
+                            tuple(ensemble.spec.sample_shape), [n])
+
+
+def _add_to_report(run: Path, ensemble, out: Path) -> None:
+    """64 samples of the ensemble into ``run/report/``, then rebuild ``run/report.html`` with its section."""
+    from trainer.images import save_grid
+    from trainer.report import ENSEMBLE_GRID, write_report
+
+    save_grid(ensemble.sample(64, 0), run / "report" / ENSEMBLE_GRID, nrow=8)
+    _log(f"report: {write_report(run, ensemble=out)} (ensemble section added)")
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -309,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     _judge_args(p)
     p.add_argument("--out", default="ensemble.json", help="ensemble file to write")
     p.add_argument("--plot", default=None, help="write the convergence curve to this PNG")
+    p.add_argument("--report", action="store_true",
+                   help="add an ensemble section (weights, every candidate's fid and tvd, references, samples) to "
+                        "the report.html of the training run each pool belongs to")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.set_defaults(func=cmd_optimize)
 

@@ -197,6 +197,7 @@ class Run:
         self.device = resolve_device(cfg.device)
         self.log(f"resolved config ({self.device}):\n" + to_yaml(cfg).rstrip())
         dataset = load_dataset(cfg.data.dataset, "train", data_dir=cfg.data.data_dir, image_size=cfg.data.image_size)
+        self.log(f"data: {len(dataset)} {cfg.data.dataset} training samples; setting up the grid")
         if self._scorer_arg == "auto":
             self.scorer = load_scorer(cfg.data.dataset, self.device, self.log, data_dir=cfg.data.data_dir,
                                       classifier=cfg.eval.classifier, force=cfg.eval.force_classifier)
@@ -280,22 +281,25 @@ class Run:
                 self.board.close()
 
     def _run(self) -> dict:
-        from tqdm import tqdm
+        from trainer.progress import PlainProgress, progress_bar
 
         self.setup()
         cfg, co = self.cfg, self.cfg.coevolution
         total, nb = co.generations, self.coev.batches
         self._last_ckpt = self.block.generation if self.resume else -1
-        disable = None if self.progress is None else not self.progress
-        bar = tqdm(total=total * nb, initial=min(self.block.generation, total) * nb, unit="batch",
-                   disable=True if not self.world.is_writer else disable, dynamic_ncols=True)
-        # No terminal (a log file, Slurm, CI) and no --quiet: one plain line per generation instead.
-        plain = self.progress is None and bar.disable and self.world.is_writer
+        bar = progress_bar(total=total * nb, initial=min(self.block.generation, total) * nb, unit="batch",
+                           progress=self.progress if self.world.is_writer else False, log=self.log)
+        # No terminal (a log file, Slurm, CI) and no --quiet: plain lines instead of a bar, one at
+        # least every 10 s inside a generation (batch k/N, rate) and one at the end of each.
+        plain = isinstance(bar, PlainProgress)
         best_str = "n/a"
         try:
             while self.block.generation < total:
                 gen = self.block.generation + 1
-                bar.set_description(f"gen {gen}/{total}")
+                if plain:
+                    bar.restart(f"gen {gen}/{total}", total=nb)
+                else:
+                    bar.set_description(f"gen {gen}/{total}")
                 t0 = time.perf_counter()
                 every = cfg.eval.every
                 score = every is not None and (gen % every == 0 or gen == total)
@@ -429,6 +433,8 @@ class Run:
         if self._last_ckpt != self.block.generation:
             self._checkpoint()
         mix_w_all = self.world.gather_objects([w.tolist() for w in self.block.mix_w])
+        if self.scorer is not None:
+            self.log(f"final scores: {cfg.eval.fid_samples} samples of every cell's generator and mixture")
         gen_scores, mix_scores = self.final_scores(mix_w_all)
         grid = self.coev.grid
         ids = [f"r{r}c{c}" for r, c in (grid.coords(i) for i in range(grid.size))]
@@ -470,6 +476,14 @@ class Run:
                  "summary": summary}
         extra["classifier"] = self.scorer.record if self.scorer is not None else None
         extra["classifier_sha256"] = self.scorer.record.get("sha256") if self.scorer is not None else None
+        if cfg.output.report and self.scorer is not None:  # what the report's numbers mean
+            from trainer.evaluation import reference_scores
+
+            self.log("reference scores: real images and uniform noise on the same protocols")
+            extra["references"] = reference_scores(
+                self.scorer.stats, lambda st: self.scorer.score(st, ("fid", "tvd")), cfg.data.dataset,
+                tuple(self.scorer.classifier.input_shape), (cfg.mixture.eval_samples, cfg.eval.fid_samples),
+                data_dir=cfg.data.data_dir)
         write_pool(self.out / "pool", self.coev.spec, cfg.data.dataset, gens, mixtures=mixtures, extra=extra)
         kill_point("report")
         if cfg.output.report:
