@@ -20,6 +20,7 @@ from pathlib import Path
 from trainer.cli import ArgumentParser, HelpFormatter, add_version, console_main
 from trainer.cliargs import int_range, seed_type
 from trainer.errors import UserError
+from trainer.names import count
 
 
 def _evaluator(args, need_real: bool = True):
@@ -125,7 +126,7 @@ def cmd_optimize(args) -> int:
     clf = ensemble.meta["classifier"]
     _log(f"judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
          f"{', FORCED' if clf.get('forced') else ''})")
-    _log(f"wrote {out}: {len(ensemble.members)} generators, weights "
+    _log(f"wrote {out}: {count(len(ensemble.members), 'generator')}, weights "
          + ", ".join(f"{m.id}={w:.3f}" for m, w in zip(ensemble.members, ensemble.weights)))
     for kind in ("estimated", "verified"):
         if metrics.get(kind):
@@ -270,7 +271,7 @@ def cmd_import(args) -> int:
         _check_replaceable_pool(out)
     check_writable(out, is_dir=True)
     pool = import_lipizzaner(args.folder, out, dataset=args.dataset)
-    _log(f"wrote pool {pool.root} with {len(pool)} generators ({pool.spec.arch}, z={pool.spec.latent_dim})")
+    _log(f"wrote pool {pool.root} with {count(len(pool), 'generator')} ({pool.spec.arch}, z={pool.spec.latent_dim})")
     groups: dict[str, list[str]] = {}
     for e in pool.entries:
         groups.setdefault(e.sha256, []).append(f"{e.id} ({e.origin.get('file', e.file)})")

@@ -28,6 +28,7 @@ from torch import nn
 
 from trainer.atomic import atomic_path
 from trainer.errors import UserError
+from trainer.names import count
 from trainer.metrics import FeatureStats, StatsAccumulator
 from trainer.networks import NetSpec
 
@@ -280,7 +281,7 @@ def pool_stats(sources: Sequence[Source], evaluator: Evaluator, n: int = 10_000,
                 cache.put(key, stats)
         out.append(stats)
     if log is not None:
-        log(f"statistics: {len(sources) - misses} of {len(sources)} generators from cache, {misses} sampled "
+        log(f"statistics: {len(sources) - misses} of {count(len(sources), 'generator')} from cache, {misses} sampled "
             f"({n} samples each)")
     return out
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from trainer.cli import ArgumentParser, HelpFormatter, add_version, console_main
 from trainer.cliargs import float_range, int_range, port_type, seed_type, threads_type
 from trainer.errors import UserError
+from trainer.names import count
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
@@ -131,8 +132,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_ensemble(args.ensemble, args.out, check_parity=args.check, tolerance=args.tolerance,
                              opset=args.opset)
     meta = result.metadata
-    print(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB): {result.n_generators} "
-          f"'{meta['mustangs.arch']}' generators, latent {meta['mustangs.latent_dim']}, "
+    print(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB): {count(result.n_generators, 'generator')} "
+          f"('{meta['mustangs.arch']}'), latent {meta['mustangs.latent_dim']}, "
           f"samples {json.loads(meta['mustangs.sample_shape'])}")
     if result.max_abs_diff is not None:
         print(f"parity torch vs onnxruntime (N = 1, 7, 1000): max abs diff {result.max_abs_diff:.3g} "

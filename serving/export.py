@@ -30,6 +30,7 @@ from torch import nn
 
 from trainer.atomic import atomic_path
 from trainer.errors import UserError
+from trainer.names import count
 from trainer.pool import sha256_file
 
 ONNX_FORMAT = "mustangs-onnx/1"
@@ -205,7 +206,7 @@ def export_ensemble(ensemble_path: str | Path, out: str | Path, *, check_parity:
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = f"Mustangs ensemble of {len(ensemble.generators)} '{ensemble.spec.arch}' generators"
+    model.doc_string = f"Mustangs ensemble of {count(len(ensemble.generators), 'generator')} ('{ensemble.spec.arch}')"
     onnx.checker.check_model(model, full_check=True)
     diff = None
     with atomic_path(out) as tmp:

@@ -67,3 +67,50 @@ def test_version_is_the_package_version():
     proc = subprocess.run([sys.executable, "-m", "trainer", "--version"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"trainer (mustangs) {trainer.__version__}"
+
+
+def test_help_shows_no_docstring_markup():
+    """``--help`` reuses module docstrings; their reStructuredText markup must not leak into it."""
+    probe = """
+import contextlib, io, json, sys
+from trainer.cli import build_parser as t
+from ensembler.cli import build_parser as e
+from serving.cli import build_parser as s
+texts = []
+for build, verbs in ((t, [["train"], ["classifier"], ["classifier", "train"], ["score"]]),
+                     (e, [["optimize"], ["evaluate"], ["sample"]]), (s, [["export"], ["serve"], ["build"]])):
+    for argv in [[]] + verbs:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            try:
+                build().parse_args(argv + ["--help"])
+            except SystemExit:
+                pass
+        texts.append(out.getvalue())
+print(json.dumps(texts))
+"""
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    texts = json.loads(proc.stdout)
+    assert len(texts) == 13 and all(t.startswith("usage:") for t in texts)
+    for text in texts:
+        assert "``" not in text and "::\n" not in text and ":func:" not in text, text[:300]
+
+
+def test_wording():
+    from ensembler.objectives import describe, parse_objective
+    from trainer.cli import plain_text
+    from trainer.names import count
+
+    assert count(1, "generator") == "1 generator" and count(3, "generator") == "3 generators"
+    assert describe(parse_objective("is")) == "-is" and describe(parse_objective("tvd+0.5*is")) == "tvd - 0.5*is"
+    assert plain_text("Run ``trainer train``. Examples::\n\n    x") == "Run trainer train. Examples:\n\n    x"
+
+
+def test_dry_run_names_a_missing_classifier_once(tmp_path, capsys):
+    from trainer.cli import main
+
+    assert main(["train", str(ROOT / "configs" / "mnist-3x3.yaml"), "--dry-run", "--out", str(tmp_path / "r"),
+                 "data.data_dir=/nonexistent"]) == 0
+    scoring = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("# scoring:"))
+    if "no evaluation classifier" in scoring:  # unless someone trained one for mnist
+        assert scoring.count("no evaluation classifier") == 1 and "trainer classifier train" in scoring

@@ -9,6 +9,7 @@ answer at once, and each verb imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Callable
 
@@ -16,8 +17,20 @@ from trainer.errors import exit_on_user_error
 from trainer.threads import prefer_passive_openmp
 
 
+def plain_text(text: str) -> str:
+    """Docstring markup (reStructuredText) as plain text for ``--help``: ``x`` → x, "Examples::" → "Examples:"."""
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text)
+    return text.replace("``", "").replace("::\n", ":\n")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults (``[default: …]``) and keeps description line breaks."""
+    """Shows defaults (``[default: …]``), keeps description line breaks, drops docstring markup."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain_text(text))
+
+    def _expand_help(self, action) -> str:
+        return plain_text(super()._expand_help(action))
 
 
 class ArgumentParser(argparse.ArgumentParser):

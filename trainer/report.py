@@ -21,6 +21,7 @@ import numpy as np
 
 from trainer.atomic import atomic_path, write_text_atomic
 from trainer.losses import G_LOSSES
+from trainer.names import count
 
 
 def read_metrics(run: str | Path) -> list[dict]:
@@ -268,10 +269,10 @@ def ensemble_section(path: Path, figdir: Path, plt) -> str:
     metrics = data.get("metrics") or {}
     refs = data.get("references") or {}
     parts = [f"<h2>Ensemble ({html.escape(path.name)})</h2>",
-             f"<p>{html.escape(str(data.get('method', '?')))} over {len(data.get('pool_weights') or {})} generators "
+             f"<p>{html.escape(str(data.get('method', '?')))} over {count(len(data.get('pool_weights') or {}), 'generator')} "
              f"minimising <b>{html.escape(str(data.get('objective_minimised', data.get('objective', '?'))))}</b> "
              f"(target {html.escape(str(data.get('target', 'uniform')))}); "
-             f"{len(data.get('members') or [])} generators with non-zero weight.</p>"]
+             f"{count(len(data.get('members') or []), 'generator')} with non-zero weight.</p>"]
     members = data.get("members") or []
     if members:
         parts.append("<table border=1 cellpadding=4><tr><th>generator</th><th>weight</th></tr>"

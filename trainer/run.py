@@ -292,6 +292,9 @@ class Run:
         # No terminal (a log file, Slurm, CI) and no --quiet: plain lines instead of a bar, one at
         # least every 10 s inside a generation (batch k/N, rate) and one at the end of each.
         plain = isinstance(bar, PlainProgress)
+        if plain:
+            self.log(f"training {total - self.block.generation} generations of {nb} batches on "
+                     f"{self.coev.grid.size} cells")
         best_str = "n/a"
         try:
             while self.block.generation < total:
