@@ -27,6 +27,7 @@ import pytest
 from PIL import Image
 
 from serving.export import export_ensemble
+from serving.openapi import user_spec
 from serving.sampler import OnnxSampler
 from test_serving import make_ensemble
 from test_serving_http import _free_port, _http
@@ -113,7 +114,10 @@ def test_bento_serves_from_a_clean_venv(tmp_path):
             want = np.asarray(Image.open(io.BytesIO(OnnxSampler(model, threads=1).sample_png(9, 3))))
             assert got.shape == want.shape  # the same grid the dev install draws, up to rounding
             assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
-            assert _http(port, "/docs.json", method="GET")[0] == 200
+            status, _, spec = _http(port, "/docs.json", method="GET")  # the API page ships too
+            assert status == 200 and json.loads(spec)["info"] == json.loads(json.dumps(
+                user_spec({"info": {}}, max_n=1024)["info"]))
+            assert _http(port, "/docs", method="GET")[0] == 200
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
         finally:

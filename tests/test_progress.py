@@ -66,3 +66,22 @@ def test_choice_of_display(monkeypatch):
     assert not isinstance(bar, PlainProgress) and not bar.disable  # a terminal: tqdm
     bar.close()
     assert nested(None) is False  # no second bar on a terminal
+
+
+def test_a_phase_without_updates_is_repeated_by_the_ticker():
+    """Work that never calls update (scoring, final scores) still prints a line every interval."""
+    import time
+
+    out = []
+    bar = PlainProgress(total=10, desc="gen 1/2", unit="batch", every=0.05, log=out.append, ticker=True)
+    try:
+        bar.phase("final scores: 5000 samples")
+        time.sleep(0.4)
+    finally:
+        bar.close()
+    assert out[0] == "final scores: 5000 samples"
+    repeats = [s for s in out[1:] if s.startswith("final scores: 5000 samples (")]
+    assert len(repeats) >= 2 and repeats == out[1:]
+    n = len(out)
+    time.sleep(0.15)
+    assert len(out) == n  # closed: the thread has stopped
