@@ -212,6 +212,8 @@ def cmd_evaluate(args) -> int:
         _log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); showing tvd and is only "
              f"(pass --data-dir for fid and precision/recall/density/coverage/kid)")
     target = parse_target(target_spec, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
+    _log(f"evaluating {count(len(pools), 'generator')} alone, the uniform mixture"
+         f"{' and the ensemble' if ensemble is not None else ''} on {args.n} samples each")
     rows = evaluate_table(pools, evaluator, args.n, args.seed, target, ensemble, StatsCache(args.cache_dir),
                           args.batch_size, diversity_samples=args.diversity_samples)
     if args.json:

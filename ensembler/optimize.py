@@ -17,6 +17,7 @@ import torch
 
 from trainer.errors import UserError
 from trainer.metrics import FeatureStats, parse_target, score
+from trainer.names import count
 
 from ensembler.ensemble import Ensemble
 from ensembler.methods import METHODS, Method, decode, make_method
@@ -52,7 +53,7 @@ def search(objective: Callable[[np.ndarray], np.ndarray], method: Method, K: int
     history: list[tuple[int, float]] = []
     stop = "budget"
     with progress_bar(total=budget, desc=f"search ({method.name})", unit="eval", progress=progress,
-                      leave=False) as bar, single_threaded_blas():
+                      leave=False, ticker=True) as bar, single_threaded_blas():
         while evals < budget:
             if method.done:
                 stop = "converged"
@@ -232,6 +233,8 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
         log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); fid and precision/recall/"
             f"density/coverage/kid are not reported (pass --data-dir to get them)")
     target = parse_target(opts.target, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
+    log(f"{count(len(pools), 'generator')} ({pools.spec.arch}) from {', '.join(map(str, pool_paths))}; "
+        f"statistics of {opts.samples} samples each")
 
     # Statistics (once per generator, cached).
     t = time.perf_counter()

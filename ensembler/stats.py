@@ -162,7 +162,7 @@ def sample_stats(sample_fn: Callable[[int], torch.Tensor], evaluator: Evaluator,
     clf = evaluator.classifier
     acc = StatsAccumulator(evaluator.feature_dim, evaluator.num_classes)
     feats, logps = [], []
-    with progress_bar(total=n, desc=desc, unit="img", progress=progress, leave=False) as bar:
+    with progress_bar(total=n, desc=desc, unit="img", progress=progress, leave=False, ticker=True) as bar:
         done = 0
         while done < n:
             b = min(batch_size, n - done)
@@ -270,7 +270,7 @@ def pool_stats(sources: Sequence[Source], evaluator: Evaluator, n: int = 10_000,
 
     out: list[FeatureStats] = []
     misses = 0
-    for src in progress_bar(sources, desc="statistics", unit="generator", progress=progress):
+    for src in progress_bar(sources, desc="statistics", unit="generator", progress=progress, ticker=True):
         key = cache_key(src.sha256, src.spec, evaluator.classifier_hash, n, seed)
         stats = cache.get(key) if cache is not None else None
         if stats is None:

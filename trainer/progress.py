@@ -74,9 +74,12 @@ class PlainProgress:
                 self.log(self.line(now))
 
     def __iter__(self):
-        for item in self.iterable:
-            yield item
-            self.update(1)
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
 
     def __enter__(self) -> "PlainProgress":
         return self
