@@ -118,7 +118,7 @@ def cmd_optimize(args) -> int:
     if args.plot:
         plot_history(ensemble.meta["history"], args.plot, title=f"{opts.method}: {opts.objective}")
     if runs:
-        ensemble.meta["references"] = _references(ensemble, opts, args.device)
+        ensemble.meta["references"] = _references(ensemble, opts, args)
     ensemble.save(out)
     for run in runs:
         _add_to_report(run, ensemble, out)
@@ -148,18 +148,26 @@ def _report_runs(pools: list[str]) -> list[Path]:
     return runs
 
 
-def _references(ensemble, opts, device: str) -> dict:
-    """Real images and uniform noise scored like the ensemble's verified metrics (same n, same target)."""
+def _references(ensemble, opts, args) -> dict:
+    """Real images and uniform noise scored like the ensemble's verified metrics (same n, same target,
+    same judge); empty, with a note, when the real data is not there (the ensemble is kept either way)."""
     from trainer.evaluation import reference_scores, stats_of_tensor
     from trainer.metrics import parse_target, score
 
-    evaluator = _evaluator(device)(ensemble.meta["dataset"])
-    target = parse_target(opts.target, evaluator.num_classes, evaluator.real.hist)
+    dataset = ensemble.meta["dataset"]
+    evaluator = _evaluator(args, need_real=False)(dataset)
     n = opts.verify_samples or opts.samples
-    _log(f"references for the report: {n} real images and {n} noise samples")
-    return reference_scores(lambda x: stats_of_tensor(evaluator.classifier, x, opts.batch_size),
-                            lambda st: score(st, evaluator.real, target, ("fid", "tvd")), ensemble.meta["dataset"],
-                            tuple(ensemble.spec.sample_shape), [n])
+    try:
+        if evaluator.real is None:
+            raise UserError(f"no real {dataset} test split ({evaluator.missing_real})")
+        target = parse_target(opts.target, evaluator.num_classes, evaluator.real.hist)
+        _log(f"references for the report: {n} real images and {n} noise samples")
+        return reference_scores(lambda x: stats_of_tensor(evaluator.classifier, x, opts.batch_size),
+                                lambda st: score(st, evaluator.real, target, ("fid", "tvd")), dataset,
+                                tuple(ensemble.spec.sample_shape), [n], data_dir=args.data_dir)
+    except UserError as exc:
+        _log(f"note: the report shows no reference values ({exc})")
+        return {}
 
 
 def _add_to_report(run: Path, ensemble, out: Path) -> None:

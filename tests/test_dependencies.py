@@ -1,7 +1,8 @@
 """Declared dependencies match the imports: per extra in pyproject.toml, and for the Bento.
 
 Imports are read from the source (``ast``), including those inside functions; an import inside
-``try: ... except ImportError`` is optional and needs no declaration. A third-party module is
+``try: ... except ImportError``, ``pytest.importorskip("x")`` and ``importlib.util.find_spec("x")``
+are optional uses: they need no declaration, but they count as uses of a declared extra. A third-party module is
 mapped to its distribution through ``importlib.metadata.packages_distributions()`` (so the
 dev install must be present, as it is wherever the tests run).
 """
@@ -85,6 +86,11 @@ def imports(path: Path) -> list[tuple[str, bool]]:
     out = []
     for node in ast.walk(tree):
         if _in_lazy_getattr(node, parents):
+            continue
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("importorskip", "find_spec") and node.args
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            out.append((node.args[0].value, True))  # pytest.importorskip("x") / find_spec("x"): optional uses
             continue
         if isinstance(node, ast.Import):
             out += [(a.name, _is_optional(node, parents)) for a in node.names]

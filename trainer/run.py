@@ -495,10 +495,13 @@ class Run:
             from trainer.evaluation import reference_scores
 
             self._phase("reference scores: real images and uniform noise on the same protocols")
-            extra["references"] = reference_scores(
-                self.scorer.stats, lambda st: self.scorer.score(st, ("fid", "tvd")), cfg.data.dataset,
-                tuple(self.scorer.classifier.input_shape), (cfg.mixture.eval_samples, cfg.eval.fid_samples),
-                data_dir=cfg.data.data_dir)
+            try:
+                extra["references"] = reference_scores(
+                    self.scorer.stats, lambda st: self.scorer.score(st, ("fid", "tvd")), cfg.data.dataset,
+                    tuple(self.coev.spec.sample_shape), (cfg.mixture.eval_samples, cfg.eval.fid_samples),
+                    data_dir=cfg.data.data_dir)
+            except UserError as exc:  # the pool matters more than its reference values
+                self.log(f"note: no reference scores in the report ({exc})")
         write_pool(self.out / "pool", self.coev.spec, cfg.data.dataset, gens, mixtures=mixtures, extra=extra)
         kill_point("report")
         if cfg.output.report:
