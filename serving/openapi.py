@@ -139,7 +139,7 @@ def user_spec(spec: dict, max_n: int) -> dict:
         op["responses"] = {"200": {"description": "The model's metadata.",
                                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/ModelInfo"}}}},
                            **errors}
-    used = json.dumps(spec["paths"])
+    used = json.dumps(paths)
     for name in [k for k in schemas if f"#/components/schemas/{k}\"" not in used]:
         del schemas[name]  # BentoML's unused ones: task status, its own error bodies, the inline /info input
     return spec

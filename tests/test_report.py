@@ -57,7 +57,7 @@ def test_optimize_report_adds_the_ensemble_with_both_objectives_for_every_candid
     assert "Every candidate, both objectives" in text and "reference: real images" in text
     for name in names:
         assert re.search(rf"<td>{name}</td>(<td>[^<]+</td>){{3}}", html), name  # fid, tvd and is for each
-    assert (run / "report" / "ensemble-tradeoff.png").stat().st_size > 1000
+    assert (run / "report" / "ensemble_tradeoff.png").stat().st_size > 1000
     assert (run / "report" / ENSEMBLE_GRID).stat().st_size > 100 and f"report/{ENSEMBLE_GRID}" in html
     # Sample grids are drawn three times their size, without smoothing.
     assert re.search(r"<img src='samples/gen-000002.png' width=\d+ [^>]*pixelated", html)

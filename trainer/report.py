@@ -256,7 +256,7 @@ def write_report(run: str | Path, ensemble: str | Path | None = None) -> Path:
 
 
 #: Name of the ensemble's sample grid in ``run/report/`` (written by ``ensembler optimize --report``).
-ENSEMBLE_GRID = "ensemble-samples.png"
+ENSEMBLE_GRID = "ensemble_samples.png"
 
 
 def ensemble_section(path: Path, figdir: Path, plt) -> str:
@@ -297,8 +297,8 @@ def ensemble_section(path: Path, figdir: Path, plt) -> str:
             ax.set_xlabel(f"{tk} (lower: more balanced classes)")
             ax.set_ylabel(f"{fk} (lower: closer to real images)")
             ax.set_title("candidates: the trade-off between the objectives")
-            _save(fig, figdir / "ensemble-tradeoff.png")
-            parts.append("<img src='report/ensemble-tradeoff.png'>")
+            _save(fig, figdir / "ensemble_tradeoff.png")
+            parts.append("<img src='report/ensemble_tradeoff.png'>")
     verified = metrics.get("verified") or {}
     if verified:
         std = metrics.get("verified_std") or {}
