@@ -107,7 +107,9 @@ def _local_modules(folder: Path) -> set[str]:
 
 def third_party(path: Path) -> tuple[set[str], set[str]]:
     """Top-level third-party modules ``path`` imports: (required, optional-only)."""
-    local = _local_modules(path.parent) if path.parent.name in ("tests", "benchmarks") else set()
+    # tests/ and benchmarks/ import their own modules (and tests import benchmarks/ ones) by bare name
+    local = (_local_modules(ROOT / "tests") | _local_modules(ROOT / "benchmarks")
+             if path.parent.name in ("tests", "benchmarks") else set())
     required, optional = set(), set()
     for mod, opt in imports(path):
         top = mod.split(".")[0]
