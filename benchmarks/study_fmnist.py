@@ -100,6 +100,30 @@ def one(variant: str, seed: int, args, log: Path) -> list[dict]:
     return recs
 
 
+def diagnose(pool_dir: Path, samples: int) -> dict:
+    """Why a re-purposed ensemble cannot beat a TVD: the pool's exact TVD ceiling (the best any
+    mixture of its generators can reach, solved as a linear programme on the per-generator class
+    histograms) and the classes that no generator draws more than 2% of the time."""
+    import numpy as np
+
+    from ensembler.mixture_math import solve_tvd, tvd_batch
+    from ensembler.optimize import sources_of
+    from ensembler.pools import open_pools
+    from ensembler.stats import StatsCache, load_evaluator, pool_stats, stack
+    from trainer.class_names import class_names
+
+    pools = open_pools([str(pool_dir)])
+    ev = load_evaluator(pools.dataset, "cpu", need_real=False)
+    hist = stack(pool_stats(sources_of(pools), ev, n=samples, seed=0, cache=StatsCache(None)))["hist"]
+    target = np.full(hist.shape[1], 1.0 / hist.shape[1])
+    w = solve_tvd(hist, target)
+    names = class_names(pools.dataset, hist.shape[1])
+    best_share = hist.max(0)
+    return {"tvd_ceiling": float(tvd_batch(w[None], hist, target)[0]),
+            "rare_classes": [f"{names[c]} ({best_share[c]:.3f})" for c in np.flatnonzero(best_share < 0.02)],
+            "max_share_per_class": {names[c]: round(float(best_share[c]), 4) for c in range(hist.shape[1])}}
+
+
 def table(records: list[dict]) -> str:
     """A markdown table: mean ± std (n seeds) of fid and tvd per variant and member kind."""
     rows = {}
@@ -183,6 +207,15 @@ def main() -> int:
             if args.json:
                 Path(args.json).write_text(json.dumps(records, indent=1))
     print(table(records))
+    diagnosis = {}
+    for seed in args.seeds:
+        for variant in args.variants:
+            pool = out / f"{variant}-s{seed}" / "pool"
+            if (pool / "manifest.json").is_file():
+                diagnosis[f"{variant}-s{seed}"] = d = diagnose(pool, args.samples)
+                print(f"{variant}-s{seed}: exact TVD ceiling of the pool {d['tvd_ceiling']:.3f}; classes no generator "
+                      f"draws over 2% of the time: {', '.join(d['rare_classes']) or 'none'}")
+    (out / f"diagnosis-s{'-'.join(map(str, args.seeds))}.json").write_text(json.dumps(diagnosis, indent=1))
     picture(out, args.seeds[0], out / "samples-side-by-side.png")
     print(f"wall time {time.perf_counter() - t0:.0f} s; picture: {out / 'samples-side-by-side.png'}")
     return 0

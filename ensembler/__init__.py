@@ -1,7 +1,8 @@
 """Mustangs ensembler: re-purpose a pool of generators by optimising mixture weights.
 
 ``ensembler.Ensemble`` is imported lazily (it needs torch), so that ``import ensembler`` and
-``ensembler --help`` stay instant.
+``ensembler --help`` stay instant, and the numpy-only :mod:`ensembler.mixture_math` can be
+imported by the serving runtime without torch.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ __all__ = ["Ensemble"]
 
 
 def __getattr__(name: str):
-    """Lazy access to :class:`ensembler.ensemble.Ensemble`."""
+    """Lazy access to :class:`ensembler.ensemble.Ensemble` (imports torch)."""
     if name == "Ensemble":
         from ensembler.ensemble import Ensemble
 

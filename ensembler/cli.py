@@ -5,6 +5,7 @@
   ensembler optimize runs/a/pool --objective tvd --target "0:0.5,3:0.5" --out two-classes.json
   ensembler optimize runs/a/pool --objective "tvd+coverage" --data-dir DIR --out diverse.json
   ensembler optimize lipizzaner/pool --objective tvd --classifier ~/.cache/mustangs/classifiers/mnist
+  ensembler front runs/a/pool --objectives tvd,fid --max-size 5 --out front.json --plot front.png
   ensembler evaluate e.json            (or a pool folder; --json for machine-readable output)
   ensembler sample e.json -n 64 --seed 0 --out grid.png
   ensembler import-lipizzaner lipizzaner_output/ --out runs/lipizzaner/pool
@@ -67,13 +68,15 @@ def _check_sizes(pool_paths, batch_size: int, kept_samples: int) -> None:
                  "lower --batch-size, -n or --verify-samples")
 
 
-def _guard_optimize_outputs(args) -> None:
-    """``--out``/``--plot``/``--cache-dir`` may not be, contain or lie in a pool; names must fit; folders writable."""
+def _guard_optimize_outputs(args, what: str = "ensemble.json") -> None:
+    """``--out``/``--plot``/``--cache-dir`` may not be, contain or lie in a pool; names must fit; folders writable.
+
+    Shared by ``optimize`` and ``front`` (``what`` names the JSON written: ensemble.json, front.json)."""
     from trainer.safety import check_suffix, check_writable, guard_output
 
     inputs = _pool_inputs(args.pools)
     guard_output(args.out, inputs)
-    check_suffix(args.out, (".json",), what="ensemble.json")
+    check_suffix(args.out, (".json",), what=what)
     if args.plot:
         guard_output(args.plot, inputs + [("--out file", args.out)], flag="--plot")
         check_suffix(args.plot, (".png",), flag="--plot", what="a PNG image")
@@ -177,6 +180,56 @@ def _add_to_report(run: Path, ensemble, out: Path) -> None:
 
     save_grid(ensemble.sample(64, 0), run / "report" / ENSEMBLE_GRID, nrow=8)
     _log(f"report: {write_report(run, ensemble=out)} (ensemble section added)")
+
+
+# --------------------------------------------------------------------------- front
+
+def cmd_front(args) -> int:
+    from ensembler.front import parse_objectives, plot_front, run_front, save_front
+    from ensembler.stats import StatsCache
+
+    objectives = parse_objectives(args.objectives)
+    sample_terms = [m for m in objectives if m in ("recall", "coverage")]
+    if args.diversity_samples < 0 or 0 < args.diversity_samples <= 5:
+        raise UserError(f"--diversity-samples must be 0 (skip) or more than 5 (got {args.diversity_samples})")
+    if sample_terms and not args.diversity_samples:
+        raise UserError(f"objective {', '.join(sample_terms)} needs --diversity-samples > 0")
+    out = Path(args.out)
+    for flag, path in (("--out", out), ("--plot", Path(args.plot) if args.plot else None)):
+        if path is not None and path.is_dir():
+            raise UserError(f"{flag} {path} is a folder; give a file name")
+    _guard_optimize_outputs(args, "front.json")
+    need_real = bool(set(objectives) & {"fid", "recall", "coverage"}) or (args.target or "").strip() == "real"
+    if args.dry_run:
+        print(json.dumps({"pools": args.pools, "objectives": list(objectives), "target": args.target,
+                          "max_size": args.max_size, "scalarisations": args.scalarisations, "budget": args.budget,
+                          "max_points": args.max_points, "seed": args.seed, "samples": args.samples,
+                          "stats_seed": args.stats_seed, "batch_size": args.batch_size,
+                          "diversity_samples": args.diversity_samples, "out": str(out), "plot": args.plot,
+                          "cache_dir": args.cache_dir, "device": args.device, "classifier": args.classifier,
+                          "force_classifier": args.force_classifier, "data_dir": args.data_dir,
+                          "needs_real_data": need_real}, indent=2))
+        return 0
+    _check_sizes(args.pools, args.batch_size, 2)
+    doc = run_front(args.pools, objectives, _evaluator(args, need_real), StatsCache(args.cache_dir),
+                    target=args.target, scalarisations=args.scalarisations, budget=args.budget, seed=args.seed,
+                    max_size=args.max_size, max_points=args.max_points, samples=args.samples,
+                    stats_seed=args.stats_seed, batch_size=args.batch_size, diversity_samples=args.diversity_samples,
+                    out=out, progress=None, log=_log)
+    save_front(doc, out)
+    if args.plot:
+        plot_front(doc, args.plot)
+    o1, o2 = objectives
+    clf = doc["classifier"]
+    _log(f"judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
+         f"{', FORCED' if clf.get('forced') else ''})")
+    _log(f"wrote {out}: {len(doc['points'])} Pareto-optimal ensembles ({doc['evaluations']} evaluations, "
+         f"{doc['seconds']:.1f} s)" + (f", plot {args.plot}" if args.plot else ""))
+    print(f"{'point':>5} {'size':>4} {o1:>10} {o2:>10}")
+    for p in doc["points"]:
+        print(f"{p['index']:>5} {p['size']:>4} {p['objectives'][o1]:>10.4f} {p['objectives'][o2]:>10.4f}")
+    _log(f"export one with: serving export {out} --point I --out model.onnx")
+    return 0
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -367,6 +420,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "the report.html of the training run each pool belongs to")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("front", help="the Pareto front of two objectives over mixtures (front.json + plot)",
+                       formatter_class=HelpFormatter,
+                       description="CMA-ES over scalarisations (1-a)*obj1 + a*obj2 (normalised), every evaluated "
+                                   "mixture archived, the non-dominated ones kept: each front point is an ensemble "
+                                   "in one JSON; 'serving export front.json --point I' exports one.")
+    p.add_argument("pools", nargs="+", help="pool folders (runs/<name>/pool)")
+    p.add_argument("--objectives", default="tvd,fid",
+                   help="two metrics to trade off: tvd | fid | is | recall | coverage (the last three maximised)")
+    p.add_argument("--target", default=None, help="class distribution for tvd (as for optimize; None = uniform)")
+    p.add_argument("--max-size", type=int_range(1, none=True), default=None,
+                   help="at most this many generators with non-zero weight per point (None: no cap)")
+    p.add_argument("--scalarisations", type=int_range(2, 1_000), default=11, help="weighted sums searched (a = 0 .. 1)")
+    p.add_argument("--budget", type=int_range(1, 10_000_000), default=400,
+                   help="objective evaluations per scalarisation")
+    p.add_argument("--max-points", type=int_range(2, 10_000), default=25, help="most front points kept (evenly spread)")
+    p.add_argument("--seed", type=seed_type, default=0, help="search seed")
+    p.add_argument("--samples", type=int_range(2, 10_000_000), default=10_000,
+                   help="samples per generator for its statistics")
+    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    p.add_argument("--diversity-samples", type=int, default=1000,
+                   help="feature samples per generator (and real) for the recall/coverage objectives and the points' "
+                        "precision/recall/density/coverage/kid (0: skip; used only when the real split is there)")
+    _judge_args(p)
+    p.add_argument("--out", default="front.json", help="front file to write")
+    p.add_argument("--plot", default=None, help="write the front (objective 1 vs 2, size as colour) to this PNG")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
+    p.set_defaults(func=cmd_front)
 
     p = sub.add_parser("evaluate", help="metrics of every generator alone, the uniform mixture and the ensemble",
                        formatter_class=HelpFormatter)

@@ -48,7 +48,7 @@ def _normalise(weights) -> np.ndarray:
     return w / w.sum()
 
 
-def _check_member_file(ensemble_path: Path, member_id: str, file: Path, sha256: str, pools: dict) -> None:
+def _check_member_file(ensemble_path: Path | str, member_id: str, file: Path, sha256: str, pools: dict) -> None:
     """A member's weights must be a ``.safetensors`` file listed (same name and sha256) in its pool's manifest."""
     from trainer.pool import read_pool
 
@@ -107,7 +107,6 @@ class Ensemble:
         """
         from ensembler.schema import EnsembleDoc
         from trainer.loaders import read_json_file
-        from trainer.networks import check_network_memory
         from trainer.schema import validate
 
         path = Path(path)
@@ -117,28 +116,42 @@ class Ensemble:
         if not isinstance(data, dict) or data.get("format") != ENSEMBLE_FORMAT:
             raise UserError(f"{path} is not a Mustangs ensemble file (format != {ENSEMBLE_FORMAT})")
         doc = validate(EnsembleDoc, data, str(path))
-        spec = NetSpec.from_json(doc.network.model_dump())
-        check_network_memory(spec, str(path))
+        meta = {k: v for k, v in data.items() if k not in ("format", "network", "members")}
+        return cls.from_members(doc.network, doc.members, path.parent, str(path), meta)
+
+    @classmethod
+    def from_members(cls, network, members, base: Path, where: str,
+                     meta: dict[str, Any] | None = None) -> "Ensemble":
+        """An ensemble from a validated ``network`` (:class:`trainer.schema.NetworkModel`) and ``members``
+        (:class:`ensembler.schema.EnsembleMember`) — the ``ensemble.json`` layout.
+
+        Shared by ``ensemble.json`` and the points of a ``front.json``. Member paths are relative
+        to ``base``; each must be a ``.safetensors`` listed with the same sha256 in the manifest of
+        the pool folder it lies in, and its hash is checked again on load. Members naming the same
+        weights are merged (weights summed). ``where`` names the source in error messages.
+        """
+        from trainer.networks import check_network_memory
+
+        spec = NetSpec.from_json(network.model_dump())
+        check_network_memory(spec, where)
         merged: dict[str, Member] = {}
         pools: dict = {}
-        top = max(m.weight for m in doc.members)  # > 0 (schema); scaling first keeps sums finite
-        for m in doc.members:
+        top = max(m.weight for m in members)  # > 0 (schema); scaling first keeps sums finite
+        for m in members:
             if m.sha256 in merged:
                 merged[m.sha256].weight += m.weight / top
                 continue
             file = Path(m.path)
-            file = (file if file.is_absolute() else (path.parent / file)).resolve()
-            _check_member_file(path, m.id, file, m.sha256, pools)
+            file = (file if file.is_absolute() else (Path(base) / file)).resolve()
+            _check_member_file(where, m.id, file, m.sha256, pools)
             merged[m.sha256] = Member(m.id, file, m.sha256, m.weight / top, m.pool, dict(m.origin))
-        members = [m for m in merged.values() if m.weight > 0]
-        gens = [load_generator_file(m.path, spec, expected_sha256=m.sha256) for m in members]
-        meta = {k: v for k, v in data.items() if k not in ("format", "network", "members")}
-        return cls(spec, gens, [m.weight for m in members], members, meta)
+        kept = [m for m in merged.values() if m.weight > 0]
+        gens = [load_generator_file(m.path, spec, expected_sha256=m.sha256) for m in kept]
+        return cls(spec, gens, [m.weight for m in kept], kept, meta)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write ``ensemble.json`` atomically; member paths are stored relative to it when possible."""
-        path = Path(path)
-        base = path.parent.resolve()
+    def members_json(self, base: str | os.PathLike) -> list[dict[str, Any]]:
+        """The ``members`` list as written to JSON, paths relative to the folder ``base`` when possible."""
+        base = Path(base).resolve()
         members = []
         for m, w in zip(self.members, self.weights):
             try:
@@ -147,7 +160,13 @@ class Ensemble:
                 rel = str(m.path)
             members.append({"id": m.id, "path": rel, "sha256": m.sha256, "weight": float(w), "pool": m.pool,
                             "origin": m.origin})
-        data = {"format": ENSEMBLE_FORMAT, "network": self.spec.to_json(), "members": members, **self.meta}
+        return members
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``ensemble.json`` atomically; member paths are stored relative to it when possible."""
+        path = Path(path)
+        data = {"format": ENSEMBLE_FORMAT, "network": self.spec.to_json(), "members": self.members_json(path.parent),
+                **self.meta}
         write_text_atomic(path, json.dumps(data, indent=2))
 
     # ------------------------------------------------------------------ sampling

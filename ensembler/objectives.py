@@ -34,6 +34,8 @@ import numpy as np
 from trainer.errors import UserError
 from trainer.metrics import FeatureStats, inception_score_from_moments, protocol_suffix, score
 
+from ensembler.mixture_math import FidTerms, frechet_distance_eigh, sqrt_psd, tvd_batch
+
 #: The metrics an objective can be built from (each enters as a loss; ``is`` as −IS, ``recall`` and
 #: ``coverage`` as 1 − value).
 METRICS = ("tvd", "fid", "is", "recall", "coverage")
@@ -105,26 +107,6 @@ def single_threaded_blas():
         yield
 
 
-def sqrt_psd(m: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues → 0)."""
-    vals, vecs = np.linalg.eigh((m + m.T) / 2)
-    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
-
-
-def frechet_distance_eigh(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Fréchet distance via symmetric eigenvalues: |μ1−μ2|² + tr Σ1 + tr Σ2 − 2 Σ √λ(A Σ1 A), A = Σ2^{1/2}.
-
-    Equal to pytorch-fid's ``calculate_frechet_distance`` for PSD covariances (tested), without
-    a non-symmetric ``sqrtm``. Clipped at 0.
-    """
-    a = sqrt_psd(np.asarray(sigma2, np.float64))
-    m = a @ np.asarray(sigma1, np.float64) @ a
-    lam = np.linalg.eigvalsh((m + m.T) / 2)
-    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
-    d = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
-    return max(float(d), 0.0)
-
-
 class MixtureObjective:
     """A loss over mixture weights, evaluated from per-generator statistics.
 
@@ -165,15 +147,8 @@ class MixtureObjective:
             self._prepare_fid()
 
     def _prepare_fid(self) -> None:
-        a = sqrt_psd(self.real.sigma)                                               # Σ_r^{1/2}, once
-        mu = np.stack([s.mu for s in self.stats]).astype(np.float64)               # [K, d]
-        second = np.stack([s.second for s in self.stats]).astype(np.float64)       # [K, d, d]
-        self.mu = mu
-        self.a_mu = mu @ a                                                         # [K, d]  (A symmetric)
-        self.a_s_a = np.einsum("ij,kjl,lm->kim", a, second, a, optimize=True)     # [K, d, d]
-        self.tr_second = np.einsum("kii->k", second)                               # [K]
-        self.mu_real = np.asarray(self.real.mu, np.float64)
-        self.tr_real = float(np.trace(self.real.sigma))
+        self.fid_terms = FidTerms(np.stack([s.mu for s in self.stats]), np.stack([s.second for s in self.stats]),
+                                  self.n, self.real.mu, self.real.sigma)
 
     # ------------------------------------------------------------------ evaluation
     def _check(self, w: np.ndarray) -> np.ndarray:
@@ -192,30 +167,17 @@ class MixtureObjective:
         out: dict[str, np.ndarray] = {}
         for metric in self.metrics:
             if metric == "tvd":
-                out["tvd"] = 0.5 * np.abs(w @ self.hist - self.target).sum(1)
+                out["tvd"] = tvd_batch(w, self.hist, self.target)
             elif metric == "is":
                 pbar = np.clip(w @ self.mean_probs, 1e-12, None)
                 out["is"] = -np.exp(w @ self.mean_plogp - (pbar * np.log(pbar)).sum(1))
             elif metric == "fid":
-                out["fid"] = self._fid(w)
+                out["fid"] = self.fid_terms.batch(w)
             elif metric == "recall":
                 out["recall"] = 1.0 - self.diversity.recall(w)
             elif metric == "coverage":
                 out["coverage"] = 1.0 - self.diversity.coverage(w)
         return out
-
-    def _fid(self, w: np.ndarray) -> np.ndarray:
-        n = np.maximum(w @ self.n, 2.0)
-        c = n / (n - 1)                                                            # unbiased covariance
-        mu = w @ self.mu                                                           # [P, d]
-        a_mu = w @ self.a_mu                                                       # [P, d]
-        m = np.einsum("pk,kij->pij", w, self.a_s_a) - a_mu[:, :, None] * a_mu[:, None, :]
-        m = c[:, None, None] * m
-        lam = np.linalg.eigvalsh(m)                                                # [P, d]
-        tr_sigma = c * (w @ self.tr_second - (mu * mu).sum(1))
-        diff = mu - self.mu_real
-        d = (diff * diff).sum(1) + tr_sigma + self.tr_real - 2 * np.sqrt(np.clip(lam, 0, None)).sum(1)
-        return np.maximum(d, 0.0)
 
     def batch(self, weights: np.ndarray) -> np.ndarray:
         """The objective for each row of ``weights [P, K]``."""

@@ -1,7 +1,10 @@
 """``serving``: export an ensemble to ONNX, sample from it, serve it over HTTP, build a Bento.
 
     serving export runs/x/ensemble.json --out ensemble.onnx     one ONNX graph (parity-checked)
+    serving export runs/x/pool --out pool.onnx                  every generator of a pool (re-aim per request)
+    serving export front.json --point 3 --out p3.onnx           one point of 'ensembler front'
     serving sample ensemble.onnx -n 64 --seed 1 --out grid.png  a quick local look (.png or .npy)
+    serving sample pool.onnx --target "Sneaker:0.5,Bag:0.5"     re-aimed at a class mix
     serving info ensemble.onnx                                  the model's metadata as JSON
     serving serve ensemble.onnx --port 3000                     BentoML HTTP service (POST /sample)
     serving build ensemble.onnx                                 a Bento with the model inside
@@ -91,6 +94,17 @@ def _ensemble_inputs(path: str) -> list[tuple[str, str]]:
     return [("member file", str(f)) for f in files] + [("pool", str(f.parent)) for f in files]
 
 
+def _source_inputs(sources) -> list[tuple[str, str]]:
+    """What ``serving export`` reads, as inputs for :func:`trainer.safety.guard_output`."""
+    pairs = []
+    for src in sources:
+        p = Path(src)
+        if p.name == "manifest.json":
+            pairs.append(("pool", str(p.parent)))
+        pairs.append(("pool" if p.is_dir() else "ensemble", str(p)))
+    return pairs
+
+
 def _check_opset(opset: int | None) -> None:
     """The opsets the exporter really targets: its own (no silent down-conversion) up to onnx's newest."""
     if opset is None:
@@ -106,35 +120,68 @@ def _check_opset(opset: int | None) -> None:
 
 # ---------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    """``serving export``: ensemble.json → one ONNX file, optionally parity-checked before it lands."""
+    """``serving export``: pool(s) / ensemble.json / a front point → one ONNX file with re-purposing statistics."""
     import torch
 
-    from serving.export import export_ensemble
+    from serving.export import export_model, load_source, repurpose_stats
     from trainer.safety import check_suffix, check_writable, guard_output
 
-    guard_output(args.out, {"ensemble": args.ensemble})
+    out = Path(args.out)
+    inputs = _source_inputs(args.sources)
+    guard_output(args.out, inputs)
     check_suffix(args.out, (".onnx",), what="an ONNX model")
     _check_opset(args.opset)
-    guard_output(args.out, _ensemble_inputs(args.ensemble))
+    for src in args.sources:
+        if Path(src).is_file():
+            guard_output(args.out, _ensemble_inputs(src))
+    if args.cache_dir:
+        guard_output(args.cache_dir, inputs + [("--out file", args.out)], flag="--cache-dir")
     check_writable(args.out)
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
+    ensemble, digest, kind = load_source(args.sources, args.point)
+    guard_output(args.out, [("member file", str(m.path)) for m in ensemble.members]
+                 + [("pool", str(m.path.parent)) for m in ensemble.members])
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     judge = args.classifier is not None or args.score_samples > 0
-    if judge:  # refuse a wrong judge before writing anything
-        from ensembler.ensemble import Ensemble
+    ens_meta, dataset = ensemble.meta, ""
+    if judge:  # refuse a wrong judge before any work or writing
         from trainer import classifier_store
 
         from serving.judge import ensemble_dataset
 
-        ensemble = Ensemble.load(args.ensemble)
-        ens_meta, dataset = ensemble.meta, ensemble_dataset(ensemble)
+        dataset = ensemble_dataset(ensemble)
         classifier_store.check_dataset(classifier_store.resolve(args.classifier, dataset), dataset,
                                        args.force_classifier, what="the ensemble", log=lambda m: None)
-    result = export_ensemble(args.ensemble, args.out, check_parity=args.check, tolerance=args.tolerance,
-                             opset=args.opset)
+    stats = None
+    if args.stats:
+        if not dataset:
+            from serving.judge import ensemble_dataset
+
+            try:
+                dataset = ensemble_dataset(ensemble)
+            except UserError:
+                dataset = ""
+        if not dataset:
+            log("note: the source records no dataset, so the model carries no class statistics "
+                "(targets will be refused); export from the pool to enable them")
+        else:
+            try:
+                stats = repurpose_stats(ensemble, dataset, args.stats_samples, args.stats_seed, args.device,
+                                        cache_dir=args.cache_dir, log=log, classifier=args.classifier,
+                                        force=args.force_classifier, data_dir=args.data_dir)
+            except UserError as exc:
+                if args.classifier is not None:
+                    raise  # the judge the user named must work
+                log(f"note: no class statistics in the model ({exc})")
+    result = export_model(ensemble, out, source_sha256=digest, source_kind=kind, stats=stats,
+                          check_parity=args.check, tolerance=args.tolerance, opset=args.opset)
     meta = result.metadata
+    stats_bytes = sum(len(meta[k]) for k in meta if k.startswith("mustangs.repurpose"))
+    extra = (f"; class statistics of {stats.info['samples_per_generator']} samples per generator on "
+             f"{stats.info['classifier']['name']} ({stats_bytes / 1e6:.2f} MB of it)" if stats is not None else "")
     print(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB): {count(result.n_generators, 'generator')} "
-          f"('{meta['mustangs.arch']}'), latent {meta['mustangs.latent_dim']}, "
-          f"samples {json.loads(meta['mustangs.sample_shape'])}")
+          f"('{meta['mustangs.arch']}') from a {kind}, latent {meta['mustangs.latent_dim']}, "
+          f"samples {json.loads(meta['mustangs.sample_shape'])}{extra}")
     if result.max_abs_diff is not None:
         print(f"parity torch vs onnxruntime (N = 1, 7, 1000): max abs diff {result.max_abs_diff:.3g} "
               f"(<= {args.tolerance:g})")
@@ -165,15 +212,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"-n must be >= 1, got {args.n}")
     guard_output(args.out, {"model": args.model})
     check_suffix(args.out, (".png", ".npy"), what="a PNG grid or an .npy array")
+    from serving.repurpose import parse_target_text
     from serving.sampler import OnnxSampler
 
     sampler = OnnxSampler(args.model, threads=args.threads)
     check_samples_memory(args.n, sampler.latent_dim, sampler.sample_shape, f"-n {args.n}", "lower -n", copies=4)
+    target = parse_target_text(args.target) if args.target is not None else None
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = [float(x) for x in args.weights.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--weights must be comma-separated numbers, got {args.weights!r}") from None
+    plan = sampler.plan(target, weights, args.fid_weight)
     check_writable(args.out)
     out = Path(args.out)
-    data = sampler.sample_npy(args.n, args.seed) if out.suffix == ".npy" else sampler.sample_png(args.n, args.seed)
+    data = (sampler.sample_npy(args.n, args.seed, plan=plan) if out.suffix == ".npy"
+            else sampler.sample_png(args.n, args.seed, plan=plan))
     write_bytes_atomic(out, data)
-    print(f"wrote {out}: {args.n} samples from {args.model} (seed {args.seed}, {sampler.active_providers[0]})")
+    how = ""
+    if plan.source == "target":
+        how = f", target solved: estimated tvd {plan.estimated_tvd:.4f}"
+        if plan.estimated_fid is not None:
+            how += f", estimated fid_cls {plan.estimated_fid:.2f}"
+        how += ", weights " + ", ".join(f"{g}={w:.3f}" for g, w in zip(sampler.generator_ids, plan.weights) if w > 0)
+    print(f"wrote {out}: {args.n} samples from {args.model} (seed {args.seed}, {sampler.active_providers[0]}{how})")
     return 0
 
 
@@ -206,7 +269,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env = bentoml_env(extra)
     argv = [sys.executable, "-m", "bentoml", "serve", "serving.service:MustangsSampler",
             "--host", args.host, "--port", str(args.port), "--working-dir", str(REPO_ROOT)]
-    print(f"serving {model} on http://{args.host}:{args.port} (POST /sample, POST /info, API page at /docs)", flush=True)
+    print(f"serving {model} on http://{args.host}:{args.port} (POST /sample, POST /solve, POST /info, "
+          "API page at /docs)", flush=True)
     os.execve(sys.executable, argv, env)
     return 0  # not reached
 
@@ -221,7 +285,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from serving.service import MODEL_FILE, STORE_MODEL
 
     labels = {"arch": sampler.arch, "generators": str(len(sampler.weights))}
-    with bentoml.models.create(STORE_MODEL, labels=labels, metadata=sampler.info()) as stored:
+    with bentoml.models.create(STORE_MODEL, labels=labels, metadata=_without_none(sampler.info())) as stored:
         shutil.copyfile(args.model, stored.path_of(MODEL_FILE))
     print(f"stored the model as {stored.tag} (BENTOML_HOME={os.environ['BENTOML_HOME']})")
     env = bentoml_env()
@@ -237,6 +301,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"built Bento {tag or '(see bentoml list)'}; run it with 'bentoml serve {tag or 'mustangs:latest'}' "
           f"or make an image with 'bentoml containerize {tag or 'mustangs:latest'}'")
     return 0
+
+
+def _without_none(value):
+    """``value`` with every ``None`` dropped from dicts and lists (BentoML's model metadata refuses None)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value if v is not None]
+    return value
 
 
 def _bento_tag(output: str) -> str | None:
@@ -257,19 +330,31 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export the ensemble's generators into one self-contained ONNX file with inputs "
                                    "z [N, latent] float32 and k [N] int64 and output samples [N, C, H, W]; the "
                                    "mixture weights and shapes travel in its metadata.")
-    p.add_argument("ensemble", help="ensemble.json written by 'ensembler optimize'")
+    p.add_argument("sources", nargs="+", metavar="POOL_OR_ENSEMBLE",
+                   help="pool folder(s) (every generator, uniform default weights), an ensemble.json (its members "
+                        "and weights) or a front.json with --point")
     p.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
+    p.add_argument("--point", type=int_range(0, 9_999), default=None, help="the point of a front.json to export")
+    p.add_argument("--stats", action=argparse.BooleanOptionalAction, default=True,
+                   help="store per-generator class histograms and feature moments on the evaluation classifier, "
+                        "so requests can re-aim the mixture at a class target")
+    p.add_argument("--stats-samples", type=int_range(2, 10_000_000), default=10_000,
+                   help="samples per generator for those statistics")
+    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--device", default="auto", help="device for the statistics: auto | cpu | cuda[:i]")
+    p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare torch and onnxruntime on N = 1, 7, 1000 before writing; print the max abs diff")
     p.add_argument("--tolerance", type=float_range(0.0), default=1e-4, help="largest max abs diff that --check accepts")
     p.add_argument("--opset", type=int_range(1, 1000), default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--threads", type=threads_type, default=2, help="torch CPU threads for tracing and the parity check")
     p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
-                   help="score the exported model's samples with this classifier (a folder or .json, or a NAME looked "
-                        "up in $MUSTANGS_CACHE/classifiers/ then the package) and store the scores in its metadata "
-                        "(mustangs.served_scores); None: no scoring unless --score-samples")
+                   help="the judge (a folder or .json, or a NAME looked up in $MUSTANGS_CACHE/classifiers/ then the "
+                        "package): the re-purposing statistics are measured with it, and the exported model's samples "
+                        "are scored with it into its metadata (mustangs.served_scores); None: the one for the "
+                        "dataset, and no scoring unless --score-samples")
     p.add_argument("--force-classifier", action="store_true",
-                   help="accept a classifier trained on another dataset than the ensemble's (recorded as forced)")
+                   help="accept a classifier trained on another dataset than the source's (recorded as forced)")
     p.add_argument("--score-samples", type=int_range(0, 10_000_000), default=0,
                    help="samples for that scoring (0: 10000 when --classifier is given, else no scoring)")
     p.add_argument("--data-dir", default=None,
@@ -282,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int_range(1, 10_000_000), default=64, help="number of samples")
     p.add_argument("--seed", type=seed_type, default=None, help="seed (omit for a random draw)")
     p.add_argument("--out", default="samples.png", help="output file: .png (grid) or .npy (float32 array)")
+    p.add_argument("--target", default=None,
+                   help="class target solved per draw: 'Sneaker:0.5,Bag:0.5' (names or indices), one weight per "
+                        "class, 'uniform', 'real' or JSON (None: the model's weights)")
+    p.add_argument("--weights", default=None, help="explicit per-generator weights, comma-separated")
+    p.add_argument("--fid-weight", type=float_range(0.0, 1e6), default=0.0,
+                   help="λ in the solved tvd + λ·fid (with --target)")
     p.add_argument("--threads", type=threads_type, default=1, help="onnxruntime threads")
     p.set_defaults(func=cmd_sample)
 
@@ -291,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve an ONNX model over HTTP with BentoML", formatter_class=HelpFormatter,
                        description="Starts 'bentoml serve serving.service:MustangsSampler' with the model. "
-                                   "POST /sample {n, seed, format} → PNG grid or .npy; POST /info; /healthz, "
+                                   "POST /sample {n, seed, format, target | weights} → PNG grid or .npy; POST /solve "
+                                   "{target | weights} → the mixture weights and estimates; POST /info; /healthz, "
                                    "/readyz; the API page at / and /docs (spec at /docs.json).")
     p.add_argument("model", help="ensemble.onnx written by 'serving export'")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")

@@ -1,7 +1,9 @@
-"""Export an ensemble (``ensemble.json``) to one self-contained ONNX graph.
+"""Export pools, an ensemble or a front point to one self-contained ONNX graph.
 
-The graph takes a latent ``z [N, latent_dim]`` (float32) and the chosen component
-``k [N]`` (int64) and returns samples ``[N, *sample_shape]`` (float32 in [-1, 1]).
+``serving export`` takes pool folders (every generator, uniform default weights), an
+``ensemble.json`` (its members, its weights as defaults) or one point of a ``front.json``
+(:func:`load_source`). The graph takes a latent ``z [N, latent_dim]`` (float32) and the chosen
+component ``k [N]`` (int64) and returns samples ``[N, *sample_shape]`` (float32 in [-1, 1]).
 Components are drawn on the host from the mixture weights (see :mod:`serving.sampler`), so
 the graph itself is deterministic. Inside the graph every generator runs only on its own
 rows (``nonzero`` → ``index_select`` → generator; then one concat and one gather put the
@@ -9,8 +11,10 @@ rows back in order), so an N-row call costs about one generator's N-row forward 
 of them; components that receive no rows cost next to nothing. Rows whose ``k`` is outside ``[0, K)`` come out as zeros.
 
 Everything a downstream app needs travels in the model's ``metadata_props`` (keys in
-:data:`META_KEYS`): the mixture weights, latent size, sample shape, architecture, generator
-ids and the sha256 of the source ``ensemble.json``.
+:data:`META_KEYS`): the default mixture weights, latent size, sample shape, architecture, generator
+ids, what was exported and the sha256 of the source. When the dataset has an evaluation
+classifier, the per-generator class histograms and feature moments that request-time
+re-purposing needs travel there too (:func:`repurpose_stats`, :mod:`serving.repurpose`).
 """
 
 from __future__ import annotations
@@ -44,9 +48,11 @@ META_KEYS = {
     "sample_shape": "mustangs.sample_shape",      # JSON list, e.g. [1, 28, 28]
     "arch": "mustangs.arch",                      # generator architecture name
     "generator_ids": "mustangs.generator_ids",    # JSON list of K member ids, same order as weights
-    "ensemble_sha256": "mustangs.ensemble_sha256",  # sha256 of the source ensemble.json bytes
+    "ensemble_sha256": "mustangs.ensemble_sha256",  # sha256 of the source file (pools: of their manifests)
     "ensemble_meta": "mustangs.ensemble_meta",    # JSON: method/objective/metrics from ensemble.json
+    "source": "mustangs.source",                  # what was exported: pool | ensemble | front
 }
+#: Re-purposing statistics (optional) travel under serving.repurpose.META_PAYLOAD / META_INFO / META_SHA256.
 
 
 class EnsembleGraph(nn.Module):
@@ -173,7 +179,7 @@ def max_abs_diff(onnx_path: str | Path, ensemble, sizes=(1, 7, 1000), seed: int 
 
 def export_ensemble(ensemble_path: str | Path, out: str | Path, *, check_parity: bool = False,
                     tolerance: float = 1e-4, opset: int | None = None) -> ExportResult:
-    """Export ``ensemble.json`` to one ONNX file at ``out`` (atomic: all or nothing).
+    """Export ``ensemble.json`` to one ONNX file at ``out`` (atomic: all or nothing), without statistics.
 
     Args:
         ensemble_path: an ``ensemble.json`` written by the ensembler.
@@ -186,15 +192,140 @@ def export_ensemble(ensemble_path: str | Path, out: str | Path, *, check_parity:
     Raises:
         UserError: the ensemble file is missing, foreign or corrupt, or parity fails.
     """
-    import onnx
-
     from ensembler.ensemble import Ensemble
 
-    ensemble_path, out = Path(ensemble_path), Path(out)
+    ensemble_path = Path(ensemble_path)
+    _check_out(out)
+    ensemble = Ensemble.load(ensemble_path)
+    return export_model(ensemble, out, source_sha256=sha256_file(ensemble_path), check_parity=check_parity,
+                        tolerance=tolerance, opset=opset)
+
+
+def _check_out(out: str | Path) -> None:
+    out = Path(out)
     if out.exists() and out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'ensemble.onnx'}")
-    ensemble = Ensemble.load(ensemble_path)
-    metadata = ensemble_metadata(ensemble, sha256_file(ensemble_path))
+
+
+def load_source(paths: list[str | Path], point: int | None = None):
+    """What ``serving export`` was given → ``(Ensemble, sha256 of the source, kind)``.
+
+    * one or more pool folders (``runs/x/pool``): every generator, uniform default weights;
+      kind ``"pool"``;
+    * one ``ensemble.json``: its members with its weights as defaults; kind ``"ensemble"``;
+    * one ``front.json`` (``ensembler front``) with ``point``: that front point; kind ``"front"``.
+    """
+    import hashlib
+
+    from ensembler.ensemble import Ensemble
+    from ensembler.front import FRONT_FORMAT, load_front_point
+    from ensembler.pools import open_pools
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise UserError("give a pool folder, an ensemble.json or a front.json")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"cannot read {missing[0]}: it does not exist (give pool folders, an ensemble.json or a "
+                        "front.json)")
+    if all(p.is_dir() for p in paths):
+        if point is not None:
+            raise UserError("--point selects a point of a front.json; it does not apply to pools")
+        pools = open_pools(paths)
+        pools.check_all()
+        meta = {"dataset": pools.dataset, "method": "pool", "objective": None,
+                "pools": [str(p.root) for p in pools.pools]}
+        ensemble = pools.ensemble(np.ones(len(pools)), meta)
+        manifests = "".join(sha256_file(p.root / "manifest.json") for p in pools.pools)
+        digest = hashlib.sha256(manifests.encode()).hexdigest()
+        return ensemble, digest, "pool"
+    if len(paths) > 1:
+        raise UserError("give either pool folders (one or more) or a single ensemble.json / front.json")
+    path = paths[0]
+    if path.name == "manifest.json":
+        raise UserError(f"give the pool folder {path.parent}, not its manifest")
+    head = None
+    if path.is_file():
+        from trainer.loaders import read_json_file
+
+        try:
+            head = read_json_file(path, "ensemble file")
+        except UserError:
+            head = None  # Ensemble.load below says what is wrong with the file
+    if isinstance(head, dict) and head.get("format") == FRONT_FORMAT:
+        if point is None:
+            n = len(head["points"]) if isinstance(head.get("points"), list) else 0
+            raise UserError(f"{path} is a front of {n} ensembles; choose one with --point I "
+                            "(see the plot or 'ensembler front' output)")
+        return load_front_point(path, point), sha256_file(path), "front"
+    if point is not None:
+        raise UserError("--point selects a point of a front.json; it does not apply to an ensemble.json")
+    return Ensemble.load(path), sha256_file(path), "ensemble"
+
+
+def repurpose_stats(ensemble, dataset: str, samples: int = 10_000, seed: int = 0, device: str = "auto",
+                    batch_size: int = 1000, cache_dir=None, log=None, *, classifier: str | None = None,
+                    force: bool = False, data_dir=None):
+    """The per-generator statistics that request-time re-purposing needs (:class:`serving.repurpose.RepurposeStats`).
+
+    Computed on the judge ``classifier`` (``--classifier NAME_OR_DIR``; None: the one for
+    ``dataset``; one trained for another dataset is refused unless ``force``) with ``samples``
+    samples per generator (latent seed ``seed``), through the ensembler's statistics cache, so
+    generators the ensembler has already measured cost nothing. The real test split's statistics
+    (for ``fid_weight`` and the ``"real"`` target) are stored when it can be read (``data_dir``);
+    without it the model still re-aims at class targets.
+    """
+    from ensembler.stats import Source, StatsCache, load_evaluator, pool_stats
+    from serving.repurpose import RepurposeStats
+    from trainer.class_names import class_names
+
+    evaluator = load_evaluator(dataset, device, classifier=classifier, force=force, data_dir=data_dir,
+                               need_real=False, log=log)
+    if evaluator.real is None and log is not None:
+        log(f"note: no real {dataset} test split ({evaluator.missing_real}); the model re-aims at class targets but "
+            "cannot weigh fid or serve target 'real' (pass --data-dir)")
+    sources = [Source(m.id, m.sha256, ensemble.spec, (lambda g=g: g))
+               for m, g in zip(ensemble.members, ensemble.generators)]
+    # progress None: a bar on a terminal, a plain line every 10 s in logs (K x 10k samples takes a while)
+    stats = pool_stats(sources, evaluator, samples, seed, batch_size, StatsCache(cache_dir), progress=None, log=log)
+    ensemble.to("cpu")
+    clf_info = getattr(evaluator.classifier, "info", {}) or {}
+    record = dict(evaluator.record)
+    info = {
+        "classifier": {**record, "test_accuracy": clf_info.get("test_accuracy"),
+                       "feature_dim": evaluator.feature_dim},
+        "class_names": class_names(str(record.get("dataset") or dataset), evaluator.num_classes),
+        "samples_per_generator": int(samples),
+        "seed": int(seed),
+        "real_statistics": evaluator.real is not None,
+    }
+    real = evaluator.real
+    return RepurposeStats(np.stack([s.hist for s in stats]), np.stack([s.mu for s in stats]),
+                          np.stack([s.second for s in stats]), np.array([s.n for s in stats]),
+                          None if real is None else np.asarray(real.mu),
+                          None if real is None else np.asarray(real.sigma),
+                          None if real is None else np.asarray(real.hist), info)
+
+
+def export_model(ensemble, out: str | Path, *, source_sha256: str, source_kind: str = "ensemble", stats=None,
+                 check_parity: bool = False, tolerance: float = 1e-4, opset: int | None = None) -> ExportResult:
+    """Export an in-memory :class:`ensembler.ensemble.Ensemble` to one ONNX file at ``out`` (atomic).
+
+    ``stats`` (a :class:`serving.repurpose.RepurposeStats`, optional) is stored in the model's
+    metadata with its sha256, so the served model can be re-aimed at class targets per request.
+    """
+    import onnx
+
+    out = Path(out)
+    _check_out(out)
+    metadata = ensemble_metadata(ensemble, source_sha256)
+    metadata[META_KEYS["source"]] = source_kind
+    if stats is not None:
+        from serving.repurpose import encode_payload
+
+        if stats.K != len(ensemble.generators):
+            raise UserError(f"statistics for {stats.K} generators but the ensemble has {len(ensemble.generators)}")
+        metadata.update(encode_payload(stats))
     try:
         model = build_graph_model(ensemble, opset)
     except UserError:

@@ -21,12 +21,15 @@ from trainer.images import png_bytes as png_encode
 from trainer.images import scatter_pixels as scatter_uint8
 from trainer.errors import UserError
 
+from serving.repurpose import Plan, Repurposer, decode_payload, resolve_weights
+
 #: Kept in step with :data:`serving.export.META_KEYS` (not imported: that module needs torch).
 _FORMAT = "mustangs-onnx/1"
 _K = {
     "format": "mustangs.format", "weights": "mustangs.weights", "latent_dim": "mustangs.latent_dim",
     "sample_shape": "mustangs.sample_shape", "arch": "mustangs.arch", "generator_ids": "mustangs.generator_ids",
     "ensemble_sha256": "mustangs.ensemble_sha256", "ensemble_meta": "mustangs.ensemble_meta",
+    "source": "mustangs.source",
 }
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
@@ -61,16 +64,21 @@ class OnnxSampler:
         sampler = OnnxSampler("ensemble.onnx")
         x = sampler.sample(64, seed=1)          # float32 [64, C, H, W] in [-1, 1]
         png = sampler.sample_png(64, seed=1)    # a PNG grid, as bytes
+        bags = sampler.sample(64, seed=1, target={"Bag": 1})        # re-aimed at one class
+        plan = sampler.plan(target={"Sneaker": 0.5, "Bag": 0.5})    # weights + estimated TVD
 
     Args:
         path: the ``.onnx`` file written by ``serving export``.
         providers: onnxruntime providers; ``None`` picks CUDA when usable, else CPU.
         threads: onnxruntime intra-op threads (``None``: onnxruntime's default, all cores).
         batch_size: rows per ``session.run``, to bound memory for large ``n``.
+        target: default class target for every draw (see :meth:`plan`); ``None``: the model's weights.
+        weights: default explicit per-generator weights (instead of ``target``).
+        fid_weight: λ in the solved ``tvd + λ·fid`` for ``target``.
     """
 
     def __init__(self, path: str | os.PathLike, *, providers: list[str] | None = None, threads: int | None = None,
-                 batch_size: int = 4096):
+                 batch_size: int = 4096, target=None, weights=None, fid_weight: float = 0.0):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -108,19 +116,52 @@ class OnnxSampler:
         except ValueError:
             raise UserError(f"{self.path}: malformed mustangs.served_scores metadata") from None
         self.weights = w / w.sum()
-        self._cumw = np.cumsum(self.weights)
+        self.source = parsed.source
         self.batch_size = int(batch_size)
         self.active_providers = self.session.get_providers()
         self.model_sha256 = sha256_file(self.path)
+        stats = decode_payload(meta, str(self.path))
+        self.repurpose = Repurposer(stats, self.weights) if stats is not None else None
+        if self.repurpose is not None and len(self.generator_ids) != self.repurpose.stats.K:
+            raise UserError(f"{self.path}: statistics for {self.repurpose.stats.K} generators but "
+                            f"{len(self.generator_ids)} generator ids")
+        self.default_plan = self.plan(target, weights, fid_weight)
+
+    def plan(self, target=None, weights=None, fid_weight: float = 0.0) -> Plan:
+        """The mixture weights for a draw: solved for ``target``, the given ``weights``, or the defaults.
+
+        Args:
+            target: a class distribution — ``{"Sneaker": 0.5, "Bag": 0.5}`` (names or indices as
+                keys), a list of one weight per class, ``"uniform"`` or ``"real"``. Solved with the
+                ensembler's exact TVD objective (:mod:`ensembler.mixture_math`) and cached.
+            weights: explicit per-generator weights (one per generator, ≥ 0, positive sum).
+            fid_weight: λ ≥ 0 in the minimised ``tvd + λ·fid`` (only with ``target``).
+
+        Returns a :class:`serving.repurpose.Plan` with the weights and the estimated TVD / FID.
+        Raises ``UserError`` (one line) for a bad target or bad weights.
+        """
+        if self.repurpose is not None:
+            return self.repurpose.plan(target, weights, fid_weight)
+        if target is not None or fid_weight:
+            raise UserError(f"{self.path.name} carries no class statistics, so it cannot be re-aimed at a target; "
+                            "export it again from its pool or ensemble with a classifier for its dataset")
+        if weights is None:
+            return Plan(self.weights, "default")
+        return Plan(resolve_weights(weights, len(self.weights)), "weights")
 
     def __repr__(self) -> str:
         return (f"OnnxSampler({str(self.path)!r}, K={len(self.weights)}, latent_dim={self.latent_dim}, "
                 f"sample_shape={self.sample_shape}, providers={self.active_providers})")
 
-    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Components ``k [n]`` (int64, from the weights) then latents ``z [n, latent_dim]`` (float32, N(0, 1))."""
+    def draw(self, n: int, rng: np.random.Generator,
+             weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Components ``k [n]`` (int64, from ``weights``, default the plan's) then latents ``z [n, latent_dim]``
+        (float32, N(0, 1))."""
+        w = self.default_plan.weights if weights is None else np.asarray(weights, np.float64)
+        cumw = np.cumsum(w)
         u = rng.random(n)
-        k = np.minimum(np.searchsorted(self._cumw, u, side="right"), len(self.weights) - 1).astype(np.int64)
+        k = np.minimum(np.searchsorted(cumw, u, side="right"), len(w) - 1).astype(np.int64)
+        k = _skip_zero_weight(k, w)
         z = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
         return z, k
 
@@ -134,34 +175,44 @@ class OnnxSampler:
                  for i in range(0, n, self.batch_size)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def sample(self, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
+    def sample(self, n: int, seed: int | np.random.Generator | None = None, *, target=None, weights=None,
+               fid_weight: float = 0.0, plan: Plan | None = None) -> np.ndarray:
         """Draw ``n`` samples, float32 ``[n, *sample_shape]`` in [-1, 1].
 
         Args:
             n: number of samples (≥ 0).
             seed: an int (reproducible), a ``numpy.random.Generator``, or ``None`` (fresh entropy).
+            target, weights, fid_weight: re-aim this draw (see :meth:`plan`); default: the sampler's.
+            plan: a plan from :meth:`plan` (instead of target / weights).
+
+        The same seed and the same target (or weights) give the same samples.
         """
         if int(n) < 0:
             raise UserError(f"n must be >= 0, got {n}")
+        if plan is None:
+            plan = self.default_plan if (target is None and weights is None and not fid_weight) else \
+                self.plan(target, weights, fid_weight)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        z, k = self.draw(int(n), rng)
+        z, k = self.draw(int(n), rng, plan.weights)
         return self.run(z, k)
 
-    def sample_png(self, n: int, seed: int | np.random.Generator | None = None, nrow: int | None = None) -> bytes:
-        """``n`` samples as one PNG: a grid of images, or a scatter plot for 2-D point data."""
+    def sample_png(self, n: int, seed: int | np.random.Generator | None = None, nrow: int | None = None,
+                   **plan_kw) -> bytes:
+        """``n`` samples as one PNG: a grid of images, or a scatter plot for 2-D point data
+        (``plan_kw``: ``target``/``weights``/``fid_weight``/``plan`` as for :meth:`sample`)."""
         if int(n) < 1:
             raise UserError(f"a PNG needs n >= 1, got {n}")
-        x = self.sample(n, seed)
+        x = self.sample(n, seed, **plan_kw)
         if x.ndim == 2 and x.shape[1] == 2:
             return png_encode(scatter_uint8(x))
         if x.ndim != 4:
             raise UserError(f"samples of shape {self.sample_shape} cannot be drawn as a PNG; use npy")
         return png_encode(grid_uint8(x, nrow))
 
-    def sample_npy(self, n: int, seed: int | np.random.Generator | None = None) -> bytes:
+    def sample_npy(self, n: int, seed: int | np.random.Generator | None = None, **plan_kw) -> bytes:
         """``n`` samples as ``.npy`` bytes (float32, written with ``allow_pickle=False``)."""
         buf = io.BytesIO()
-        np.save(buf, self.sample(n, seed), allow_pickle=False)
+        np.save(buf, self.sample(n, seed, **plan_kw), allow_pickle=False)
         return buf.getvalue()
 
     def info(self) -> dict:
@@ -177,7 +228,40 @@ class OnnxSampler:
             "ensemble": self.ensemble_meta,
             "providers": list(self.active_providers),
             "model_sha256": self.model_sha256,
+            "source": self.source,
             **({"served_scores": self.served_scores} if self.served_scores is not None else {}),
+            **self.repurpose_info(),
         }
+
+    def repurpose_info(self) -> dict:
+        """What re-purposing offers: classes, classifier, and per generator its class histogram."""
+        if self.repurpose is None:
+            return {"repurpose": False, "classes": None,
+                    "generators": [{"id": g, "default_weight": float(w)}
+                                   for g, w in zip(self.generator_ids, self.weights)]}
+        stats = self.repurpose.stats
+        names = stats.class_names
+        default = self.repurpose.class_histogram(self.weights)
+        return {
+            "repurpose": True,
+            "classes": names,
+            "classifier": stats.info.get("classifier"),
+            "statistics": {"samples_per_generator": stats.info.get("samples_per_generator"),
+                           "seed": stats.info.get("seed"), "real_statistics": stats.has_real},
+            "generators": [{"id": g, "default_weight": float(w),
+                            "class_histogram": {c: round(float(p), 6) for c, p in zip(names, h)}}
+                           for g, w, h in zip(self.generator_ids, self.weights, stats.hist)],
+            "default_class_histogram": {c: round(float(p), 6) for c, p in zip(names, default)},
+        }
+
+
+def _skip_zero_weight(k: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Never pick a component with weight 0 (a uniform draw landing exactly on a step of the cumulative sum)."""
+    bad = w[k] <= 0
+    if np.any(bad):
+        nonzero = np.flatnonzero(w > 0)
+        k = k.copy()
+        k[bad] = nonzero[np.searchsorted(nonzero, k[bad]).clip(0, len(nonzero) - 1)]
+    return k
 
 

@@ -6,18 +6,53 @@ must describe the graph it travels with: the ``z`` input's width is the latent s
 output's static dimensions are the sample shape, and a probe with one row per component
 (``k = 0..K``) shows the graph has exactly K generators — a model whose metadata lists 10
 weights for 3 generators would otherwise serve all-zero images for 7 of them.
+
+Models exported with re-purposing statistics (:mod:`serving.repurpose`) also carry
+``mustangs.source`` (what was exported: pool, ensemble or front point) and the statistics'
+description (:class:`RepurposeInfo`: classifier, class names, samples) with the sha256 of the
+payload; the payload itself is checked against that sha256 and its shapes against the weights
+when it is decoded.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from trainer.errors import UserError
-from trainer.schema import MAX_GENERATORS, MAX_LATENT_DIM, Strict, Weight, validate
+from trainer.schema import MAX_GENERATORS, MAX_LATENT_DIM, Open, Sha256, Strict, Weight, validate
+
+#: metadata keys of the re-purposing description (kept in step with serving.repurpose.META_INFO / META_SHA256).
+REPURPOSE_KEYS = {"repurpose_info": "mustangs.repurpose_info", "repurpose_sha256": "mustangs.repurpose_sha256"}
+
+
+class ClassifierInfo(Open):
+    """The judge the re-purposing statistics were measured with (its record; more keys are kept)."""
+
+    name: str = Field(min_length=1, max_length=512)
+    sha256: str = Field(min_length=1, max_length=128)
+    dataset: str = Field("", max_length=64)
+    forced: bool = False
+
+
+class RepurposeInfo(Open):
+    """``mustangs.repurpose_info``: what the per-generator class statistics were measured with."""
+
+    classifier: ClassifierInfo
+    class_names: list[str] = Field(min_length=1, max_length=100_000)
+    samples_per_generator: int = Field(ge=2)
+    seed: int = Field(ge=0)
+    real_statistics: bool = True   # False: exported without the real test split (no fid_weight, no "real")
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("class names must be distinct")
+        return v
 
 
 class OnnxMeta(Strict):
@@ -31,6 +66,9 @@ class OnnxMeta(Strict):
     generator_ids: list[str] = Field(min_length=1, max_length=MAX_GENERATORS)
     ensemble_sha256: str = Field("", max_length=128)
     ensemble_meta: dict[str, Any] = Field(default_factory=dict)
+    source: Literal["pool", "ensemble", "front"] = "ensemble"   # what 'serving export' was given
+    repurpose_info: RepurposeInfo | None = None
+    repurpose_sha256: Sha256 | None = None
 
     @field_validator("sample_shape")
     @classmethod
@@ -50,11 +88,12 @@ class OnnxMeta(Strict):
 def parse_meta(raw: dict[str, str], keys: dict[str, str], where: str) -> OnnxMeta:
     """Parse the string ``metadata_props`` (``keys``: field → metadata key) into :class:`OnnxMeta`."""
     data: dict[str, Any] = {}
+    keys = {**REPURPOSE_KEYS, **keys}
     for field, key in keys.items():
         if key not in raw:
             continue
         text = raw[key]
-        if field in ("format", "arch", "ensemble_sha256"):
+        if field in ("format", "arch", "ensemble_sha256", "source", "repurpose_sha256"):
             data[field] = text
             continue
         try:
@@ -68,6 +107,9 @@ def parse_meta(raw: dict[str, str], keys: dict[str, str], where: str) -> OnnxMet
     if len(meta.generator_ids) != len(meta.weights):
         raise UserError(f"{where}: metadata lists {len(meta.weights)} weights but {len(meta.generator_ids)} "
                         "generator ids")
+    if (meta.repurpose_info is None) != (meta.repurpose_sha256 is None):
+        raise UserError(f"{where}: malformed Mustangs metadata (re-purposing statistics without their "
+                        f"{'description' if meta.repurpose_info is None else 'sha256'}); export the model again")
     return meta
 
 
@@ -111,4 +153,4 @@ def check_graph(session, meta: OnnxMeta, where: str) -> None:
                         "re-export the ensemble")
 
 
-__all__ = ["OnnxMeta", "parse_meta", "check_graph"]
+__all__ = ["OnnxMeta", "RepurposeInfo", "ClassifierInfo", "REPURPOSE_KEYS", "parse_meta", "check_graph"]

@@ -9,9 +9,15 @@ Run it with ``serving serve ensemble.onnx`` (which sets the variables below and 
 - ``MUSTANGS_MAX_N``: the largest ``n`` one request may ask for (default 1024), read at import.
 - ``MUSTANGS_ORT_THREADS``: onnxruntime intra-op threads per worker (default: onnxruntime's).
 
+Re-purposing per request (models exported with class statistics): ``POST /sample`` takes a
+``target`` class distribution (solved into mixture weights with the ensembler's exact TVD
+objective, cached per target; the estimate comes back in ``X-Mustangs-Estimated-TVD``) or explicit
+``weights``; ``POST /solve`` returns the same plan as JSON (weights, estimated TVD/FID).
+
 BentoML's own ``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` stay on. The API page
 (``/`` and ``/docs``, spec at ``/docs.json``) is written for API users by :mod:`serving.openapi`.
-Invalid requests get a 400 whose ``error`` names the fields to fix.
+Invalid requests get a 400 whose ``error`` names the fields to fix
+(``{"error": ..., "detail": [{"loc": [field], "msg": ..., "type": ...}]}``).
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Dict, List, Literal, Optional, Union
 
 import bentoml
 from bentoml.validators import ContentType
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from serving.openapi import ApiPage
@@ -117,7 +123,7 @@ class JsonBodiesOnly:
     and ends as a 500. No content type at all is read as JSON (``{}`` or empty → defaults).
     """
 
-    def __init__(self, app, paths: tuple[str, ...] = ("/sample", "/info")):
+    def __init__(self, app, paths: tuple[str, ...] = ("/sample", "/info", "/solve")):
         self.app, self.paths = app, paths
 
     async def __call__(self, scope, receive, send):
@@ -137,6 +143,20 @@ MAX_N = _max_n()
 MAX_SEED = 2**63 - 1
 
 
+# Strict numbers (an int is a number, true and "1" are not), as the OpenAPI schema says.
+TargetSpec = Union[Dict[str, StrictFloat], List[StrictFloat], str]
+WeightsSpec = List[StrictFloat]
+TARGET_FIELD = Field(None, description="class distribution to re-aim the mixture at: {\"Sneaker\": 0.5, \"Bag\": 0.5} "
+                                       "(class names or indices as keys), a list of one weight per class, "
+                                       "'Sneaker:0.5,Bag:0.5', 'uniform' or 'real'; solved with the ensembler's "
+                                       "exact TVD objective and cached (see POST /info for the classes)",
+                     examples=[{"Sneaker": 0.5, "Bag": 0.5}, "uniform"])
+WEIGHTS_FIELD = Field(None, max_length=100_000, description="explicit mixture weights, one per generator (>= 0, "
+                                                            "positive sum); instead of target")
+FID_WEIGHT_FIELD = Field(0.0, ge=0, le=1e6, strict=True,
+                         description="lambda in the solved tvd + lambda * fid_cls (with target)")
+
+
 class SampleRequest(BaseModel):
     """The body of ``POST /sample``; unknown keys are refused (a typo must not fall back to defaults)."""
 
@@ -148,6 +168,52 @@ class SampleRequest(BaseModel):
                                 examples=[1])
     format: Literal["png", "npy"] = Field("png", description="png: one grid image (image/png); npy: a NumPy .npy "
                                                              "file, float32 [n, C, H, W] in [-1, 1]")
+    target: Optional[TargetSpec] = TARGET_FIELD
+    weights: Optional[WeightsSpec] = WEIGHTS_FIELD
+    fid_weight: float = FID_WEIGHT_FIELD
+
+
+class SolveRequest(BaseModel):
+    """The body of ``POST /solve``: what ``/sample`` would draw with, without drawing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Optional[TargetSpec] = TARGET_FIELD
+    weights: Optional[WeightsSpec] = WEIGHTS_FIELD
+    fid_weight: float = FID_WEIGHT_FIELD
+
+
+def _bad_request(message: str, field: str) -> JSONResponse:
+    """A 400 in the same shape as the validation errors: ``{"error", "detail": [{"loc", "msg", "type"}]}``."""
+    return JSONResponse({"error": message, "detail": [{"loc": [field] if field else [], "msg": message,
+                                                       "type": "value_error"}]}, status_code=400)
+
+
+def _plan_or_400(sampler, target, weights, fid_weight):
+    """``(plan, None)`` for a valid target/weights request, else ``(None, a 400 response naming the problem)``."""
+    from trainer.errors import UserError
+
+    try:
+        return sampler.plan(target, weights, fid_weight), None
+    except UserError as exc:
+        message = str(exc)
+        if target is not None and weights is not None:
+            field = ""
+        elif message.startswith("fid_weight"):
+            field = "fid_weight"
+        else:
+            field = "target" if target is not None else "weights"
+        return None, _bad_request(message, field)
+
+
+def _plan_headers(plan) -> dict[str, str]:
+    """Response headers that say how a draw was aimed (and, for a target, how close it gets)."""
+    headers = {"X-Mustangs-Weights-Source": plan.source}
+    if plan.estimated_tvd is not None:
+        headers["X-Mustangs-Estimated-TVD"] = f"{plan.estimated_tvd:.6f}"
+    if plan.estimated_fid is not None:
+        headers["X-Mustangs-Estimated-FID"] = f"{plan.estimated_fid:.4f}"
+    return headers
 
 
 @bentoml.service(name="mustangs", traffic={"timeout": 120}, workers=1)
@@ -168,18 +234,39 @@ class MustangsSampler:
         self._info = {**self.sampler.info(), "max_n": MAX_N}
 
     @bentoml.api(route="/sample", input_spec=SampleRequest)
-    def sample(self, n: int = 16, seed: Optional[int] = None,
-               format: str = "png") -> Annotated[bytes, ContentType("image/png")]:
-        """Draw ``n`` samples; the same seed always gives the same bytes.
+    def sample(self, n: int = 16, seed: Optional[int] = None, format: str = "png", target=None, weights=None,
+               fid_weight: float = 0.0) -> Annotated[bytes, ContentType("image/png")]:
+        """Draw ``n`` samples; the same seed (and target or weights) always gives the same bytes.
 
-        Returns a starlette ``Response`` (BentoML passes it through): image/png, or
+        With ``target`` the mixture weights are solved for that class distribution (cached) and
+        ``X-Mustangs-Estimated-TVD`` says how close the pool gets; with ``weights`` they are used
+        as given. Returns a starlette ``Response`` (BentoML passes it through): image/png, or
         application/octet-stream for npy. The annotation only documents the PNG case in OpenAPI,
         which has room for one response type per API.
         """
+        plan, error = _plan_or_400(self.sampler, target, weights, fid_weight)
+        if error is not None:
+            return error
+        headers = _plan_headers(plan)
         if format == "npy":
-            return Response(self.sampler.sample_npy(n, seed), media_type="application/octet-stream",
-                            headers={"content-disposition": 'attachment; filename="samples.npy"'})
-        return Response(self.sampler.sample_png(n, seed), media_type="image/png")
+            headers["content-disposition"] = 'attachment; filename="samples.npy"'
+            return Response(self.sampler.sample_npy(n, seed, plan=plan), media_type="application/octet-stream",
+                            headers=headers)
+        return Response(self.sampler.sample_png(n, seed, plan=plan), media_type="image/png", headers=headers)
+
+    @bentoml.api(route="/solve", input_spec=SolveRequest)
+    def solve(self, target=None, weights=None, fid_weight: float = 0.0) -> dict:
+        """The mixture weights ``/sample`` would draw with for this target (or weights), and the estimated
+        TVD / FID they reach: the JSON for callers of ``format=npy`` and for planning."""
+        plan, error = _plan_or_400(self.sampler, target, weights, fid_weight)
+        if error is not None:
+            return error
+        names = self.sampler.repurpose.class_names if self.sampler.repurpose is not None else None
+        out = plan.to_json(self.sampler.generator_ids, names)
+        if self.sampler.repurpose is not None:
+            hist = self.sampler.repurpose.class_histogram(plan.weights)
+            out["estimated_class_histogram"] = {c: float(p) for c, p in zip(names, hist)}
+        return json.loads(json.dumps(out))
 
     @bentoml.api(route="/info")
     def info(self) -> dict:

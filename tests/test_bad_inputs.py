@@ -131,6 +131,13 @@ def test_outputs_never_land_on_inputs(tmp_path, model):
     refused(tmp_path, serving_main, ["export", ens, "--out", ens], "is the input ensemble")
     refused(tmp_path, serving_main, ["export", ens, "--out", pool / "m.onnx"], "lies inside the input pool")
     refused(tmp_path, serving_main, ["sample", m, "--out", m], "is the input model")
+    refused(tmp_path, serving_main, ["export", pool, "--out", pool / "m.onnx"], "lies inside the input pool")
+    refused(tmp_path, serving_main, ["export", pool, "--out", pool], "is the input pool")
+    refused(tmp_path, ensembler_main, ["front", pool, "--out", pool / "f.json"], "lies inside the input pool")
+    refused(tmp_path, ensembler_main, ["front", pool, "--out", tmp_path / "f.json", "--plot", pool / "f.png"],
+            "--plot")
+    refused(tmp_path, ensembler_main, ["front", pool, "--out", tmp_path / "f.json", "--cache-dir", pool],
+            "--cache-dir")
     # trainer: the run folder may not hold the config
     cfg = write_config(tmp_path / "cfg.yaml", "seed: 1\n")
     refused(tmp_path, trainer_main, ["train", cfg, "--out", tmp_path, *RINGS], "contains the input config")
@@ -385,6 +392,12 @@ def test_checkpoint_json_is_schema_checked(tmp_path):
     (["sample", "{ens}", "--nrow", "-3"], "--nrow"),
     (["sample", "{ens}", "-n", "0"], "-n"),
     (["evaluate", "{ens}", "-n", "1"], "-n"),
+    (["front", "{pool}", "--scalarisations", "1"], "--scalarisations"),
+    (["front", "{pool}", "--max-points", "1"], "--max-points"),
+    (["front", "{pool}", "--budget", "0"], "--budget"),
+    (["front", "{pool}", "--seed", str(2**70)], "--seed"),
+    (["front", "{pool}", "--max-size", "0"], "--max-size"),
+    (["front", "{pool}", "--samples", "1"], "--samples"),
 ])
 def test_ensembler_flags_are_range_checked(tmp_path, argv, words):
     pool, ens = make_ensemble(tmp_path)
@@ -399,6 +412,11 @@ def test_ensembler_flags_are_range_checked(tmp_path, argv, words):
     (["serve", "{model}", "--max-n", "0"], "--max-n"),
     (["export", "{tmp}/e.json", "--out", "{tmp}/m.onnx", "--tolerance", "nan"], "--tolerance"),
     (["export", "{tmp}/e.json", "--out", "{tmp}/m.onnx", "--threads", "0"], "--threads"),
+    (["export", "{tmp}/e.json", "--out", "{tmp}/m.onnx", "--stats-samples", "1"], "--stats-samples"),
+    (["export", "{tmp}/e.json", "--out", "{tmp}/m.onnx", "--stats-seed", "-1"], "--stats-seed"),
+    (["export", "{tmp}/f.json", "--out", "{tmp}/m.onnx", "--point", "-1"], "--point"),
+    (["sample", "{model}", "--fid-weight", "-1", "--out", "{tmp}/s.png"], "--fid-weight"),
+    (["sample", "{model}", "--fid-weight", "nan", "--out", "{tmp}/s.png"], "--fid-weight"),
 ])
 def test_serving_flags_are_range_checked(tmp_path, model, argv, words):
     argv = [a.format(model=model, tmp=tmp_path) for a in argv]
@@ -460,6 +478,37 @@ def test_onnx_metadata_must_match_the_graph(tmp_path, model):
     refused(tmp_path, serving_main, ["info", inf], "finite")
 
 
+def _front_of(ens: Path, **point_changes) -> Path:
+    """A hand-made one-point ``front.json`` beside ``ens`` whose point holds ``ens``'s members."""
+    data = json.loads(ens.read_text())
+    point = {"index": 0, "size": len(data["members"]), "objectives": {"tvd": 0.1, "fid": 1.0},
+             "members": data["members"], **point_changes}
+    front = ens.parent / "f.json"
+    front.write_text(json.dumps({"format": "mustangs-front/1", "network": data["network"], "dataset": "fashion-mnist",
+                                 "objectives": ["tvd", "fid"], "points": [point]}))
+    return front
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"index": 3}, "index"),
+    ({"objectives": {"tvd": 0.1, "is": 1.0}}, "objectives"),
+    ({"objectives": {"tvd": 0.1, "fid": float("inf")}}, "finite"),
+    ({"size": 0}, "size"),
+    ("negative weight", "weight"),
+    ("escaping path", "does not lie in a pool folder"),
+])
+def test_malformed_fronts_are_refused_by_export(tmp_path, changes, words):
+    pool, ens = make_ensemble(tmp_path)
+    members = json.loads(ens.read_text())["members"]
+    if changes == "negative weight":
+        changes = {"members": [dict(members[0], weight=-1.0)] + members[1:]}
+    elif changes == "escaping path":
+        changes = {"members": [dict(members[0], path=str(tmp_path / "elsewhere" / "g0.safetensors"))]}
+    front = _front_of(ens, **changes)
+    refused(tmp_path, serving_main, ["export", front, "--point", "0", "--out", tmp_path / "m.onnx", "--no-stats"],
+            words)
+
+
 def test_duplicate_members_are_merged_and_huge_weights_work(tmp_path):
     pool, ens = make_ensemble(tmp_path)
     data = json.loads(ens.read_text())
@@ -478,6 +527,10 @@ def test_output_extension_must_match_the_format(tmp_path, model):
     refused(tmp_path, serving_main, ["sample", model, "--out", tmp_path / "g.txt"], ".png or .npy")
     refused(tmp_path, serving_main, ["export", ens, "--out", tmp_path / "m.txt"], ".onnx")
     refused(tmp_path, ensembler_main, ["optimize", pool, "--out", tmp_path / "e.yaml"], ".json")
+    refused(tmp_path, ensembler_main, ["front", pool, "--out", tmp_path / "f.txt"], ".json")
+    refused(tmp_path, ensembler_main, ["front", pool, "--out", tmp_path / "f.json", "--plot", tmp_path / "f.jpg"],
+            ".png")
+    refused(tmp_path, serving_main, ["export", pool, "--out", tmp_path / "m.txt"], ".onnx")
 
 
 # --------------------------------------------------------------------------- 8. smaller ones

@@ -114,6 +114,13 @@ def test_bento_serves_from_a_clean_venv(tmp_path):
             want = np.asarray(Image.open(io.BytesIO(OnnxSampler(model, threads=1).sample_png(9, 3))))
             assert got.shape == want.shape  # the same grid the dev install draws, up to rounding
             assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+            # Re-purposing code paths (imported on first use) ship too: explicit weights, /solve.
+            status, ctype, png = _http(port, "/sample", json.dumps({"n": 4, "seed": 1, "weights": [0, 1, 1]}).encode())
+            assert status == 200 and ctype == "image/png", png[:500]
+            status, _, plan = _http(port, "/solve", json.dumps({"weights": [1, 1, 2]}).encode())
+            assert status == 200 and json.loads(plan)["weights"] == [0.25, 0.25, 0.5], plan[:500]
+            status, _, body = _http(port, "/solve", json.dumps({"target": "uniform"}).encode())
+            assert status == 400 and "class statistics" in json.loads(body)["error"], body[:500]
             status, _, spec = _http(port, "/docs.json", method="GET")  # the API page ships too
             assert status == 200 and json.loads(spec)["info"] == json.loads(json.dumps(
                 user_spec({"info": {}}, max_n=1024)["info"]))

@@ -19,8 +19,8 @@ from conftest import ROOT
 CASES = {
     "trainer": [["--help"], ["--version"], ["train", "--help"], ["classifier", "train", "--help"],
                 ["classifier", "eval", "--help"], ["score", "--help"], ["no-such-verb"]],
-    "ensembler": [["--help"], ["--version"], ["optimize", "--help"], ["evaluate", "--help"], ["sample", "--help"],
-                  ["import-lipizzaner", "--help"], ["optimize"]],
+    "ensembler": [["--help"], ["--version"], ["optimize", "--help"], ["front", "--help"], ["evaluate", "--help"],
+                  ["sample", "--help"], ["import-lipizzaner", "--help"], ["front"]],
     "serving": [["--help"], ["--version"], ["export", "--help"], ["sample", "--help"], ["info", "--help"],
                 ["serve", "--help"], ["build", "--help"], ["export"]],
 }
@@ -78,7 +78,7 @@ from ensembler.cli import build_parser as e
 from serving.cli import build_parser as s
 texts = []
 for build, verbs in ((t, [["train"], ["classifier"], ["classifier", "train"], ["score"]]),
-                     (e, [["optimize"], ["evaluate"], ["sample"]]), (s, [["export"], ["serve"], ["build"]])):
+                     (e, [["optimize"], ["front"], ["evaluate"], ["sample"]]), (s, [["export"], ["serve"], ["build"]])):
     for argv in [[]] + verbs:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -91,7 +91,7 @@ print(json.dumps(texts))
 """
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     texts = json.loads(proc.stdout)
-    assert len(texts) == 13 and all(t.startswith("usage:") for t in texts)
+    assert len(texts) == 14 and all(t.startswith("usage:") for t in texts)
     for text in texts:
         assert "``" not in text and "::\n" not in text and ":func:" not in text, text[:300]
 

@@ -85,3 +85,25 @@ def test_a_phase_without_updates_is_repeated_by_the_ticker():
     n = len(out)
     time.sleep(0.15)
     assert len(out) == n  # closed: the thread has stopped
+
+
+def test_front_prints_one_plain_progress_over_all_scalarisations(monkeypatch, capsys):
+    """``ensembler front`` runs scalarisations x budget evaluations: in a log it says how far it is."""
+    import numpy as np
+
+    from ensembler.front import compute_front
+    from ensembler.objectives import MixtureObjective, parse_objective
+    from test_ensembler import _fake_stats
+
+    monkeypatch.setattr(progress, "on_terminal", lambda: False)
+    monkeypatch.setattr(progress, "EVERY", 0.0)  # a line on every update
+    rng = np.random.default_rng(0)
+    stats = _fake_stats(rng, K=4)
+    objective = MixtureObjective(stats, stats[0], parse_objective("tvd+fid"), np.full(10, 0.1))
+    result = compute_front(objective, ("tvd", "fid"), scalarisations=3, budget=40, progress=None)
+    lines = [s for s in capsys.readouterr().err.splitlines() if s.startswith("front: eval ")]
+    assert len(result.values) >= 1 and lines
+    assert lines[-1].startswith(f"front: eval {result.evaluations - 4 - 2}/120 (")  # minus the reference points
+    assert any("scalarisation 1/3" in s for s in lines) and "scalarisation 3/3" in lines[-1]
+    compute_front(objective, ("tvd", "fid"), scalarisations=3, budget=40, progress=False)
+    assert "front:" not in capsys.readouterr().err  # --quiet style: nothing
