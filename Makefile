@@ -2,18 +2,26 @@
 #   make quickstart   train a small grid -> optimize an ensemble -> export ONNX -> sample
 #   make test         the whole test suite (what CI runs)
 # On a GPU host: make quickstart EXTRAS=gpu,serve,dev  (onnxruntime-gpu instead of onnxruntime)
+# On a host without a GPU, a CPU-only torch is ~5x smaller and faster to install:
+#   make quickstart TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 PYTHON ?= python3
 VENV   ?= .venv
 EXTRAS ?= cpu,serve,dev
 PY     := $(VENV)/bin/python
 RUN    ?= runs/quickstart
+# Package index for torch + torchvision. Empty (default): the index pip is configured with (on PyPI a
+# CUDA build, ~6 GB installed with its nvidia-* wheels; it runs on a CPU too). PyTorch's CPU index
+# (https://download.pytorch.org/whl/cpu) gives a CPU-only build. Installed first, then kept by the
+# project's install (torch>=2.4 is satisfied).
+TORCH_INDEX ?=
 
 .PHONY: setup data quickstart serve test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q torch torchvision --index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 

@@ -272,7 +272,7 @@ def schemathesis(port: int, work: Path, checks: str, max_examples: int) -> dict:
     if not exe.exists():
         exe = shutil.which("schemathesis")
     if not exe:
-        return {"skipped": "schemathesis is not installed (.venv/bin/pip install schemathesis)"}
+        return {"skipped": "schemathesis is not installed (.venv/bin/pip install -e '.[bench]')"}
     report = work / f"schemathesis-{checks.replace(',', '_')}.json"
     cmd = [str(exe), "run", f"http://127.0.0.1:{port}/docs.json", "--checks", checks,
            "--max-examples", str(max_examples), "--seed", "0", "--workers", "1", "--request-timeout", "60",

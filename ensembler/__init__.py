@@ -1,7 +1,8 @@
 """Mustangs ensembler: re-purpose a pool of generators by optimising mixture weights.
 
-``ensembler.Ensemble`` is imported lazily (it needs torch), so that the numpy-only
-:mod:`ensembler.mixture_math` can be imported by the serving runtime without torch.
+``ensembler.Ensemble`` is imported lazily (it needs torch), so that ``import ensembler`` and
+``ensembler --help`` stay instant, and the numpy-only :mod:`ensembler.mixture_math` can be
+imported by the serving runtime without torch.
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.cli import ArgumentParser, HelpFormatter, add_version, console_main
 from trainer.cliargs import int_range, seed_type
 from trainer.errors import UserError
+from trainer.names import count
 
 
 def _evaluator(args, need_real: bool = True):
@@ -106,29 +107,79 @@ def cmd_optimize(args) -> int:
     if args.plot and Path(args.plot).is_dir():
         raise UserError(f"--plot {args.plot} is a folder; give a file name such as {args.plot}/curve.png")
     _guard_optimize_outputs(args)
+    runs = _report_runs(args.pools) if args.report else []
     if args.dry_run:
         print(json.dumps({"pools": args.pools, **opts.__dict__, "out": str(out), "plot": args.plot,
                           "cache_dir": args.cache_dir, "device": args.device, "classifier": args.classifier,
                           "force_classifier": args.force_classifier, "data_dir": args.data_dir,
-                          "needs_real_data": needs_real(opts)}, indent=2))
+                          "needs_real_data": needs_real(opts),
+                          "report": [str(r / "report.html") for r in runs]}, indent=2))
         return 0
     _check_sizes(args.pools, args.batch_size, max(args.verify_samples, 2))
     ensemble, result = optimize(args.pools, opts, _evaluator(args, needs_real(opts)), StatsCache(args.cache_dir),
                                 progress=None, log=_log)
     if args.plot:
         plot_history(ensemble.meta["history"], args.plot, title=f"{opts.method}: {opts.objective}")
+    if runs:
+        ensemble.meta["references"] = _references(ensemble, opts, args)
     ensemble.save(out)
+    for run in runs:
+        _add_to_report(run, ensemble, out)
     metrics = ensemble.meta["metrics"]
     clf = ensemble.meta["classifier"]
     _log(f"judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
          f"{', FORCED' if clf.get('forced') else ''})")
-    _log(f"wrote {out}: {len(ensemble.members)} generators, weights "
+    _log(f"wrote {out}: {count(len(ensemble.members), 'generator')}, weights "
          + ", ".join(f"{m.id}={w:.3f}" for m, w in zip(ensemble.members, ensemble.weights)))
     for kind in ("estimated", "verified"):
         if metrics.get(kind):
             _log(f"{kind:>9}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics[kind].items()))
     _log(f"time: {ensemble.meta['seconds']:.1f} s ({ensemble.meta['timings']})")
     return 0
+
+
+def _report_runs(pools: list[str]) -> list[Path]:
+    """The training runs whose report ``--report`` extends: each pool's parent, when it is a run folder."""
+    runs = []
+    for p in pools:
+        run = Path(p).resolve().parent
+        if not (run / "metrics.jsonl").is_file():
+            raise UserError(f"--report: {p} is not the pool of a training run (no {run / 'metrics.jsonl'}); "
+                            "--report extends runs/<name>/report.html, so give pools inside run folders")
+        if run not in runs:
+            runs.append(run)
+    return runs
+
+
+def _references(ensemble, opts, args) -> dict:
+    """Real images and uniform noise scored like the ensemble's verified metrics (same n, same target,
+    same judge); empty, with a note, when the real data is not there (the ensemble is kept either way)."""
+    from trainer.evaluation import reference_scores, stats_of_tensor
+    from trainer.metrics import parse_target, score
+
+    dataset = ensemble.meta["dataset"]
+    evaluator = _evaluator(args, need_real=False)(dataset)
+    n = opts.verify_samples or opts.samples
+    try:
+        if evaluator.real is None:
+            raise UserError(f"no real {dataset} test split ({evaluator.missing_real})")
+        target = parse_target(opts.target, evaluator.num_classes, evaluator.real.hist)
+        _log(f"references for the report: {n} real images and {n} noise samples")
+        return reference_scores(lambda x: stats_of_tensor(evaluator.classifier, x, opts.batch_size),
+                                lambda st: score(st, evaluator.real, target, ("fid", "tvd")), dataset,
+                                tuple(ensemble.spec.sample_shape), [n], data_dir=args.data_dir)
+    except UserError as exc:
+        _log(f"note: the report shows no reference values ({exc})")
+        return {}
+
+
+def _add_to_report(run: Path, ensemble, out: Path) -> None:
+    """64 samples of the ensemble into ``run/report/``, then rebuild ``run/report.html`` with its section."""
+    from trainer.images import save_grid
+    from trainer.report import ENSEMBLE_GRID, write_report
+
+    save_grid(ensemble.sample(64, 0), run / "report" / ENSEMBLE_GRID, nrow=8)
+    _log(f"report: {write_report(run, ensemble=out)} (ensemble section added)")
 
 
 # --------------------------------------------------------------------------- front
@@ -222,6 +273,8 @@ def cmd_evaluate(args) -> int:
         _log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); showing tvd and is only "
              f"(pass --data-dir for fid and precision/recall/density/coverage/kid)")
     target = parse_target(target_spec, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
+    _log(f"evaluating {count(len(pools), 'generator')} alone, the uniform mixture"
+         f"{' and the ensemble' if ensemble is not None else ''} on {args.n} samples each")
     rows = evaluate_table(pools, evaluator, args.n, args.seed, target, ensemble, StatsCache(args.cache_dir),
                           args.batch_size, diversity_samples=args.diversity_samples)
     if args.json:
@@ -281,7 +334,7 @@ def cmd_import(args) -> int:
         _check_replaceable_pool(out)
     check_writable(out, is_dir=True)
     pool = import_lipizzaner(args.folder, out, dataset=args.dataset)
-    _log(f"wrote pool {pool.root} with {len(pool)} generators ({pool.spec.arch}, z={pool.spec.latent_dim})")
+    _log(f"wrote pool {pool.root} with {count(len(pool), 'generator')} ({pool.spec.arch}, z={pool.spec.latent_dim})")
     groups: dict[str, list[str]] = {}
     for e in pool.entries:
         groups.setdefault(e.sha256, []).append(f"{e.id} ({e.origin.get('file', e.file)})")
@@ -329,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ensembler.methods import METHODS
 
     parser = ArgumentParser(prog="ensembler", description=__doc__, formatter_class=HelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = sub.add_parser("optimize", help="find mixture weights over one or more pools for an objective",
@@ -361,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     _judge_args(p)
     p.add_argument("--out", default="ensemble.json", help="ensemble file to write")
     p.add_argument("--plot", default=None, help="write the convergence curve to this PNG")
+    p.add_argument("--report", action="store_true",
+                   help="add an ensemble section (weights, every candidate's fid and tvd, references, samples) to "
+                        "the report.html of the training run each pool belongs to")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.set_defaults(func=cmd_optimize)
 

@@ -20,7 +20,7 @@ import numpy as np
 from trainer.atomic import atomic_path
 from trainer.diversity import MixtureDiversity, RealManifold
 
-from ensembler.stats import Evaluator, Source, StatsCache, generator_sampler, tqdm_disable
+from ensembler.stats import Evaluator, Source, StatsCache, generator_sampler
 
 #: Version of the feature-cache layout; bump when the way features are drawn changes.
 FEATURES_VERSION = "ensembler-features/1"
@@ -74,11 +74,11 @@ def mixture_diversity(sources: Sequence[Source], evaluator: Evaluator, m: int = 
                       batch_size: int = 1000, cache: StatsCache | None = None, progress=None,
                       log: Callable[[str], None] | None = None) -> MixtureDiversity:
     """A :class:`MixtureDiversity` over ``sources`` against ``m`` real samples' features."""
-    from tqdm import tqdm
+    from trainer.progress import progress_bar
 
     real = RealManifold.of(evaluator.real_features(m))
     fakes = [generator_features(src, evaluator, m, seed, batch_size, cache)
-             for src in tqdm(sources, desc="features", unit="gen", disable=tqdm_disable(progress))]
+             for src in progress_bar(sources, desc="features", unit="generator", progress=progress, ticker=True)]
     mix = MixtureDiversity(real, fakes)
     if log is not None:
         log(f"diversity: {m} feature samples per generator and {real.n} real (k={real.k}); mixtures are scored "

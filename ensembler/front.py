@@ -89,7 +89,11 @@ def compute_front(objective: MixtureObjective, objectives: tuple[str, str], *, s
     """The Pareto front of ``objectives`` over mixtures of the objective's generators (see module doc).
 
     ``objective`` must have been built with both metrics among its terms (any coefficients).
+    ``progress`` (see :mod:`trainer.progress`): one bar over all scalarisations' evaluations (plain
+    lines in logs), not one per search.
     """
+    from trainer.progress import progress_bar
+
     from ensembler.methods import make_method
     from ensembler.mixture_math import solve_tvd
     from ensembler.optimize import search
@@ -122,18 +126,23 @@ def compute_front(objective: MixtureObjective, objectives: tuple[str, str], *, s
     evals = len(ref_w)
 
     if K > 1:
-        for i, alpha in enumerate(np.linspace(0.0, 1.0, max(2, int(scalarisations)))):
-            coef = np.array([1.0 - alpha, alpha])
+        alphas = np.linspace(0.0, 1.0, max(2, int(scalarisations)))
+        with progress_bar(total=len(alphas) * budget, desc="front", unit="eval", progress=progress,
+                          ticker=True) as bar:
+            for i, alpha in enumerate(alphas):
+                coef = np.array([1.0 - alpha, alpha])
+                bar.set_postfix_str(f"scalarisation {i + 1}/{len(alphas)} ({objectives[0]} weight {1 - alpha:.2f})")
 
-            def scalar(ws: np.ndarray, coef=coef) -> np.ndarray:
-                v = losses(ws)
-                archive_w.append(np.asarray(ws, np.float64).copy())
-                archive_v.append(v)
-                return ((v - lo) / scale) @ coef
+                def scalar(ws: np.ndarray, coef=coef) -> np.ndarray:
+                    v = losses(ws)
+                    archive_w.append(np.asarray(ws, np.float64).copy())
+                    archive_v.append(v)
+                    bar.update(len(v))
+                    return ((v - lo) / scale) @ coef
 
-            method = make_method("cma", K, seed=seed + i, budget=budget, param=param, max_size=cap)
-            result = search(scalar, method, K, budget, cap, progress=progress)
-            evals += result.evaluations
+                method = make_method("cma", K, seed=seed + i, budget=budget, param=param, max_size=cap)
+                result = search(scalar, method, K, budget, cap, progress=False)
+                evals += result.evaluations
     W = np.concatenate(archive_w)      # searched points come decoded (capped at max_size) from search()
     V = np.concatenate(archive_v)
     front = non_dominated(V)

@@ -86,7 +86,9 @@ def describe(terms: Sequence[Term]) -> str:
         sign = "-" if t.metric == "is" else "+"
         out.append((sign, body))
     text = " ".join(f"{s} {b}" for s, b in out).strip()
-    return text[2:] if text.startswith("+ ") else text
+    if text.startswith("+ "):
+        return text[2:]
+    return "-" + text[2:] if text.startswith("- ") else text  # "-is", not "- is"
 
 
 @contextlib.contextmanager

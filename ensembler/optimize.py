@@ -17,12 +17,13 @@ import torch
 
 from trainer.errors import UserError
 from trainer.metrics import FeatureStats, parse_target, score
+from trainer.names import count
 
 from ensembler.ensemble import Ensemble
 from ensembler.methods import METHODS, Method, decode, make_method
 from ensembler.objectives import MixtureObjective, describe, parse_objective, single_threaded_blas
 from ensembler.pools import PoolSet, open_pools
-from ensembler.stats import Evaluator, Source, StatsCache, pool_stats, sample_stats, tqdm_disable
+from ensembler.stats import Evaluator, Source, StatsCache, pool_stats, sample_stats
 
 
 @dataclass
@@ -45,14 +46,14 @@ def search(objective: Callable[[np.ndarray], np.ndarray], method: Method, K: int
     ``objective`` maps weights ``[P, K]`` to losses ``[P]``. The best weights ever evaluated
     are returned (methods like CMA-ES do not guarantee their mean is the best point).
     """
-    from tqdm import tqdm
+    from trainer.progress import progress_bar
 
     start = time.perf_counter()
     best_w, best_f, evals = np.full(K, 1.0 / K), np.inf, 0
     history: list[tuple[int, float]] = []
     stop = "budget"
-    with tqdm(total=budget, desc=f"search ({method.name})", unit="eval", disable=tqdm_disable(progress),
-              leave=False) as bar, single_threaded_blas():
+    with progress_bar(total=budget, desc=f"search ({method.name})", unit="eval", progress=progress,
+                      leave=False, ticker=True) as bar, single_threaded_blas():
         while evals < budget:
             if method.done:
                 stop = "converged"
@@ -232,6 +233,8 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
         log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); fid and precision/recall/"
             f"density/coverage/kid are not reported (pass --data-dir to get them)")
     target = parse_target(opts.target, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
+    log(f"{count(len(pools), 'generator')} ({pools.spec.arch}) from {', '.join(map(str, pool_paths))}; "
+        f"statistics of {opts.samples} samples each")
 
     # Statistics (once per generator, cached).
     t = time.perf_counter()
@@ -260,6 +263,12 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
     if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
         raise UserError(f"the search produced invalid weights {weights.tolist()}")
     estimated = objective.report(weights)
+    # Every candidate's objectives side by side (estimated from the same statistics, so free): a
+    # reader sees what the chosen weights trade, e.g. a better tvd for a worse fid.
+    candidates = [{"name": c.id, "kind": "generator", **objective.report(np.eye(K)[i])}
+                  for i, c in enumerate(pools.candidates)]
+    candidates.append({"name": "uniform", "kind": "uniform", **objective.report(np.full(K, 1.0 / K))})
+    candidates.append({"name": "ensemble", "kind": "ensemble", **estimated})
     log(f"search: {result.evaluations} evaluations in {result.seconds:.2f} s ({opts.method}), "
         f"loss {describe(terms)} = {result.loss:.6g}")
 
@@ -285,6 +294,7 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
         "classifier": evaluator.record,
         "merged": pools.merged,
         "pool_weights": {c.id: float(w) for c, w in zip(pools.candidates, weights)},
+        "candidates": candidates,
     }
     ensemble = pools.ensemble(weights, meta)
     verified, noise = {}, {}

@@ -28,6 +28,7 @@ from torch import nn
 
 from trainer.atomic import atomic_path
 from trainer.errors import UserError
+from trainer.names import count
 from trainer.metrics import FeatureStats, StatsAccumulator
 from trainer.networks import NetSpec
 
@@ -53,11 +54,6 @@ def pick_device(device: str | None = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device} asked for CUDA but no GPU is available; use --device cpu or auto")
     return dev
-
-
-def tqdm_disable(progress: bool | None) -> bool | None:
-    """tqdm's ``disable`` for a ``progress`` flag: None = show only on a terminal."""
-    return None if progress is None else not progress
 
 
 # --------------------------------------------------------------------------- the evaluator
@@ -159,14 +155,14 @@ def sample_stats(sample_fn: Callable[[int], torch.Tensor], evaluator: Evaluator,
     With ``keep=True`` also returns the per-sample features ``[n, d]`` and labels / log-probs
     (float64 numpy) so callers can bootstrap the sampling noise of a metric.
     """
-    from tqdm import tqdm
+    from trainer.progress import progress_bar
 
     if n < 2:
         raise UserError(f"need at least 2 samples for statistics (got {n})")
     clf = evaluator.classifier
     acc = StatsAccumulator(evaluator.feature_dim, evaluator.num_classes)
     feats, logps = [], []
-    with tqdm(total=n, desc=desc, unit="img", disable=tqdm_disable(progress), leave=False) as bar:
+    with progress_bar(total=n, desc=desc, unit="img", progress=progress, leave=False, ticker=True) as bar:
         done = 0
         while done < n:
             b = min(batch_size, n - done)
@@ -270,22 +266,22 @@ def pool_stats(sources: Sequence[Source], evaluator: Evaluator, n: int = 10_000,
     All generators share the latent seed (common random numbers), which lowers the noise of
     comparisons between them.
     """
-    from tqdm import tqdm
+    from trainer.progress import nested, progress_bar
 
     out: list[FeatureStats] = []
     misses = 0
-    for src in tqdm(sources, desc="statistics", unit="gen", disable=tqdm_disable(progress)):
+    for src in progress_bar(sources, desc="statistics", unit="generator", progress=progress, ticker=True):
         key = cache_key(src.sha256, src.spec, evaluator.classifier_hash, n, seed)
         stats = cache.get(key) if cache is not None else None
         if stats is None:
             misses += 1
             stats = generator_stats(src.load(), src.spec.latent_dim, evaluator, n, seed, batch_size,
-                                    progress=False, desc=src.id)
+                                    progress=nested(progress), desc=f"sampling {src.id}")
             if cache is not None:
                 cache.put(key, stats)
         out.append(stats)
     if log is not None:
-        log(f"statistics: {len(sources) - misses} of {len(sources)} generators from cache, {misses} sampled "
+        log(f"statistics: {len(sources) - misses} of {count(len(sources), 'generator')} from cache, {misses} sampled "
             f"({n} samples each)")
     return out
 

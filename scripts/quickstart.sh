@@ -11,7 +11,7 @@ $BIN/trainer train configs/quickstart.yaml --out "$RUN" --resume
 
 echo "== 2/4 re-purpose the pool: CMA-ES over mixture weights for class diversity (tvd)"
 $BIN/ensembler optimize "$RUN/pool" --objective tvd --method cma --budget 2000 --seed 0 \
-    --out "$RUN/ensemble.json" --plot "$RUN/ensemble-curve.png"
+    --out "$RUN/ensemble.json" --plot "$RUN/ensemble-curve.png" --report
 $BIN/ensembler evaluate "$RUN/ensemble.json" -n 5000
 
 echo "== 3/4 export the ensemble to one ONNX graph (parity-checked against torch)"
@@ -23,7 +23,8 @@ $BIN/serving sample "$RUN/ensemble.onnx" -n 64 --seed 1 --out "$RUN/samples.png"
 cat <<MSG
 
 Done. Look at:
-  $RUN/report.html         the grid's training report (fid_cls heatmaps, curves, samples)
+  $RUN/report.html         the training report (fid_cls heatmaps, curves, samples) and the ensemble:
+                           every candidate's fid and tvd beside real-image and noise references
   $RUN/ensemble.json       chosen generators, weights, estimated and verified metrics
   $RUN/samples.png         64 samples from the exported ONNX ensemble
 Serve it over HTTP:  make serve RUN=$RUN    (then: curl -s -X POST 127.0.0.1:3000/sample \\

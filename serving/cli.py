@@ -20,9 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, HelpFormatter, console_main
+from trainer.cli import ArgumentParser, HelpFormatter, add_version, console_main
 from trainer.cliargs import float_range, int_range, port_type, seed_type, threads_type
 from trainer.errors import UserError
+from trainer.names import count
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
@@ -41,6 +42,14 @@ def bentoml_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def _apply_bentoml_env() -> None:
     for key in ("BENTOML_DO_NOT_TRACK", "BENTOML_HOME"):
         os.environ.setdefault(key, bentoml_env()[key])
+
+
+def _require_bentoml(verb: str) -> None:
+    """``serving serve`` / ``build`` need the ``serve`` extra; say so in one line when it is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("bentoml") is None:
+        raise UserError(f"'serving {verb}' needs BentoML: pip install 'mustangs[serve]' (or make setup)")
 
 
 def _check_model(path: str):
@@ -170,8 +179,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     stats_bytes = sum(len(meta[k]) for k in meta if k.startswith("mustangs.repurpose"))
     extra = (f"; class statistics of {stats.info['samples_per_generator']} samples per generator on "
              f"{stats.info['classifier']['name']} ({stats_bytes / 1e6:.2f} MB of it)" if stats is not None else "")
-    print(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB): {result.n_generators} "
-          f"'{meta['mustangs.arch']}' generators from a {kind}, latent {meta['mustangs.latent_dim']}, "
+    print(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB): {count(result.n_generators, 'generator')} "
+          f"('{meta['mustangs.arch']}') from a {kind}, latent {meta['mustangs.latent_dim']}, "
           f"samples {json.loads(meta['mustangs.sample_shape'])}{extra}")
     if result.max_abs_diff is not None:
         print(f"parity torch vs onnxruntime (N = 1, 7, 1000): max abs diff {result.max_abs_diff:.3g} "
@@ -240,6 +249,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- serve / build
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serving serve``: check the model, then replace this process with ``bentoml serve``."""
+    _require_bentoml("serve")
     from serving.service import MAX_N_ENV, MODEL_ENV, THREADS_ENV
 
     if args.max_n < 1:
@@ -259,13 +269,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env = bentoml_env(extra)
     argv = [sys.executable, "-m", "bentoml", "serve", "serving.service:MustangsSampler",
             "--host", args.host, "--port", str(args.port), "--working-dir", str(REPO_ROOT)]
-    print(f"serving {model} on http://{args.host}:{args.port} (POST /sample, POST /info, docs at /)", flush=True)
+    print(f"serving {model} on http://{args.host}:{args.port} (POST /sample, POST /solve, POST /info, "
+          "API page at /docs)", flush=True)
     os.execve(sys.executable, argv, env)
     return 0  # not reached
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     """``serving build``: put the model in BentoML's model store, then ``bentoml build`` a Bento with it."""
+    _require_bentoml("build")
     _apply_bentoml_env()
     sampler = _check_model(args.model)
     import bentoml
@@ -311,6 +323,7 @@ def _bento_tag(output: str) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     """The full ``serving`` argument parser."""
     parser = ArgumentParser(prog="serving", description=__doc__, formatter_class=HelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = sub.add_parser("export", help="export ensemble.json to one ONNX graph", formatter_class=HelpFormatter,
@@ -369,8 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve an ONNX model over HTTP with BentoML", formatter_class=HelpFormatter,
                        description="Starts 'bentoml serve serving.service:MustangsSampler' with the model. "
-                                   "POST /sample {n, seed, format} → PNG grid or .npy; POST /info; /healthz, "
-                                   "/readyz, OpenAPI at / and /docs.json.")
+                                   "POST /sample {n, seed, format, target | weights} → PNG grid or .npy; POST /solve "
+                                   "{target | weights} → the mixture weights and estimates; POST /info; /healthz, "
+                                   "/readyz; the API page at / and /docs (spec at /docs.json).")
     p.add_argument("model", help="ensemble.onnx written by 'serving export'")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=port_type, default=3000, help="TCP port")

@@ -34,6 +34,7 @@ from torch import nn
 
 from trainer.atomic import atomic_path
 from trainer.errors import UserError
+from trainer.names import count
 from trainer.pool import sha256_file
 
 ONNX_FORMAT = "mustangs-onnx/1"
@@ -285,7 +286,8 @@ def repurpose_stats(ensemble, dataset: str, samples: int = 10_000, seed: int = 0
             "cannot weigh fid or serve target 'real' (pass --data-dir)")
     sources = [Source(m.id, m.sha256, ensemble.spec, (lambda g=g: g))
                for m, g in zip(ensemble.members, ensemble.generators)]
-    stats = pool_stats(sources, evaluator, samples, seed, batch_size, StatsCache(cache_dir), progress=False, log=log)
+    # progress None: a bar on a terminal, a plain line every 10 s in logs (K x 10k samples takes a while)
+    stats = pool_stats(sources, evaluator, samples, seed, batch_size, StatsCache(cache_dir), progress=None, log=log)
     ensemble.to("cpu")
     clf_info = getattr(evaluator.classifier, "info", {}) or {}
     record = dict(evaluator.record)
@@ -335,7 +337,7 @@ def export_model(ensemble, out: str | Path, *, source_sha256: str, source_kind: 
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = f"Mustangs ensemble of {len(ensemble.generators)} '{ensemble.spec.arch}' generators"
+    model.doc_string = f"Mustangs ensemble of {count(len(ensemble.generators), 'generator')} ('{ensemble.spec.arch}')"
     onnx.checker.check_model(model, full_check=True)
     diff = None
     with atomic_path(out) as tmp:

@@ -14,9 +14,10 @@ Re-purposing per request (models exported with class statistics): ``POST /sample
 objective, cached per target; the estimate comes back in ``X-Mustangs-Estimated-TVD``) or explicit
 ``weights``; ``POST /solve`` returns the same plan as JSON (weights, estimated TVD/FID).
 
-BentoML's own ``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` and the OpenAPI page
-(``/``, spec at ``/docs.json``) stay on. Invalid requests get a 400 with pydantic's message, or
-with ours for targets and weights (``{"error": ..., "detail": [{"loc": [field], "msg": ...}]}``).
+BentoML's own ``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` stay on. The API page
+(``/`` and ``/docs``, spec at ``/docs.json``) is written for API users by :mod:`serving.openapi`.
+Invalid requests get a 400 whose ``error`` names the fields to fix
+(``{"error": ..., "detail": [{"loc": [field], "msg": ..., "type": ...}]}``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from typing import Annotated, Dict, List, Literal, Optional, Union
 
 import bentoml
 from bentoml.validators import ContentType
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
 from starlette.responses import JSONResponse, Response
+
+from serving.openapi import ApiPage
 
 MODEL_ENV, MAX_N_ENV, THREADS_ENV = "MUSTANGS_MODEL", "MUSTANGS_MAX_N", "MUSTANGS_ORT_THREADS"
 STORE_MODEL = "mustangs-ensemble"  # name of the model in BentoML's model store (see `serving build`)
@@ -140,8 +143,9 @@ MAX_N = _max_n()
 MAX_SEED = 2**63 - 1
 
 
-TargetSpec = Union[Dict[str, float], List[float], str]
-WeightsSpec = List[float]
+# Strict numbers (an int is a number, true and "1" are not), as the OpenAPI schema says.
+TargetSpec = Union[Dict[str, StrictFloat], List[StrictFloat], str]
+WeightsSpec = List[StrictFloat]
 TARGET_FIELD = Field(None, description="class distribution to re-aim the mixture at: {\"Sneaker\": 0.5, \"Bag\": 0.5} "
                                        "(class names or indices as keys), a list of one weight per class, "
                                        "'Sneaker:0.5,Bag:0.5', 'uniform' or 'real'; solved with the ensembler's "
@@ -149,7 +153,8 @@ TARGET_FIELD = Field(None, description="class distribution to re-aim the mixture
                      examples=[{"Sneaker": 0.5, "Bag": 0.5}, "uniform"])
 WEIGHTS_FIELD = Field(None, max_length=100_000, description="explicit mixture weights, one per generator (>= 0, "
                                                             "positive sum); instead of target")
-FID_WEIGHT_FIELD = Field(0.0, ge=0, le=1e6, description="lambda in the solved tvd + lambda * fid_cls (with target)")
+FID_WEIGHT_FIELD = Field(0.0, ge=0, le=1e6, strict=True,
+                         description="lambda in the solved tvd + lambda * fid_cls (with target)")
 
 
 class SampleRequest(BaseModel):
@@ -157,11 +162,12 @@ class SampleRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(16, ge=1, le=MAX_N, strict=True, description=f"number of samples, 1..{MAX_N}")
+    n: int = Field(16, ge=1, le=MAX_N, strict=True, description=f"number of samples, 1..{MAX_N}", examples=[16])
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, strict=True,
-                                description="seed for a reproducible draw; omit (or null) for a random one")
-    format: Literal["png", "npy"] = Field("png", description="png: one grid image (image/png); npy: float32 "
-                                                             "[n, C, H, W] in [-1, 1] (np.save, no pickle)")
+                                description="seed for a reproducible draw; omit (or null) for a random one",
+                                examples=[1])
+    format: Literal["png", "npy"] = Field("png", description="png: one grid image (image/png); npy: a NumPy .npy "
+                                                             "file, float32 [n, C, H, W] in [-1, 1]")
     target: Optional[TargetSpec] = TARGET_FIELD
     weights: Optional[WeightsSpec] = WEIGHTS_FIELD
     fid_weight: float = FID_WEIGHT_FIELD
@@ -269,3 +275,4 @@ class MustangsSampler:
 
 
 MustangsSampler.add_asgi_middleware(JsonBodiesOnly)
+MustangsSampler.add_asgi_middleware(ApiPage, spec=lambda: MustangsSampler.openapi_spec.asdict(), max_n=MAX_N)

@@ -474,7 +474,7 @@ def test_single_generator_pool_and_softmax_param(random_pool, use_evaluator, tmp
     assert run_cli("optimize", random_pool, "--param", "softmax", "--objective", "is", "--budget", 60,
                    "--samples", 300, "--verify-samples", 0, "--out", out2) == 0
     data = json.loads(out2.read_text())
-    assert data["objective_minimised"] == "- is" and data["evaluations"] <= 60
+    assert data["objective_minimised"] == "-is" and data["evaluations"] <= 60
     assert abs(sum(m["weight"] for m in data["members"]) - 1) < 1e-9
 
 

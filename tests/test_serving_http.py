@@ -1,4 +1,5 @@
-"""The BentoML service over HTTP: in-process (starlette TestClient) and one real `serving serve`.
+"""The BentoML service over HTTP: in-process (starlette TestClient) and one real `serving serve`;
+the API page (OpenAPI spec, /docs) is checked against what the service really answers.
 
 The model is a small exported mlp ensemble of random generators (no training needed).
 """
@@ -21,7 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import trainer
 from serving.export import export_ensemble
+from serving.openapi import TITLE, readable_error, user_spec
 from serving.sampler import OnnxSampler
 from test_serving import make_ensemble
 
@@ -150,9 +153,148 @@ def test_bentoml_endpoints_stay_on(client):
     for path in ("/healthz", "/readyz", "/livez", "/"):
         assert client.get(path).status_code == 200, path
     spec = client.get("/docs.json").json()
-    assert {"/sample", "/info"} <= set(spec["paths"])
-    props = spec["paths"]["/sample"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"/sample", "/solve", "/info"} <= set(spec["paths"])
+    schema = spec["paths"]["/sample"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    props = spec["components"]["schemas"][schema["$ref"].split("/")[-1]]["properties"]
     assert props["n"]["maximum"] == 1024 and props["format"]["enum"] == ["png", "npy"]
+
+
+# ------------------------------------------------------------------------------------------- API page
+# Written for API users: title, version, descriptions, examples, and every response really sent.
+@pytest.fixture(scope="module")
+def spec(client):
+    return client.get("/docs.json").json()
+
+
+def test_info_is_ours(spec):
+    info = spec["info"]
+    assert info["title"] == TITLE
+    assert info["version"] == trainer.__version__
+    assert "POST /sample" in info["description"] and "curl" in info["description"]
+    assert "BentoML" not in info["description"] and "mustangs:dev" not in info["description"]
+    assert "contact" not in info
+
+
+def test_sample_operation_is_documented_for_users(spec):
+    op = spec["paths"]["/sample"]["post"]
+    assert op["summary"] and "seed" in op["description"] and "``" not in op["description"]
+    media = op["requestBody"]["content"]["application/json"]
+    examples = {k: e["value"] for k, e in media["examples"].items()}
+    assert examples["draw"] == {"n": 16, "seed": 1, "format": "png"}
+    assert examples["target"] == {"n": 16, "seed": 1, "target": {"Sneaker": 0.5, "Bag": 0.5}}
+    assert "weights" in examples["weights"] and all(e["summary"] for e in media["examples"].values())
+    schema = spec["components"]["schemas"][media["schema"]["$ref"].split("/")[-1]]
+    assert schema["title"] == "SampleRequest"
+    assert {"n", "seed", "format", "target", "weights", "fid_weight"} <= set(schema["properties"])
+    assert all(p.get("description") for p in schema["properties"].values())
+    for example in examples.values():  # every example is a valid request body
+        assert set(example) <= set(schema["properties"])
+    assert set(op["responses"]["200"]["content"]) == {"image/png", "application/octet-stream"}
+    assert {"X-Mustangs-Weights-Source", "X-Mustangs-Estimated-TVD", "X-Mustangs-Estimated-FID"} <= set(
+        op["responses"]["200"]["headers"])
+    assert all(h["description"] for h in op["responses"]["200"]["headers"].values())
+    assert {"400", "415", "500"} <= set(op["responses"])
+    assert all(r.get("description") for r in op["responses"].values())
+    assert "target" in op["description"] and "weights" in op["description"]
+    assert "IODescriptor" not in str(spec)
+    for ref in ("#/components/schemas/Error", "#/components/schemas/ModelInfo", "#/components/schemas/Plan"):
+        assert ref.split("/")[-1] in spec["components"]["schemas"]
+
+
+def test_solve_and_info_operations_are_documented_for_users(spec):
+    op = spec["paths"]["/solve"]["post"]
+    assert op["summary"] and "target" in op["description"] and op["operationId"] == "solve"
+    media = op["requestBody"]["content"]["application/json"]
+    schema = spec["components"]["schemas"][media["schema"]["$ref"].split("/")[-1]]
+    assert schema["title"] == "SolveRequest" and {"target", "weights", "fid_weight"} == set(schema["properties"])
+    assert {k: e["value"] for k, e in media["examples"].items()}["target"] == {"target": {"Sneaker": 0.5, "Bag": 0.5}}
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Plan")
+    assert {"400", "415", "500"} <= set(op["responses"])
+    info = spec["components"]["schemas"]["ModelInfo"]["properties"]
+    assert {"classes", "generators", "repurpose", "default_class_histogram"} <= set(info)
+    assert "/solve" in spec["info"]["description"] and "target" in spec["info"]["description"]
+
+
+@pytest.mark.parametrize("path", ["/", "/docs"])
+def test_docs_page(client, path):
+    r = client.get(path)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert f"<title>{TITLE}</title>" in r.text and "swagger-ui" in r.text  # it loads ./docs.json
+
+
+# Every status and content type the service really answers with is in the spec.
+REQUESTS = [
+    ({"json": {"n": 4, "seed": 1}}, 200),
+    ({"json": {"n": 3, "format": "npy"}}, 200),
+    ({"json": {}}, 200),
+    ({"json": {"n": 0}}, 400),
+    ({"json": {"n": 10**9}}, 400),
+    ({"json": {"n": "4"}}, 400),
+    ({"json": {"seed": -1}}, 400),
+    ({"json": {"format": "gif"}}, 400),
+    ({"json": {"nn": 4}}, 400),
+    ({"content": b"{bad json", "headers": {"content-type": "application/json"}}, 400),
+    ({"content": b"n=4", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415),
+    ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 415),
+]
+
+
+# The same for re-purposing: this model has no class statistics, so targets are refused (400) but
+# explicit weights work; /solve answers like /sample.
+REQUESTS += [
+    ({"json": {"n": 2, "seed": 1, "weights": [0, 1, 0]}}, 200),
+    ({"json": {"n": 2, "target": {"Sneaker": 0.5, "Bag": 0.5}}}, 400),
+    ({"json": {"n": 2, "weights": [1, 2]}}, 400),
+    ({"json": {"target": "uniform", "weights": [1, 1, 1]}}, 400),
+    ({"json": {"fid_weight": -1}}, 400),
+    ({"json": {}, "path": "/solve"}, 200),
+    ({"json": {"weights": [1, 1, 2]}, "path": "/solve"}, 200),
+    ({"json": {"target": "uniform"}, "path": "/solve"}, 400),
+    ({"json": {"weights": "1,2"}, "path": "/solve"}, 400),
+    ({"json": {"n": 4}, "path": "/solve"}, 400),
+    ({"content": b"{}", "headers": {"content-type": "text/plain"}, "path": "/solve"}, 415),
+    ({"path": "/info"}, 200),
+    ({"content": b"x", "headers": {"content-type": "text/plain"}, "path": "/info"}, 415),
+]
+
+
+@pytest.mark.parametrize("kwargs,status", REQUESTS)
+def test_every_answer_is_documented(client, spec, kwargs, status):
+    kwargs = dict(kwargs)
+    path = kwargs.pop("path", "/sample")
+    r = client.post(path, **kwargs)
+    assert r.status_code == status, r.text
+    documented = spec["paths"][path]["post"]["responses"][str(status)]
+    assert r.headers["content-type"].split(";")[0] in documented["content"]
+    mustangs_headers = {h.lower() for h in r.headers if h.lower().startswith("x-mustangs-")}
+    assert mustangs_headers <= {h.lower() for h in documented.get("headers", {})}
+    if path == "/sample" and status == 200:
+        assert r.headers["x-mustangs-weights-source"] in ("default", "weights")
+    if status == 200 and r.headers["content-type"] == "application/octet-stream":
+        assert np.load(io.BytesIO(r.content), allow_pickle=False).shape[0] == 3
+    if status >= 400:
+        error = r.json()["error"]
+        assert "IODescriptor" not in error and "validation error for" not in error
+        if status == 400 and "json" in kwargs and kwargs["json"]:
+            field = next(k for k in kwargs["json"] if k not in ("n", "seed") or len(kwargs["json"]) == 1)
+            assert field in error or field in str(r.json()["detail"])
+
+
+def test_readable_error_names_every_field():
+    body = {"error": "2 validation errors for SampleRequestIODescriptor",
+            "detail": [{"loc": ["n"], "msg": "Input should be greater than or equal to 1"},
+                       {"loc": [], "msg": "Invalid JSON"}]}
+    assert readable_error(body)["error"] == ("invalid request: n: Input should be greater than or equal to 1; "
+                                             "body: Invalid JSON")
+    assert readable_error({"error": "x"}) == {"error": "x"}
+    ours = {"error": "unknown class 'Sneakers' in the target", "detail": [{"loc": ["target"], "msg": "unknown class"}]}
+    assert readable_error(ours) == ours  # the service's own 400s already say what to fix
+
+
+def test_user_spec_keeps_what_it_does_not_know():
+    """A spec without our routes (another service version) passes through with only the info replaced."""
+    out = user_spec({"openapi": "3.0.2", "info": {"title": "x"}, "paths": {"/other": {"get": {}}}}, max_n=8)
+    assert out["paths"] == {"/other": {"get": {}}} and out["info"]["title"] == TITLE
 
 
 # ------------------------------------------------------------------------------------------- real server

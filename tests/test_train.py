@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -55,6 +56,10 @@ def test_rings_run_leaves_every_output(tmp_path):
     html = (run / "report.html").read_text()
     assert "report/heatmap.png" in html and (run / "report" / "heatmap.png").stat().st_size > 1000
     assert (run / "report" / "loss_choice.png").exists() and (run / "report" / "curves.png").exists()
+    refs = json.loads((run / "pool" / "manifest.json").read_text())["references"]
+    assert set(refs) == {"fid_cls300", "tvd_cls300", "fid_cls500", "tvd_cls500"}
+    assert refs["fid_cls500"]["real"] < refs["fid_cls500"]["noise"]  # the reference frame is meaningful
+    assert "reference: real images" in html and "reference: uniform noise" in html
     assert sorted(p.name for p in (run / "samples").iterdir()) == [f"gen-00000{i}.png" for i in (1, 2, 3)]
     assert "coevolution:" in (run / "config.yaml").read_text()
     assert_tensorboard_readable(run, generations=3, cells=4, images=False)
@@ -194,11 +199,21 @@ def test_selected_adversary_resume_is_bit_identical(tmp_path):
     assert pools[0] == pools[1] and len(pools[0]) == 4
 
 
-def test_without_a_terminal_progress_is_one_line_per_generation(tmp_path, capsys):
+def test_without_a_terminal_progress_is_plain_lines(tmp_path, capsys, monkeypatch):
+    """No TTY (capsys): plain lines, batch k/N with a rate inside a generation, one line at its end."""
+    import trainer.progress
+
+    monkeypatch.setattr(trainer.progress, "EVERY", 0.0)  # a line after every batch (normally every 10 s)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("# test config\n")
     over = RINGS + ["coevolution.generations=2", "coevolution.batches_per_generation=2", "output.report=false"]
     assert main(["train", str(cfg), "--out", str(tmp_path / "run"), *over]) == 0   # no --quiet
     lines = [s for s in capsys.readouterr().err.splitlines() if s.startswith("gen ")]
-    assert [s.split(":")[0] for s in lines] == ["gen 1/2", "gen 2/2"]
-    assert all("best mixture fid_cls" in s for s in lines)
+    beats = [s for s in lines if ": batch " in s]
+    seen = [s.split(" (")[0] for s in beats]  # (the ticker thread may add lines of its own)
+    assert all(f"gen {g}/2: batch {b}/2" in seen for g in (1, 2) for b in (1, 2))
+    assert seen.index("gen 1/2: batch 2/2") < seen.index("gen 2/2: batch 1/2")
+    assert all(" batch/s)" in s for s in beats)
+    ends = [s for s in lines if re.match(r"gen \d/2: [\d.]+ s", s)]
+    assert [s.split(":")[0] for s in ends] == ["gen 1/2", "gen 2/2"]
+    assert all("best mixture fid_cls" in s for s in ends)

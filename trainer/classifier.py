@@ -29,12 +29,10 @@ import torch.nn.functional as F
 
 from trainer.atomic import sha256_file, write_bytes_atomic, write_text_atomic
 from trainer.errors import UserError
+from trainer.names import TRAINABLE  # datasets the CNN can be trained on → input shape (C, H, W)
 
 #: Folder of the shipped classifier weights (``classifier-<dataset>.safetensors`` + ``.json``).
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-
-#: Datasets the CNN can be trained on, with their input shape ``(channels, height, width)``.
-TRAINABLE = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
 
 #: Hash that keys caches for the analytic ``rings`` classifier (bump when its definition changes).
 RINGS_HASH = "analytic-rings-v1-std0.02"
@@ -246,7 +244,7 @@ def train_classifier(dataset: str = "fashion-mnist", *, epochs: int = 8, seed: i
     (dataset, test_accuracy, sha256, feature_dim, num_classes, epochs, seed, torch_version).
     """
     from safetensors.torch import save
-    from tqdm import tqdm
+    from trainer.progress import progress_bar
 
     from trainer.data import load_dataset
 
@@ -274,8 +272,8 @@ def train_classifier(dataset: str = "fashion-mnist", *, epochs: int = 8, seed: i
         model.train()
         perm = torch.randperm(len(train), generator=g)
         total, count = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=None if progress is None
-                   else not progress, leave=False)
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+                           progress=progress, leave=False)
         for step in bar:
             idx = perm[step * batch_size:(step + 1) * batch_size]
             x, y = train.batch(idx), train.labels[idx]

@@ -2,11 +2,14 @@
 
 Each verb lives in its own module (``trainer/commands/*.py``) exposing ``register(subparsers)``;
 this file only wires them together and turns user errors into one line and exit code 2.
+Building a parser imports nothing heavy (no torch): ``--help``, ``--version`` and usage errors
+answer at once, and each verb imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Callable
 
@@ -14,8 +17,20 @@ from trainer.errors import exit_on_user_error
 from trainer.threads import prefer_passive_openmp
 
 
+def plain_text(text: str) -> str:
+    """Docstring markup (reStructuredText) as plain text for ``--help``: ``x`` → x, "Examples::" → "Examples:"."""
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text)
+    return text.replace("``", "").replace("::\n", ":\n")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults (``[default: …]``) and keeps description line breaks."""
+    """Shows defaults (``[default: …]``), keeps description line breaks, drops docstring markup."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain_text(text))
+
+    def _expand_help(self, action) -> str:
+        return plain_text(super()._expand_help(action))
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -25,11 +40,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """Add ``--version`` (the package's version, one source: ``trainer.__version__``)."""
+    from trainer import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s (mustangs) {__version__}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``trainer`` argument parser."""
     from trainer.commands import classifier, score, train
 
     parser = ArgumentParser(prog="trainer", description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for module in (train, classifier, score):
         module.register(sub)

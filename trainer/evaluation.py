@@ -21,6 +21,7 @@ from torch import nn
 from trainer.atomic import atomic_path
 from trainer.errors import UserError
 from trainer.metrics import FeatureStats, StatsAccumulator
+from trainer.names import SOURCE_HELP  # what a sample source may be (help and error text)
 
 #: Seed of the fixed permutation whose first ``n`` samples form a real subset of size ``n``.
 SUBSET_SEED = 20240607
@@ -198,9 +199,6 @@ def real_stats(dataset: str, split: str, classifier: nn.Module | None = None, n:
 
 # --------------------------------------------------------------------------- sample sources
 
-SOURCE_HELP = ("a dataset split (e.g. fashion-mnist:train), an .npy array of images (uint8 0..255 or float "
-               "in [-1, 1]; [N,H,W], [N,C,H,W] or [N,H,W,C]), a folder of PNGs, or 'noise'")
-
 
 def noise_samples(n: int, input_shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     """``n`` samples of uniform noise in [-1, 1] with ``input_shape`` (a worst-case baseline)."""
@@ -344,6 +342,26 @@ def source_stats(spec: str, classifier: nn.Module, n: int | None, *, seed: int =
     return stats_of_tensor(classifier, load_samples(spec, shape, n, seed=seed, data_dir=data_dir), batch_size)
 
 
-__all__ = ["stats_of_tensor", "stats_of_sampler", "real_stats", "subset_indices", "stats_cache_path",
+def reference_scores(stats_fn: Callable[[torch.Tensor], FeatureStats], score_fn: Callable[[FeatureStats], dict],
+                     dataset: str, input_shape: tuple[int, ...], sizes, *, data_dir=None, seed: int = 0
+                     ) -> dict[str, dict[str, float]]:
+    """What a metric's value means: the same protocol on real images and on uniform noise.
+
+    For each sample count ``n`` in ``sizes``, ``n`` real images of the *train* split (scored
+    against the test statistics inside ``score_fn``, like generated samples) give the best value
+    one can hope for at that ``n`` (FID is biased upwards at small ``n``), and ``n`` samples of
+    uniform noise the value of a generator that learnt nothing. Returns
+    ``{"fid_cls1k": {"real": ..., "noise": ...}, "tvd_cls1k": {...}, ...}``.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for n in sorted(set(int(s) for s in sizes)):
+        real = score_fn(stats_fn(load_samples(f"{dataset}:train", input_shape, n, seed=seed, data_dir=data_dir)))
+        noise = score_fn(stats_fn(noise_samples(n, tuple(input_shape), seed)))
+        for key in real:
+            out[key] = {"real": float(real[key]), "noise": float(noise[key])}
+    return out
+
+
+__all__ = ["reference_scores", "stats_of_tensor", "stats_of_sampler", "real_stats", "subset_indices", "stats_cache_path",
            "module_hash", "check_input_shape", "load_samples", "source_stats", "read_npy_samples",
            "read_png_folder", "noise_samples", "SOURCE_HELP"]

@@ -84,11 +84,11 @@ def default_device() -> torch.device:
 def inception_moments(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean, covariance (unbiased) and count of Inception features of images ``x`` in [-1, 1] (or uint8)."""
-    from tqdm import tqdm
+    from trainer.progress import progress_bar
 
     n, s1, s2 = 0, None, None
-    for i in tqdm(range(0, x.shape[0], batch_size), desc="inception", disable=None if progress is None else not progress,
-                  leave=False):
+    for i in progress_bar(range(0, x.shape[0], batch_size), desc="inception", unit="batch", progress=progress,
+                          leave=False):
         f = inception_features(model, x[i:i + batch_size]).to(torch.float64)
         s1 = f.sum(0) if s1 is None else s1 + f.sum(0)
         s2 = f.T @ f if s2 is None else s2 + f.T @ f
@@ -103,11 +103,11 @@ def inception_moments(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
 def inception_feature_array(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
                             progress: bool | None = None) -> np.ndarray:
     """Pool features ``[N, D]`` (float32) of images ``x`` in [-1, 1] (or uint8), batch by batch."""
-    from tqdm import tqdm
+    from trainer.progress import progress_bar
 
     parts = [inception_features(model, x[i:i + batch_size]).to(torch.float32).numpy()
-             for i in tqdm(range(0, x.shape[0], batch_size), desc="inception",
-                           disable=None if progress is None else not progress, leave=False)]
+             for i in progress_bar(range(0, x.shape[0], batch_size), desc="inception", unit="batch",
+                                   progress=progress, leave=False, ticker=True)]
     if not parts:
         raise UserError("Inception metrics need at least 2 samples")
     return np.concatenate(parts)

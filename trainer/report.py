@@ -1,8 +1,14 @@
 """``report.html`` of a run: grid heatmaps of per-cell fid_cls (like the grid tables of the
-Lipizzaner papers), loss and learning-rate curves, Mustangs loss-choice counts, sample grids.
+Lipizzaner papers), loss and learning-rate curves, Mustangs loss-choice counts, sample grids,
+and the ensemble chosen by ``ensembler optimize`` when there is one.
+
+So that a reader can tell whether a number is good, every fid/tvd is shown beside its
+references on the same protocol (real images and uniform noise, stored in the pool manifest by
+the trainer and in ``ensemble.json`` by ``ensembler optimize --report``), and the ensemble
+section lists every candidate's objectives side by side.
 
 Everything is read back from the run folder (``metrics.jsonl``, ``pool/manifest.json``,
-``samples/``), so a report can be rebuilt at any time with :func:`write_report`.
+``samples/``, ``ensemble.json``), so a report can be rebuilt at any time with :func:`write_report`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 
 from trainer.atomic import atomic_path, write_text_atomic
 from trainer.losses import G_LOSSES
+from trainer.names import count
 
 
 def read_metrics(run: str | Path) -> list[dict]:
@@ -66,6 +73,51 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+#: How much larger than their pixels sample grids are drawn (crisp, no smoothing).
+ZOOM = 3
+
+
+def _img(src: str, path: Path, zoom: int = ZOOM, alt: str = "") -> str:
+    """An ``<img>`` of a pixel grid drawn ``zoom`` times its size, without blurring."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            width = im.size[0] * zoom
+    except (OSError, ValueError):
+        width = 600
+    return (f"<img src='{html.escape(src)}' width={width} alt='{html.escape(alt)}' "
+            "style='image-rendering:pixelated;image-rendering:crisp-edges;max-width:100%'>")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) and np.isfinite(v) else "–"
+
+
+def reference_note(refs: dict, keys) -> str:
+    """``fid_cls1k: real images 2.1, uniform noise 1907`` for the keys that have references."""
+    parts = [f"{k}: real images {_fmt(refs[k]['real'])}, uniform noise {_fmt(refs[k]['noise'])}"
+             for k in keys if k in refs]
+    return ("<p><i>References on the same protocol (lower fid/tvd is better): " + "; ".join(parts)
+            + ".</i></p>") if parts else ""
+
+
+def _table(rows: list[dict], keys: list[str], refs: dict, first: str = "") -> str:
+    """An HTML table of ``rows`` (name + metrics), with reference rows for real images and noise."""
+    out = [f"<table border=1 cellpadding=4><tr><th>{html.escape(first)}</th>"
+           + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>"]
+    for r in rows:
+        style = " style='font-weight:bold'" if r.get("bold") else ""
+        out.append(f"<tr{style}><td>{html.escape(str(r['name']))}</td>"
+                   + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in keys) + "</tr>")
+    for which, label in (("real", "reference: real images"), ("noise", "reference: uniform noise")):
+        if any(k in refs for k in keys):
+            out.append(f"<tr style='color:#666'><td><i>{label}</i></td>"
+                       + "".join(f"<td><i>{_fmt(refs.get(k, {}).get(which))}</i></td>" for k in keys) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def _series(records: list[dict], field: str) -> tuple[list[int], dict[str, list[float]]]:
     gens = [r["generation"] for r in records]
     per: dict[str, list[float]] = {}
@@ -75,8 +127,11 @@ def _series(records: list[dict], field: str) -> tuple[list[int], dict[str, list[
     return gens, per
 
 
-def write_report(run: str | Path) -> Path:
-    """Write ``run/report.html`` and its PNGs in ``run/report/``; returns the HTML path."""
+def write_report(run: str | Path, ensemble: str | Path | None = None) -> Path:
+    """Write ``run/report.html`` and its PNGs in ``run/report/``; returns the HTML path.
+
+    ``ensemble``: an ``ensemble.json`` to show (default: ``run/ensemble.json`` when it exists).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,6 +144,7 @@ def write_report(run: str | Path) -> Path:
     manifest = {}
     if (run / "pool" / "manifest.json").is_file():
         manifest = json.loads((run / "pool" / "manifest.json").read_text())
+    refs = manifest.get("references") or {}
     cells = [tuple(c["cell"]) for c in records[0]["cells"]] if records else []
     shape = (max(r for r, _ in cells) + 1, max(c for _, c in cells) + 1) if cells else (1, 1)
     parts = [f"<h1>Mustangs run {html.escape(run.name)}</h1>",
@@ -96,14 +152,14 @@ def write_report(run: str | Path) -> Path:
 
     summary = manifest.get("summary") or {}
     if any(summary.values()):
-        parts.append("<h2>Final scores (pool)</h2><table border=1 cellpadding=4><tr><th></th><th>id</th>"
-                     "<th>scores</th></tr>")
-        for kind in ("best_generator", "best_mixture"):
-            s = summary.get(kind)
-            if s:
-                sc = ", ".join(f"{k}={v:.4g}" for k, v in s.items() if k != "id")
-                parts.append(f"<tr><td>{kind.replace('_', ' ')}</td><td>{html.escape(s['id'])}</td><td>{sc}</td></tr>")
-        parts.append("</table>")
+        rows = [{"name": f"{kind.replace('_', ' ')} ({s['id']})", **s}
+                for kind in ("best_generator", "best_mixture") if (s := summary.get(kind))]
+        keys = [k for k in rows[0] if k not in ("name", "id")]
+        parts.append("<h2>Final scores (pool)</h2>" + _table(rows, keys, refs))
+
+    ens_path = Path(ensemble) if ensemble is not None else run / "ensemble.json"
+    if ens_path.is_file():
+        parts.append(ensemble_section(ens_path, figdir, plt))
 
     # heatmaps of per-cell fid for chosen generations
     key = fid_key(records)
@@ -123,7 +179,9 @@ def write_report(run: str | Path) -> Path:
             ax.set_yticks(range(shape[0]))
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=key)
         _save(fig, figdir / "heatmap.png")
-        parts.append(f"<h2>Per-cell {key} of the centre generators</h2><img src='report/heatmap.png'>")
+        tkey = key.replace("fid_", "tvd_")
+        parts.append(f"<h2>Per-cell {key} of the centre generators</h2><img src='report/heatmap.png'>"
+                     + reference_note(refs, (key, tkey)))
         last = scored[-1]
         g = fid_grid(last, key, shape)
         m = fid_grid(last, key, shape, "mixture_scores")
@@ -142,6 +200,9 @@ def write_report(run: str | Path) -> Path:
         best_mix = [min((x.get("mixture_scores", {}).get(key, np.inf) for x in r["cells"]), default=np.nan)
                     for r in scored]
         ax.plot(gens, best_mix, "k-", lw=2, label="best mixture")
+        if key in refs:
+            ax.axhline(refs[key]["noise"], color="tab:red", ls="--", lw=1, label="uniform noise")
+            ax.axhline(max(refs[key]["real"], 1e-3), color="tab:green", ls="--", lw=1, label="real images")
         ax.set_xlabel("generation")
         ax.set_ylabel(key)
         ax.set_yscale("log")
@@ -183,12 +244,72 @@ def write_report(run: str | Path) -> Path:
 
     samples = sorted((run / "samples").glob("gen-*.png"))
     if samples:
-        parts.append("<h2>Samples (one row per cell)</h2>")
+        parts.append("<h2>Samples (one row per cell, the same latents every generation)</h2>")
         for p in dict.fromkeys([samples[0], samples[len(samples) // 2], samples[-1]]):
-            parts.append(f"<figure style='display:inline-block'><img src='samples/{p.name}' width=300>"
+            parts.append(f"<figure style='display:inline-block'>{_img(f'samples/{p.name}', p, alt=p.stem)}"
                          f"<figcaption>{p.stem}</figcaption></figure>")
     doc = ("<!doctype html><html><head><meta charset='utf-8'><title>Mustangs run "
            f"{html.escape(run.name)}</title></head><body style='font-family:sans-serif'>"
            + "\n".join(parts) + "</body></html>")
     write_text_atomic(run / "report.html", doc)
     return run / "report.html"
+
+
+#: Name of the ensemble's sample grid in ``run/report/`` (written by ``ensembler optimize --report``).
+ENSEMBLE_GRID = "ensemble_samples.png"
+
+
+def ensemble_section(path: Path, figdir: Path, plt) -> str:
+    """The ensemble chosen by ``ensembler optimize``: weights, every candidate's objectives side by
+    side (with a fid-vs-tvd plot of the trade-off), verified metrics, references, samples."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"<h2>Ensemble</h2><p>{html.escape(str(path))} could not be read ({html.escape(str(exc))}).</p>"
+    metrics = data.get("metrics") or {}
+    refs = data.get("references") or {}
+    parts = [f"<h2>Ensemble ({html.escape(path.name)})</h2>",
+             f"<p>{html.escape(str(data.get('method', '?')))} over {count(len(data.get('pool_weights') or {}), 'generator')} "
+             f"minimising <b>{html.escape(str(data.get('objective_minimised', data.get('objective', '?'))))}</b> "
+             f"(target {html.escape(str(data.get('target', 'uniform')))}); "
+             f"{count(len(data.get('members') or []), 'generator')} with non-zero weight.</p>"]
+    members = data.get("members") or []
+    if members:
+        parts.append("<table border=1 cellpadding=4><tr><th>generator</th><th>weight</th></tr>"
+                     + "".join(f"<tr><td>{html.escape(str(m.get('id')))}</td><td>{_fmt(m.get('weight'))}</td></tr>"
+                               for m in members) + "</table>")
+    candidates = data.get("candidates") or []
+    if candidates:
+        keys = [k for k in candidates[-1] if k.startswith(("fid_", "tvd_", "is_"))]
+        rows = [{**c, "bold": c.get("kind") == "ensemble"} for c in candidates]
+        parts.append("<h3>Every candidate, both objectives (estimated from the same statistics)</h3>"
+                     + _table(rows, keys, refs, first="candidate"))
+        fk = next((k for k in keys if k.startswith("fid_")), None)
+        tk = next((k for k in keys if k.startswith("tvd_")), None)
+        if fk and tk:
+            fig, ax = plt.subplots(figsize=(5.5, 4))
+            for c in candidates:
+                kind = c.get("kind")
+                style = {"generator": ("o", "tab:gray"), "uniform": ("s", "tab:blue")}.get(kind, ("*", "tab:red"))
+                ax.scatter(c[tk], c[fk], marker=style[0], color=style[1], s=120 if kind == "ensemble" else 40,
+                           zorder=3)
+                ax.annotate(str(c["name"]), (c[tk], c[fk]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax.set_xlabel(f"{tk} (lower: more balanced classes)")
+            ax.set_ylabel(f"{fk} (lower: closer to real images)")
+            ax.set_title("candidates: the trade-off between the objectives")
+            _save(fig, figdir / "ensemble_tradeoff.png")
+            parts.append("<img src='report/ensemble_tradeoff.png'>")
+    verified = metrics.get("verified") or {}
+    if verified:
+        std = metrics.get("verified_std") or {}
+        parts.append("<h3>The ensemble re-measured by fresh sampling</h3>" + _table(
+            [{"name": "ensemble (verified)", **verified},
+             *([{"name": "± sampling noise (std)", **std}] if std else [])],
+            [k for k in verified if k.startswith(("fid_", "tvd_", "is_"))], refs))
+    if not refs:
+        parts.append("<p><i>No reference values for this protocol: run "
+                     "<code>ensembler optimize ... --report</code> to add them.</i></p>")
+    grid = figdir / ENSEMBLE_GRID
+    if grid.is_file():
+        parts.append(f"<h3>Samples from the ensemble</h3>{_img(f'report/{ENSEMBLE_GRID}', grid, alt='ensemble')}")
+    return "\n".join(parts)

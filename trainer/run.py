@@ -142,6 +142,8 @@ class Run:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.progress = progress
         self.config_path = config_path
+        # Announce a step that has no progress of its own (plain progress repeats it while it runs).
+        self._phase: Callable[..., None] = lambda text, announce=True: self.log(text) if announce else None
         self._scorer_arg = scorer
 
     # ------------------------------------------------------------------ set-up
@@ -197,6 +199,7 @@ class Run:
         self.device = resolve_device(cfg.device)
         self.log(f"resolved config ({self.device}):\n" + to_yaml(cfg).rstrip())
         dataset = load_dataset(cfg.data.dataset, "train", data_dir=cfg.data.data_dir, image_size=cfg.data.image_size)
+        self.log(f"data: {len(dataset)} {cfg.data.dataset} training samples; setting up the grid")
         if self._scorer_arg == "auto":
             self.scorer = load_scorer(cfg.data.dataset, self.device, self.log, data_dir=cfg.data.data_dir,
                                       classifier=cfg.eval.classifier, force=cfg.eval.force_classifier)
@@ -280,26 +283,40 @@ class Run:
                 self.board.close()
 
     def _run(self) -> dict:
-        from tqdm import tqdm
+        from trainer.progress import PlainProgress, progress_bar
 
         self.setup()
         cfg, co = self.cfg, self.cfg.coevolution
         total, nb = co.generations, self.coev.batches
         self._last_ckpt = self.block.generation if self.resume else -1
-        disable = None if self.progress is None else not self.progress
-        bar = tqdm(total=total * nb, initial=min(self.block.generation, total) * nb, unit="batch",
-                   disable=True if not self.world.is_writer else disable, dynamic_ncols=True)
-        # No terminal (a log file, Slurm, CI) and no --quiet: one plain line per generation instead.
-        plain = self.progress is None and bar.disable and self.world.is_writer
+        bar = progress_bar(total=total * nb, initial=min(self.block.generation, total) * nb, unit="batch",
+                           progress=self.progress if self.world.is_writer else False, log=self.log, ticker=True)
+        # No terminal (a log file, Slurm, CI) and no --quiet: plain lines instead of a bar, one at
+        # least every 10 s (batch k/N and rate inside a generation, then what runs after its batches,
+        # up to the final scores) and one at the end of each generation.
+        plain = isinstance(bar, PlainProgress)
+        self._phase = (lambda text, announce=True: bar.phase(text, announce)) if plain else (
+            lambda text, announce=True: self.log(text) if announce else None)
+
+        def on_batch(b: int) -> None:
+            bar.update(1)
+            if b == nb - 1:
+                self._phase(f"gen {gen}/{total}: fitness, selection, mutation and scoring", announce=False)
+        if plain:
+            self.log(f"training {total - self.block.generation} generations of {nb} batches on "
+                     f"{self.coev.grid.size} cells")
         best_str = "n/a"
         try:
             while self.block.generation < total:
                 gen = self.block.generation + 1
-                bar.set_description(f"gen {gen}/{total}")
+                if plain:
+                    bar.restart(f"gen {gen}/{total}", total=nb)
+                else:
+                    bar.set_description(f"gen {gen}/{total}")
                 t0 = time.perf_counter()
                 every = cfg.eval.every
                 score = every is not None and (gen % every == 0 or gen == total)
-                records = self.coev.step(self.block, on_batch=lambda b: bar.update(1), score=score)
+                records = self.coev.step(self.block, on_batch=on_batch, score=score)
                 records = self.world.gather_objects(records)
                 best = _best(records)
                 line = {"generation": gen, "seconds": round(time.perf_counter() - t0, 3), "cells": records,
@@ -318,6 +335,7 @@ class Run:
                 if plain:
                     score_str = f"; best mixture {k}={best_str}" if "mixture" in best else ""
                     self.log(f"gen {gen}/{total}: {line['seconds']:.1f} s{score_str}")
+                    self._phase(f"gen {gen}/{total}: samples and checkpoint", announce=False)
                 se = cfg.output.sample_every
                 if (se is not None and gen % se == 0) or gen == total:
                     self._samples(gen)
@@ -332,9 +350,10 @@ class Run:
                      if self._last_ckpt > 0 else "no checkpoint was written yet")
             self.log(f"interrupted during generation {self.block.generation + 1}; {where}. Continue with: {cmd}")
             raise
-        bar.close()
-        summary = self.finish()
-        return summary
+        try:
+            return self.finish()
+        finally:
+            bar.close()
 
     # ------------------------------------------------------------------ outputs
     def final_scores(self, mix_w: list[list[float]]) -> tuple[list[dict], list[dict]]:
@@ -429,6 +448,8 @@ class Run:
         if self._last_ckpt != self.block.generation:
             self._checkpoint()
         mix_w_all = self.world.gather_objects([w.tolist() for w in self.block.mix_w])
+        if self.scorer is not None:
+            self._phase(f"final scores: {cfg.eval.fid_samples} samples of every cell's generator and mixture")
         gen_scores, mix_scores = self.final_scores(mix_w_all)
         grid = self.coev.grid
         ids = [f"r{r}c{c}" for r, c in (grid.coords(i) for i in range(grid.size))]
@@ -470,11 +491,23 @@ class Run:
                  "summary": summary}
         extra["classifier"] = self.scorer.record if self.scorer is not None else None
         extra["classifier_sha256"] = self.scorer.record.get("sha256") if self.scorer is not None else None
+        if cfg.output.report and self.scorer is not None:  # what the report's numbers mean
+            from trainer.evaluation import reference_scores
+
+            self._phase("reference scores: real images and uniform noise on the same protocols")
+            try:
+                extra["references"] = reference_scores(
+                    self.scorer.stats, lambda st: self.scorer.score(st, ("fid", "tvd")), cfg.data.dataset,
+                    tuple(self.coev.spec.sample_shape), (cfg.mixture.eval_samples, cfg.eval.fid_samples),
+                    data_dir=cfg.data.data_dir)
+            except UserError as exc:  # the pool matters more than its reference values
+                self.log(f"note: no reference scores in the report ({exc})")
         write_pool(self.out / "pool", self.coev.spec, cfg.data.dataset, gens, mixtures=mixtures, extra=extra)
         kill_point("report")
         if cfg.output.report:
             from trainer.report import write_report
 
+            self._phase("writing the report", announce=False)
             write_report(self.out)
         for folder in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "report"):
             clean_temp_files(folder)

@@ -67,8 +67,8 @@ def _list(args) -> int:
 def register(sub) -> None:
     """Add the ``classifier`` verb (``train`` / ``eval``) to the ``trainer`` CLI."""
     from trainer.cli import HelpFormatter
-    from trainer.classifier import TRAINABLE
     from trainer.cliargs import float_range, int_range, seed_type, threads_type
+    from trainer.names import TRAINABLE
 
     p = sub.add_parser("classifier", help="train or evaluate the evaluation classifier", description=__doc__,
                        formatter_class=HelpFormatter)

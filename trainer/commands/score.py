@@ -172,7 +172,7 @@ def register(sub) -> None:
     """Add the ``score`` verb to the ``trainer`` CLI."""
     from trainer.cli import HelpFormatter
     from trainer.cliargs import int_range, seed_type
-    from trainer.evaluation import SOURCE_HELP
+    from trainer.names import SOURCE_HELP
 
     p = sub.add_parser("score", help="FID/TVD/IS of samples against a real split (classifier features)",
                        description=__doc__, formatter_class=HelpFormatter)

@@ -114,8 +114,8 @@ def _scoring_plan(cfg) -> str:
     except UserError as exc:
         if cfg.eval.classifier is not None:
             return f"ERROR: {exc}"
-        return (f"no evaluation classifier ({exc}); the run will train without fid_cls scores "
-                f"and keep uniform mixture weights")
+        text = str(exc) if str(exc).startswith("no evaluation classifier") else f"no evaluation classifier ({exc})"
+        return f"{text}; the run will train without fid_cls scores and keep uniform mixture weights"
     except ImportError:
         return "evaluation classifier module missing; no fid_cls scores"
     plan = f"fid_cls on classifier {ref.describe()}; mixture (1+1)-ES per cell"
