@@ -239,10 +239,8 @@ def _is_ensemble_file(path: Path) -> bool:
 
 
 def cmd_evaluate(args) -> int:
-    from trainer.metrics import parse_target
-
     from ensembler.ensemble import Ensemble
-    from ensembler.optimize import evaluate_table
+    from ensembler.optimize import checked_target, evaluate_table
     from ensembler.pools import open_pools
     from ensembler.stats import StatsCache
 
@@ -266,13 +264,8 @@ def cmd_evaluate(args) -> int:
     _check_sizes([p.root for p in pools.pools], args.batch_size, args.n)
     target_spec = args.target if args.target is not None else (ensemble.meta.get("target") if ensemble else None)
     evaluator = _evaluator(args, need_real=(target_spec or "").strip() == "real")(pools.dataset)
-    for line in pools.merge_lines():
-        _log(line)
-    pools.check_all()
-    if evaluator.real is None:
-        _log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); showing tvd and is only "
-             f"(pass --data-dir for fid and precision/recall/density/coverage/kid)")
-    target = parse_target(target_spec, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
+    target = checked_target(pools, evaluator, target_spec, _log, "showing tvd and is only (pass --data-dir for fid "
+                            "and precision/recall/density/coverage/kid)")
     _log(f"evaluating {count(len(pools), 'generator')} alone, the uniform mixture"
          f"{' and the ensemble' if ensemble is not None else ''} on {args.n} samples each")
     rows = evaluate_table(pools, evaluator, args.n, args.seed, target, ensemble, StatsCache(args.cache_dir),

@@ -285,9 +285,7 @@ def run_front(pool_paths: Sequence[str], objectives: tuple[str, str], evaluator_
     dataset) and, when there, the real test split; ``recall``/``coverage`` objectives use cached
     per-generator feature samples (``diversity_samples`` each), as in ``ensembler optimize``.
     """
-    from trainer.metrics import parse_target
-
-    from ensembler.optimize import sources_of
+    from ensembler.optimize import checked_target, sources_of
     from ensembler.pools import open_pools
     from ensembler.stats import pool_stats
 
@@ -299,13 +297,7 @@ def run_front(pool_paths: Sequence[str], objectives: tuple[str, str], evaluator_
                         f"({evaluator.missing_real or 'not available'}); pass --data-dir")
     if sample_terms and not diversity_samples:
         raise UserError(f"objective {', '.join(sample_terms)} needs --diversity-samples > 0")
-    for line in pools.merge_lines():
-        log(line)
-    pools.check_all()
-    if evaluator.real is None:
-        log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); fid is not reported "
-            f"(pass --data-dir to get it)")
-    t = parse_target(target, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
+    t = checked_target(pools, evaluator, target, log, "fid is not reported (pass --data-dir to get it)")
     stats = pool_stats(sources_of(pools), evaluator, samples, stats_seed, batch_size, cache, progress=progress,
                        log=log)
     diversity = None

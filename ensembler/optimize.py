@@ -209,6 +209,18 @@ def sources_of(pools: PoolSet) -> list[Source]:
     return [Source(c.id, c.sha256, pools.spec, (lambda i=i: pools.generator(i))) for i, c in enumerate(pools.candidates)]
 
 
+def checked_target(pools: PoolSet, evaluator: Evaluator, target_spec: str | None, log: Callable[[str], None],
+                   without_real: str) -> np.ndarray:
+    """What every command does before scoring a pool: name the merged generators, check every
+    member file, say what is skipped without the real test split, and parse the TVD target."""
+    for line in pools.merge_lines():
+        log(line)
+    pools.check_all()
+    if evaluator.real is None:
+        log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); {without_real}")
+    return parse_target(target_spec, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
+
+
 def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Callable[[str], Evaluator],
              cache: StatsCache | None = None, progress=None, log: Callable[[str], None] = print
              ) -> tuple[Ensemble, SearchResult]:
@@ -226,13 +238,8 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
     if sample_terms and not evaluator.has_real_features:
         raise UserError(f"objective {', '.join(sample_terms)} needs features of the real {pools.dataset} test split "
                         f"({evaluator.missing_real or 'not available'}); pass --data-dir")
-    for line in pools.merge_lines():
-        log(line)
-    pools.check_all()
-    if evaluator.real is None:
-        log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); fid and precision/recall/"
-            f"density/coverage/kid are not reported (pass --data-dir to get them)")
-    target = parse_target(opts.target, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
+    target = checked_target(pools, evaluator, opts.target, log, "fid and precision/recall/density/coverage/kid are "
+                            "not reported (pass --data-dir to get them)")
     log(f"{count(len(pools), 'generator')} ({pools.spec.arch}) from {', '.join(map(str, pool_paths))}; "
         f"statistics of {opts.samples} samples each")
 
