@@ -180,7 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     extra = (f"; class statistics of {stats.info['samples_per_generator']} samples per generator on "
              f"{stats.info['classifier']['name']} ({stats_bytes / 1e6:.2f} MB of it)" if stats is not None else "")
     print(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB): {count(result.n_generators, 'generator')} "
-          f"('{meta['mustangs.arch']}') from a {kind}, latent {meta['mustangs.latent_dim']}, "
+          f"('{meta['mustangs.arch']}') from {'an' if kind[:1] in 'aeiou' else 'a'} {kind}, latent {meta['mustangs.latent_dim']}, "
           f"samples {json.loads(meta['mustangs.sample_shape'])}{extra}")
     if result.max_abs_diff is not None:
         print(f"parity torch vs onnxruntime (N = 1, 7, 1000): max abs diff {result.max_abs_diff:.3g} "
