@@ -359,6 +359,13 @@ def _check_replaceable_pool(out: Path) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+def _compute_args(p) -> None:
+    """``--batch-size``, ``--device`` and ``--cache-dir``: where and how generators are sampled."""
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:i]")
+    p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+
+
 def _judge_args(p) -> None:
     """``--classifier``, ``--force-classifier`` and ``--data-dir``: who judges, and where the real data is."""
     p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
@@ -398,10 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
     p.add_argument("--verify-samples", type=int_range(0, 10_000_000), default=10_000,
                    help="fresh samples of the final ensemble for the verified metrics (0: skip)")
-    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:i]")
-    p.add_argument("--cache-dir", default=None,
-                   help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    _compute_args(p)
     p.add_argument("--diversity-samples", type=int, default=1000,
                    help="feature samples per generator (and real) for precision/recall/density/coverage/kid and "
                         "the recall/coverage objectives (0: skip; reported only when the real split is there)")
@@ -433,9 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int_range(2, 10_000_000), default=10_000,
                    help="samples per generator for its statistics")
     p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
-    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    _compute_args(p)
     p.add_argument("--diversity-samples", type=int, default=1000,
                    help="feature samples per generator (and real) for the recall/coverage objectives and the points' "
                         "precision/recall/density/coverage/kid (0: skip; used only when the real split is there)")
@@ -452,9 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_type, default=0, help="sampling seed")
     p.add_argument("--target", default=None, help="TVD target (None: the ensemble's, else uniform)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=int_range(1, 1_000_000), default=1000, help="rows per forward pass")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
+    _compute_args(p)
     p.add_argument("--diversity-samples", type=int, default=1000,
                    help="samples per row for precision/recall/density/coverage/kid (0: skip)")
     _judge_args(p)

@@ -106,16 +106,10 @@ class Ensemble:
         mixture is the same, and each generator runs once.
         """
         from ensembler.schema import EnsembleDoc
-        from trainer.loaders import read_json_file
-        from trainer.schema import validate
+        from trainer.loaders import read_document
 
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"cannot read {path}: {'it is a folder' if path.is_dir() else 'no such file'}")
-        data = read_json_file(path, "ensemble file")
-        if not isinstance(data, dict) or data.get("format") != ENSEMBLE_FORMAT:
-            raise UserError(f"{path} is not a Mustangs ensemble file (format != {ENSEMBLE_FORMAT})")
-        doc = validate(EnsembleDoc, data, str(path))
+        data, doc = read_document(path, "ensemble file", ENSEMBLE_FORMAT, EnsembleDoc)
         meta = {k: v for k, v in data.items() if k not in ("format", "network", "members")}
         return cls.from_members(doc.network, doc.members, path.parent, str(path), meta)
 

@@ -188,18 +188,11 @@ def save_front(doc: dict, path: str | Path) -> None:
 def read_front(path: str | Path):
     """Read and check a ``front.json`` → :class:`ensembler.schema.FrontDoc` (``UserError`` for a missing,
     foreign, corrupt or malformed file; the bounded JSON reader and the schema apply)."""
-    from trainer.loaders import read_json_file
-    from trainer.schema import validate
+    from trainer.loaders import read_document
 
     from ensembler.schema import FrontDoc
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"cannot read {path}: {'it is a folder' if path.is_dir() else 'no such file'}")
-    data = read_json_file(path, "front file")
-    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT:
-        raise UserError(f"{path} is not a Mustangs front file (format != {FRONT_FORMAT})")
-    return validate(FrontDoc, data, str(path))
+    return read_document(path, "front file", FRONT_FORMAT, FrontDoc)[1]
 
 
 def load_front_point(path: str | Path, index: int):

@@ -57,26 +57,39 @@ def check_input_shape(classifier: nn.Module, x: torch.Tensor) -> None:
 
 @torch.no_grad()
 def _update(acc: StatsAccumulator, classifier: nn.Module, x: torch.Tensor, device: torch.device) -> None:
+    acc.update(*classifier.features_and_logits(_as_input(x, device)))
+
+
+def _as_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Samples as the classifier reads them: float32 in [-1, 1] on ``device`` (uint8 images rescaled)."""
     if x.dtype == torch.uint8:
         x = x.to(torch.float32).div_(127.5).sub_(1.0)
-    f, logits = classifier.features_and_logits(x.to(device, torch.float32))
-    acc.update(f, logits)
+    return x.to(device, torch.float32)
 
 
-def stats_of_tensor(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> FeatureStats:
-    """:class:`FeatureStats` of samples ``x`` (float in [-1, 1], or uint8 images) on ``classifier``."""
+def classifier_outputs(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000):
+    """``(features, logits)`` of samples ``x`` batch by batch, with the classifier in eval mode (its
+    mode is restored afterwards); one pass that statistics and per-sample features share."""
     if x.shape[0] == 0:
         raise UserError("no samples to evaluate")
     check_input_shape(classifier, x)
     was_training = classifier.training
     classifier.eval()
     device = _device_of(classifier)
-    acc = StatsAccumulator(classifier.feature_dim, classifier.num_classes)
     try:
         for i in range(0, x.shape[0], batch_size):
-            _update(acc, classifier, x[i:i + batch_size], device)
+            with torch.no_grad():
+                out = classifier.features_and_logits(_as_input(x[i:i + batch_size], device))
+            yield out
     finally:
         classifier.train(was_training)
+
+
+def stats_of_tensor(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> FeatureStats:
+    """:class:`FeatureStats` of samples ``x`` (float in [-1, 1], or uint8 images) on ``classifier``."""
+    acc = StatsAccumulator(classifier.feature_dim, classifier.num_classes)
+    for f, logits in classifier_outputs(classifier, x, batch_size):
+        acc.update(f, logits)
     return acc.result()
 
 

@@ -16,37 +16,15 @@ import torch
 from torch import nn
 
 from trainer.atomic import atomic_path
-from trainer.errors import UserError
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
 def features_of_tensor(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
     """Classifier features ``[N, d]`` (float32) of samples ``x`` (float in [-1, 1], or uint8 images)."""
-    from trainer.evaluation import check_input_shape
+    from trainer.evaluation import classifier_outputs
 
-    if x.shape[0] == 0:
-        raise UserError("no samples to evaluate")
-    check_input_shape(classifier, x)
-    was_training = classifier.training
-    classifier.eval()
-    device = _device_of(classifier)
-    out = []
-    try:
-        for i in range(0, x.shape[0], batch_size):
-            b = x[i:i + batch_size]
-            if b.dtype == torch.uint8:
-                b = b.to(torch.float32).div_(127.5).sub_(1.0)
-            f, _ = classifier.features_and_logits(b.to(device, torch.float32))
-            out.append(f.detach().to("cpu", torch.float32).numpy())
-    finally:
-        classifier.train(was_training)
-    return np.concatenate(out)
+    return np.concatenate([f.detach().to("cpu", torch.float32).numpy()
+                           for f, _ in classifier_outputs(classifier, x, batch_size)])
 
 
 @torch.no_grad()

@@ -148,14 +148,18 @@ def read_bounded(path: str | os.PathLike, max_bytes: int, what: str = "file") ->
     return data
 
 
-def read_yaml_file(path: str | os.PathLike, what: str = "config file") -> Any:
-    """Read and parse a YAML file with every bound of this module."""
-    data = read_bounded(path, MAX_YAML_BYTES, what)
+def read_text(path: str | os.PathLike, max_bytes: int, what: str) -> str:
+    """A UTF-8 text file of at most ``max_bytes`` (one-line :class:`LoadError` otherwise)."""
+    data = read_bounded(path, max_bytes, what)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise LoadError(f"{what} {path} is not UTF-8 text") from None
-    return load_yaml_text(text, str(path))
+
+
+def read_yaml_file(path: str | os.PathLike, what: str = "config file") -> Any:
+    """Read and parse a YAML file with every bound of this module."""
+    return load_yaml_text(read_text(path, MAX_YAML_BYTES, what), str(path))
 
 
 # --------------------------------------------------------------------------- JSON
@@ -185,13 +189,26 @@ def load_json_text(text: str, where: str = "JSON") -> Any:
 
 def read_json_file(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_JSON_BYTES) -> Any:
     """Read and parse a JSON file with every bound of this module."""
-    data = read_bounded(path, max_bytes, what)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise LoadError(f"{what} {path} is not UTF-8 text") from None
-    return load_json_text(text, str(path))
+    return load_json_text(read_text(path, max_bytes, what), str(path))
 
 
 __all__ = ["LoadError", "load_yaml_text", "read_yaml_file", "load_json_text", "read_json_file", "read_bounded",
            "MAX_DEPTH", "MAX_ALIASES", "MAX_NODES", "MAX_YAML_BYTES", "MAX_JSON_BYTES"]
+
+
+def read_document(path: str | os.PathLike, what: str, fmt: str, model):
+    """A Mustangs JSON file whose ``format`` is ``fmt``: ``(the raw mapping, model validated from it)``.
+
+    Every bound of this module applies; a missing file, a folder, a foreign format or a malformed
+    field is a one-line error naming ``path``.
+    """
+    from trainer.errors import UserError
+    from trainer.schema import validate
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"cannot read {path}: {'it is a folder' if path.is_dir() else 'no such file'}")
+    data = read_json_file(path, what)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise UserError(f"{path} is not a Mustangs {what} (format != {fmt})")
+    return data, validate(model, data, str(path))
