@@ -19,7 +19,8 @@ with the test metric itself, which favours the baseline), the best cell mixture 
 (1+1)-ES weights, scored from per-generator statistics) and the re-purposed ensemble
 (``ensembler optimize POOL --objective tvd``, CMA-ES, then scored on 10k fresh samples drawn from
 ``ensemble.json``). Everything runs in this one process through the CLIs' ``main`` functions, so
-Python and torch start once.
+Python and torch start once per worker. ``--jobs`` worker processes (default: one per core this
+process may use, each with one torch thread) share the runs, the dearest first.
 
     python benchmarks/study_modes.py --json runs/study-modes/results.json
     python benchmarks/study_modes.py --seeds 3 --toys rings --json /tmp/m.json   # a quick look
@@ -30,11 +31,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,10 +53,20 @@ VARIANTS = {
 CONFIGS = {"rings": "configs/rings-3x3.yaml", "grid25": "configs/grid25-3x3.yaml"}
 
 
+def cpu_children() -> float:
+    """CPU-seconds of this process's finished children (the workers, once the pool has shut down)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def cpu_seconds() -> float:
     """CPU-seconds of this process so far (user + system, all threads)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+class StudyError(RuntimeError):
+    """A CLI command of the study failed; the message names it and its log."""
 
 
 def cli(main, argv: list[str], log) -> None:
@@ -65,7 +78,7 @@ def cli(main, argv: list[str], log) -> None:
         except SystemExit as exc:
             rc = exc.code
     if rc:
-        sys.exit(f"study: command failed (exit {rc}): {' '.join(argv)}; see {log.name}")
+        raise StudyError(f"study: command failed (exit {rc}): {' '.join(argv)}; see {log.name}")
 
 
 def modes_of(scores: dict) -> dict:
@@ -117,11 +130,13 @@ def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
     out = Path(args.out) / toy / f"{variant}-s{seed}"
     over = [f"seed={seed}", "threads=1", f"coevolution.generations={args.generations}",
             f"coevolution.batches_per_generation={args.batches}", "eval.fid_samples=10000", "output.report=false",
-            "output.sample_every=null", f"output.checkpoint_every={args.generations}", *VARIANTS[variant]]
+            "output.sample_every=null", f"output.checkpoint_every={args.generations}", f"precision={args.precision}",
+            *VARIANTS[variant]]
     c0, t0 = cpu_seconds(), time.perf_counter()
     if not (out / "pool" / "manifest.json").is_file():
         cli(trainer_main, ["train", CONFIGS[toy], "--out", str(out), "--quiet", "--resume", *over], log)
     base = {"toy": toy, "variant": variant, "seed": seed, "steps_per_network": args.generations * args.batches,
+            "precision": args.precision,
             "lineages": lineages(out)}
     manifest = json.loads((out / "pool" / "manifest.json").read_text())
     singles = [modes_of(e["scores"]) | {"id": e["id"]} for e in manifest["generators"]]
@@ -145,6 +160,22 @@ def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
         r.update(spent)
     del np
     return recs
+
+
+def _worker_init() -> None:
+    """Each worker: one torch thread (the workers share the cores), no downloads."""
+    os.environ.setdefault("MUSTANGS_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def task(toy: str, variant: str, seed: int, args) -> list[dict]:
+    """One variant × seed in a worker, with its own log file beside its run folder."""
+    out = Path(args.out) / toy
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{variant}-s{seed}.log", "a") as log:
+        return one(toy, variant, seed, args, log)
 
 
 def summary(records: list[dict]) -> str:
@@ -220,31 +251,48 @@ def main() -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--batches", type=int, default=100, help="Adam steps per generation")
+    p.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"],
+                   help="the trainer's precision (bfloat16: ~1.5x faster on AMX CPUs, same results within seed "
+                        "noise: benchmarks/RESULTS-studies.md)")
+    p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                   help="worker processes, one torch thread each (default: the cores this process may use)")
     p.add_argument("--picture", default=None, help="PNG of scatter panels (default: OUT/modes.png)")
     args = p.parse_args()
     os.environ.setdefault("MUSTANGS_OFFLINE", "1")
-    import torch
+    from trainer.atomic import write_text_atomic
 
-    torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    t0, c0 = time.perf_counter(), cpu_seconds()
+    t0, c0 = time.perf_counter(), cpu_seconds() + cpu_children()
+    tasks = [(toy, variant, seed) for toy in args.toys for seed in range(args.first_seed, args.first_seed + args.seeds)
+             for variant in args.variants]
+    tasks.sort(key=lambda t: t[1] == "a-single")        # 3×3 grids first, the cheap single GANs fill the end
     records: list[dict] = []
-    with open(out / "study.log", "a") as log:
-        for toy in args.toys:
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
-                for variant in args.variants:
-                    recs = one(toy, variant, seed, args, log)
-                    records.extend(recs)
-                    best = {r["member"]: f"{r['modes_covered']:.0f}" for r in recs}
-                    print(f"[{time.perf_counter() - t0:6.0f} s] {toy} {variant} seed {seed}: modes covered {best}",
-                          flush=True)
-                    if args.json:
-                        Path(args.json).write_text(json.dumps(records, indent=1))
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    done = 0
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = {pool.submit(task, *t, args): t for t in tasks}
+        for fut in as_completed(futures):
+            toy, variant, seed = futures[fut]
+            try:
+                recs = fut.result()
+            except StudyError as exc:
+                for f in futures:
+                    f.cancel()
+                sys.exit(str(exc))
+            done += 1
+            records.extend(recs)
+            records.sort(key=lambda r: (r["toy"], order[r["variant"]], r["seed"], r["member"]))
+            best = {r["member"]: f"{r['modes_covered']:.0f}" for r in recs}
+            print(f"[{time.perf_counter() - t0:6.0f} s] {done}/{len(tasks)} {toy} {variant} seed {seed}: "
+                  f"modes covered {best}", flush=True)
+            if args.json:
+                write_text_atomic(args.json, json.dumps(records, indent=1))
     print(summary(records))
     pic = Path(args.picture) if args.picture else out / "modes.png"
     picture(args, args.toys, 0, pic)
-    print(f"wall {time.perf_counter() - t0:.0f} s, CPU {cpu_seconds() - c0:.0f} s (load now: {os.getloadavg()[0]:.1f}); "
+    print(f"wall {time.perf_counter() - t0:.0f} s, CPU {cpu_seconds() + cpu_children() - c0:.0f} s (load now: {os.getloadavg()[0]:.1f}); "
           f"picture: {pic}")
     return 0
 

@@ -254,3 +254,48 @@ def test_config_adam_fused_runs_the_fused_kernel_and_ops_does_not(monkeypatch):
         co = make(over + [f"adam={kernel}"])
         co.step(co.init_block(), score=False)
         assert len(calls) == expect + (1 if kernel == "fused" else 0), kernel   # + the one-time probe
+
+
+@pytest.mark.parametrize("arch", ["mlp", "rings-mlp"])
+def test_bfloat16_engine_tracks_float32_and_keeps_float32_state(arch):
+    # precision=bfloat16: GEMMs in bfloat16, but outputs, parameter gradients (for Adam) and the
+    # state stay float32, and the numbers stay within bfloat16's ~3 significant digits.
+    spec = NetSpec(arch, 8, (2,) if arch == "rings-mlp" else (1, 28, 28))
+    nets = [build_generator(spec) for _ in range(3)]
+    st = NetState.from_modules(nets)
+    z = torch.randn(3, 64, 8, generator=torch.Generator().manual_seed(0))
+    outs, grads = [], []
+    for dtype in (torch.float32, torch.bfloat16):
+        params = {k: t.detach().requires_grad_(True) for k, t in st.params.items()}
+        y = StackedNet(nets[0], "bmm", dtype).apply(params, st.buffers, z, train=True)
+        assert y.dtype == torch.float32
+        g = torch.autograd.grad(y.square().sum(), list(params.values()))
+        assert all(t.dtype == torch.float32 for t in g)
+        outs.append(y.detach())
+        grads.append(g)
+    scale = outs[0].abs().max()
+    assert (outs[0] - outs[1]).abs().max() < 2e-2 * scale
+    assert not torch.equal(outs[0], outs[1])                         # bfloat16 really ran
+    for g32, g16 in zip(*grads):
+        assert (g32 - g16).norm() < 5e-2 * g32.norm()
+    with pytest.raises(ValueError, match="bmm"):
+        StackedNet(nets[0], "vmap", torch.bfloat16)
+
+
+def test_bfloat16_generation_trains_like_float32():
+    from trainer.data import make_rings
+
+    over = ["data.dataset=rings", "network.arch=rings-mlp", "network.latent_dim=8", "data.batch_size=64",
+            "coevolution.batches_per_generation=20", "coevolution.selection=false"]   # no selection flips
+    runs = []
+    for precision in ("float32", "bfloat16"):
+        co = make(over + [f"precision={precision}"], data=make_rings(600))
+        b = co.init_block()
+        recs = [co.step(b, score=False) for _ in range(2)]
+        assert all(t.dtype == torch.float32 for t in b.G.params.values())
+        runs.append((b, recs))
+    (b1, r1), (b2, r2) = runs
+    for k in b1.G.params:   # 40 Adam steps apart only by rounding: same place, not the same bits
+        diff = (b1.G.params[k] - b2.G.params[k]).norm() / b1.G.params[k].norm()
+        assert 0 < diff < 0.1, (k, diff)
+    assert abs(r1[-1][0]["loss_g"] - r2[-1][0]["loss_g"]) < 0.1

@@ -56,3 +56,33 @@ def test_gpu_check_runs_end_to_end_in_cpu_mode(tmp_path):
     assert all("error" not in r and r["seconds_per_generation"] > 0 for r in rows)
     assert data["onnx"]["providers_active"] == ["CPUExecutionProvider"]
     assert data["onnx"]["max_abs_diff_vs_torch"] < 1e-4 and data["onnx"]["samples_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_study_modes_runs_variants_in_workers_and_writes_records_and_picture(tmp_path):
+    # A few Adam steps per network: this checks the study's plumbing (workers, resumable runs,
+    # one record per toy × variant × seed × member kind, the picture), not its findings.
+    out, js = tmp_path / "runs", tmp_path / "r.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "study_modes.py"), "--out", str(out), "--json", str(js),
+           "--seeds", "2", "--toys", "rings", "grid25", "--variants", "a-single", "d-lipizzaner",
+           "--generations", "1", "--batches", "2", "--jobs", "2"]
+    env = {**os.environ, "MUSTANGS_OFFLINE": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = json.loads(js.read_text())
+    kinds = {(r["toy"], r["variant"], r["seed"], r["member"]) for r in records}
+    assert len(records) == len(kinds) == 2 * 2 * (1 + 3)
+    assert {r["member"] for r in records if r["variant"] == "d-lipizzaner"} == {
+        "best-single", "best-cell-mixture", "ensemble-tvd"}
+    assert all(0 <= r["modes_covered"] <= (8 if r["toy"] == "rings" else 25) and 0 <= r["tvd_modes"] <= 1
+               for r in records)
+    assert all(r["precision"] == "bfloat16" and r["steps_per_network"] == 2 for r in records)
+    assert (out / "modes.png").stat().st_size > 0
+    assert "| rings | d-lipizzaner | ensemble-tvd | 2 |" in done.stdout
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)   # resumes: no retraining
+    assert again.returncode == 0
+
+    def measured(rs):
+        return [{k: v for k, v in r.items() if k not in ("cpu_s", "wall_s")} for r in rs]
+
+    assert measured(json.loads(js.read_text())) == measured(records)
