@@ -111,6 +111,12 @@ def lineages(run: Path) -> int:
     return len(set(lineage.values()))
 
 
+def run_dir(args, toy: str, variant: str, seed: int) -> Path:
+    """The run folder of one toy × variant × seed at this study's steps (so a study at other steps
+    never mistakes these runs for its own)."""
+    return Path(args.out) / toy / f"{args.generations * args.batches}-steps" / f"{variant}-s{seed}"
+
+
 def rank(m: dict) -> tuple:
     """Sort key: most modes covered, then lowest TVD over modes."""
     return (-m["modes_covered"], m["tvd_modes"])
@@ -127,16 +133,14 @@ def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
     from trainer.data import point_modes
     from trainer.metrics import mode_scores, mode_stats
 
-    out = Path(args.out) / toy / f"{variant}-s{seed}"
+    out = run_dir(args, toy, variant, seed)
     over = [f"seed={seed}", "threads=1", f"coevolution.generations={args.generations}",
             f"coevolution.batches_per_generation={args.batches}", "eval.fid_samples=10000", "output.report=false",
-            "output.sample_every=null", f"output.checkpoint_every={args.generations}", f"precision={args.precision}",
-            *VARIANTS[variant]]
+            "output.sample_every=null", f"output.checkpoint_every={args.generations}", *VARIANTS[variant]]
     c0, t0 = cpu_seconds(), time.perf_counter()
     if not (out / "pool" / "manifest.json").is_file():
         cli(trainer_main, ["train", CONFIGS[toy], "--out", str(out), "--quiet", "--resume", *over], log)
     base = {"toy": toy, "variant": variant, "seed": seed, "steps_per_network": args.generations * args.batches,
-            "precision": args.precision,
             "lineages": lineages(out)}
     manifest = json.loads((out / "pool" / "manifest.json").read_text())
     singles = [modes_of(e["scores"]) | {"id": e["id"]} for e in manifest["generators"]]
@@ -172,9 +176,9 @@ def _worker_init() -> None:
 
 def task(toy: str, variant: str, seed: int, args) -> list[dict]:
     """One variant × seed in a worker, with its own log file beside its run folder."""
-    out = Path(args.out) / toy
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"{variant}-s{seed}.log", "a") as log:
+    out = run_dir(args, toy, variant, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.log", "a") as log:
         return one(toy, variant, seed, args, log)
 
 
@@ -222,7 +226,7 @@ def picture(args, toys: list[str], seed: int, path: Path) -> None:
             ax = axes[i][j]
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_xlim(-1.5, 1.5), ax.set_ylim(-1.5, 1.5), ax.set_aspect("equal")
-            run = Path(args.out) / toy / f"{variant}-s{seed}"
+            run = run_dir(args, toy, variant, seed)
             if not (run / "pool" / "manifest.json").is_file():
                 continue
             if kind == "best-single" or variant == "a-single":
@@ -250,10 +254,9 @@ def main() -> int:
     p.add_argument("--toys", nargs="+", default=["rings", "grid25"], choices=list(CONFIGS))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--batches", type=int, default=100, help="Adam steps per generation")
-    p.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"],
-                   help="the trainer's precision (bfloat16: ~1.5x faster on AMX CPUs, same results within seed "
-                        "noise: benchmarks/RESULTS-studies.md)")
+    p.add_argument("--batches", type=int, default=50,
+                   help="Adam steps per generation (default 20 × 50 = 1000 steps of 400 samples per network: all "
+                        "5 variants × 10 seeds × 2 toys in about 25 min on 2 idle cores; more steps buy quality)")
     p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                    help="worker processes, one torch thread each (default: the cores this process may use)")
     p.add_argument("--picture", default=None, help="PNG of scatter panels (default: OUT/modes.png)")

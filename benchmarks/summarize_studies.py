@@ -25,36 +25,36 @@ def ms(xs, fmt: str) -> str:
     return f"{xs[0]:{fmt}}"
 
 
-def modes_table(records: list[dict], runs: Path) -> str:
+def modes_table(records: list[dict]) -> str:
     """Per variant and member kind: seeds, modes covered, full coverage, high quality, TVD, lineages left."""
-    from study_modes import lineages, summary
+    from study_modes import summary
 
-    out = [summary(records), "", "| variant | seeds | founders with descendants among the 9 final centres |", "|---|---|---|"]
-    by_variant: dict[str, list[int]] = {}
+    out = [summary(records), "", "| toy | variant | seeds | founders with descendants among the final centres |",
+           "|---|---|---|---|"]
+    by_variant: dict[tuple, list[int]] = {}
     for r in records:
-        if r["member"] == "best-single":
-            by_variant.setdefault(r["variant"], []).append(lineages(runs / r["toy"] / f"{r['variant']}-s{r['seed']}"))
-    for variant, xs in sorted(by_variant.items()):
-        out.append(f"| {variant} | {len(xs)} | {ms(xs, '.1f')} |")
-    sizes: dict[str, list[int]] = {}
+        if r["member"] == "best-single" and "lineages" in r:   # records of older study versions lack it
+            by_variant.setdefault((r["toy"], r["variant"]), []).append(r["lineages"])
+    for (toy, variant), xs in sorted(by_variant.items()):
+        out.append(f"| {toy} | {variant} | {len(xs)} | {ms(xs, '.1f')} |")
+    sizes: dict[tuple, list[int]] = {}
     for r in records:
         if r["member"] == "ensemble-tvd":
-            sizes.setdefault(r["variant"], []).append(r["size"])
-    out += ["", "| variant | re-purposed ensemble size (generators with weight) |", "|---|---|"]
-    out += [f"| {v} | {', '.join(map(str, xs))} |" for v, xs in sorted(sizes.items())]
+            sizes.setdefault((r["toy"], r["variant"]), []).append(r["size"])
+    out += ["", "| toy | variant | re-purposed ensemble size per seed (generators with weight) |", "|---|---|---|"]
+    out += [f"| {t} | {v} | {', '.join(map(str, xs))} |" for (t, v), xs in sorted(sizes.items())]
     return "\n".join(out)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--modes", nargs="*", default=[], help="study_modes JSON files")
-    p.add_argument("--modes-runs", default="runs/study-modes", help="study_modes --out folder")
     p.add_argument("--fmnist", nargs="*", default=[], help="study_fmnist JSON files")
     args = p.parse_args()
     if args.modes:
         records = [r for f in args.modes for r in json.loads(Path(f).read_text())]
-        print("### Mode coverage (rings-8)\n")
-        print(modes_table(records, Path(args.modes_runs)))
+        print("### Mode coverage (rings-8, grid-25)\n")
+        print(modes_table(records))
     if args.fmnist:
         from study_fmnist import table
 

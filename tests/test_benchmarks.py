@@ -76,7 +76,7 @@ def test_study_modes_runs_variants_in_workers_and_writes_records_and_picture(tmp
         "best-single", "best-cell-mixture", "ensemble-tvd"}
     assert all(0 <= r["modes_covered"] <= (8 if r["toy"] == "rings" else 25) and 0 <= r["tvd_modes"] <= 1
                for r in records)
-    assert all(r["precision"] == "bfloat16" and r["steps_per_network"] == 2 for r in records)
+    assert all(r["steps_per_network"] == 2 for r in records)
     assert (out / "modes.png").stat().st_size > 0
     assert "| rings | d-lipizzaner | ensemble-tvd | 2 |" in done.stdout
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)   # resumes: no retraining

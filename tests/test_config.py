@@ -80,12 +80,3 @@ def test_bmm_batching_refuses_convolutional_archs():
     with pytest.raises(ConfigError, match="batching=bmm runs MLP networks only"):
         load_train_config(None, ["batching=bmm", "network.arch=dcgan28"])
     assert load_train_config(None, ["batching=bmm"]).batching == "bmm"
-
-
-@pytest.mark.parametrize("over", [["network.arch=dcgan28"], ["batching=vmap"], ["batching=loop"]])
-def test_bfloat16_needs_the_bmm_engine(over):
-    with pytest.raises(ConfigError, match="precision=bfloat16 runs on the bmm engine"):
-        load_train_config(None, ["precision=bfloat16", *over])
-    assert load_train_config(None, ["precision=bfloat16"]).precision == "bfloat16"
-    with pytest.raises(ConfigError, match="legal values: float32, bfloat16"):
-        load_train_config(None, ["precision=float16"])

@@ -111,18 +111,13 @@ class StackedNet:
     * ``bmm``  one batched GEMM per layer for all members (``torch.baddbmm`` over the stacked
       weights, bias folded into the GEMM, activation applied in place, hand-written backward
       that returns contiguous weight gradients); MLP architectures only (:func:`bmm_supported`).
-      With ``dtype=torch.bfloat16`` its GEMMs and activations run in bfloat16 (AMX/AVX512-BF16
-      CPUs, GPUs) while parameters, their gradients and the output stay float32.
     * ``vmap`` ``torch.func.vmap`` over ``functional_call``: any architecture.
     * ``loop`` one member after the other: the reference the other two are tested against.
     """
 
-    def __init__(self, template: nn.Module, engine: str = "vmap", dtype: torch.dtype = torch.float32):
+    def __init__(self, template: nn.Module, engine: str = "vmap"):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-        if dtype != torch.float32 and engine != "bmm":
-            raise ValueError(f"compute dtype {dtype} needs engine 'bmm', not {engine!r}")
-        self.dtype = dtype
         self._plan = _mlp_plan(template) if engine == "bmm" else None
         if engine == "bmm" and self._plan is None:
             raise ValueError(f"engine 'bmm' runs MLP networks only, not {type(template).__name__}; use 'vmap'")
@@ -136,7 +131,7 @@ class StackedNet:
         """Run member ``i`` on ``x[i]`` for every member (train or eval mode); with ``out`` (no
         autograd), the result is written there (the ``bmm`` engine's last GEMM writes it directly)."""
         if self._plan is not None:
-            return self._plan.apply(params, x, out, self.dtype)
+            return self._plan.apply(params, x, out)
         y = self._apply(params, buffers, x, train)
         return y if out is None else out.copy_(y)
 
@@ -173,24 +168,13 @@ class _MLPPlan:
     layers: tuple[tuple[str, str, str | None, float], ...]
     out_shape: tuple[int, ...] | None   # generator sample shape; None = discriminator (→ [P, B])
 
-    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor, out: torch.Tensor | None = None,
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         P, B = x.shape[0], x.shape[1]
         h = x.reshape(P, B, -1)
         last = len(self.layers) - 1
-        if dtype != h.dtype:
-            # mixed precision: GEMMs and activations in ``dtype``; the casts of the (float32 master)
-            # weights are differentiable, so their gradients come back in float32 for Adam
-            h = h.to(dtype)
-            for wk, bk, act, slope in self.layers:
-                h = _linear_act(h, params[wk].to(dtype), params[bk].to(dtype), act, slope)
-            h = h.float()
-            if out is not None:
-                return out.copy_(h.view(out.shape))
-        else:
-            for i, (wk, bk, act, slope) in enumerate(self.layers):
-                h = _linear_act(h, params[wk], params[bk], act, slope, out.view(h.shape[0], h.shape[1], -1)
-                                if out is not None and i == last else None)
+        for i, (wk, bk, act, slope) in enumerate(self.layers):
+            h = _linear_act(h, params[wk], params[bk], act, slope, out.view(h.shape[0], h.shape[1], -1)
+                            if out is not None and i == last else None)
         if out is not None:
             return out
         return h.view(P, B, *self.out_shape) if self.out_shape is not None else h.squeeze(-1)

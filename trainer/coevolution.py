@@ -283,11 +283,8 @@ class Coevolution:
                 build_discriminator(self.spec)) else "vmap"
         self.engine = engine
         self.fused_adam = cfg.adam == "fused"   # adam_step on PyTorch's fused kernel
-        compute = torch.bfloat16 if cfg.precision == "bfloat16" else torch.float32
-        if compute != torch.float32 and engine != "bmm":
-            raise ValueError(f"precision={cfg.precision} needs the bmm engine, not {engine!r}")
-        self.Gnet = StackedNet(build_generator(self.spec), engine, compute)
-        self.Dnet = StackedNet(build_discriminator(self.spec), engine, compute)
+        self.Gnet = StackedNet(build_generator(self.spec), engine)
+        self.Dnet = StackedNet(build_discriminator(self.spec), engine)
         n = len(dataset)
         self.subset_size = n if cfg.data.sampling_ratio >= 1.0 else max(cfg.data.batch_size,
                                                                            int(round(cfg.data.sampling_ratio * n)))

@@ -22,7 +22,6 @@ ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
 DEVICES = ("auto", "cpu", "cuda")
 BATCHING = ("auto", "bmm", "vmap", "loop")
 ADAM_KERNELS = ("fused", "ops")
-PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -112,7 +111,6 @@ class TrainConfig:
     seed: int = option(0, ge=0, le=2**63 - 1)          # master seed; every cell derives its own streams from it; 0 ..= 2**63-1
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
     batching: str = option("auto", choices=BATCHING)   # auto (bmm for MLP archs, else vmap) | bmm (one stacked GEMM per layer for all cells; MLP archs only) | vmap (all cells in one vmapped call; any arch) | loop (per-cell loop; same numbers, slower)
-    precision: str = option("float32", choices=PRECISIONS)  # float32 (default) | bfloat16 (the bmm engine's GEMMs and activations in bfloat16, weights, Adam and losses in float32: ~1.5x faster on CPUs with AMX/AVX512-BF16 and on GPUs; needs batching auto/bmm and an MLP arch)
     adam: str = option("fused", choices=ADAM_KERNELS)    # fused (default: PyTorch's fused kernel per cell, one pass over memory; ops where the build lacks it) | ops (the same formula op by op, other rounding; reproduces runs recorded before fused became the default)
     threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run; None = every core this process may use (sched_getaffinity), shared between local ranks; OpenMP threads sleep when idle, so this stays fast on a busy machine (trainer/threads.py); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
@@ -176,10 +174,6 @@ class TrainConfig:
                                   "pip install 'mustangs[tensorboard]' or set output.tensorboard=null")
         if co.lr_min > min(co.lr_g, co.lr_d):
             raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the initial learning rates; lower it")
-        if self.precision == "bfloat16" and (self.batching not in ("auto", "bmm")
-                                             or self.network.arch not in ("mlp", "rings-mlp")):
-            raise ConfigError(f"precision=bfloat16 runs on the bmm engine (MLP archs) only, not batching={self.batching} "
-                              f"with network.arch={self.network.arch}; set precision=float32")
         if self.batching == "bmm" and self.network.arch not in ("mlp", "rings-mlp"):
             raise ConfigError(f"batching=bmm runs MLP networks only, not network.arch={self.network.arch}; "
                               f"set batching=auto (or vmap)")

@@ -36,7 +36,7 @@ from trainer.metrics import FeatureStats
 from trainer.safety import check_writable
 
 #: Config keys that may change when a run is resumed (everything else must match).
-RESUMABLE_CHANGES = {"coevolution.generations", "device", "threads", "batching", "precision", "adam", "output.report",
+RESUMABLE_CHANGES = {"coevolution.generations", "device", "threads", "batching", "adam", "output.report",
                      "output.sample_every", "eval.fid_samples", "eval.diversity_samples", "eval.inception",
                      "eval.inception_samples", "output.tensorboard"}
 
