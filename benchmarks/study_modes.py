@@ -13,6 +13,8 @@ Variants, all at the same Adam steps per network (``--generations`` × ``--batch
                       opponent population without selection is the whole neighbourhood)
   (d) d-lipizzaner    3×3, ``loss: bce``
   (e) e-mustangs      3×3, ``loss: mustangs``
+  (f) f-reference-details  (d) plus the reference's other details: D on every other mini-batch,
+                      fitness on 1000 samples, mixture σ 0.01 (only with ``--variants``)
 
 For every grid variant: the best single generator (most modes covered, then lowest TVD — chosen
 with the test metric itself, which favours the baseline), the best cell mixture (the trainer's own
@@ -49,7 +51,12 @@ VARIANTS = {
     "c-no-selection": ["coevolution.selection=false", "coevolution.adversary=neighbour", "coevolution.loss=bce"],
     "d-lipizzaner": ["coevolution.loss=bce"],
     "e-mustangs": ["coevolution.loss=mustangs"],
+    # not in the default set: (d) with the reference's remaining details (D on every other mini-batch,
+    # fitness on 1000 samples, mixture σ 0.01)
+    "f-reference-details": ["coevolution.loss=bce", "coevolution.d_skip_every=2", "coevolution.fitness_samples=1000",
+                            "mixture.sigma=0.01"],
 }
+DEFAULT_VARIANTS = ["a-single", "b-isolated", "c-no-selection", "d-lipizzaner", "e-mustangs"]
 CONFIGS = {"rings": "configs/rings-3x3.yaml", "grid25": "configs/grid25-3x3.yaml"}
 
 
@@ -219,10 +226,11 @@ def picture(args, toys: list[str], seed: int, path: Path) -> None:
     from trainer.pool import read_pool
 
     rows = [(toy, kind) for toy in toys for kind in ("best-single", "ensemble-tvd")]
-    fig, axes = plt.subplots(len(rows), len(VARIANTS), figsize=(3 * len(VARIANTS), 3 * len(rows)), squeeze=False)
+    variants = [v for v in VARIANTS if v in args.variants]
+    fig, axes = plt.subplots(len(rows), len(variants), figsize=(3 * len(variants), 3 * len(rows)), squeeze=False)
     for i, (toy, kind) in enumerate(rows):
         centres, std = point_modes(toy)
-        for j, variant in enumerate(VARIANTS):
+        for j, variant in enumerate(variants):
             ax = axes[i][j]
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_xlim(-1.5, 1.5), ax.set_ylim(-1.5, 1.5), ax.set_aspect("equal")
@@ -252,7 +260,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=10, help="number of seeds per variant")
     p.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (to split a study over processes)")
     p.add_argument("--toys", nargs="+", default=["rings", "grid25"], choices=list(CONFIGS))
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--batches", type=int, default=50,
                    help="Adam steps per generation (default 20 × 50 = 1000 steps of 400 samples per network: all "

@@ -254,3 +254,25 @@ def test_config_adam_fused_runs_the_fused_kernel_and_ops_does_not(monkeypatch):
         co = make(over + [f"adam={kernel}"])
         co.step(co.init_block(), score=False)
         assert len(calls) == expect + (1 if kernel == "fused" else 0), kernel   # + the one-time probe
+
+
+def test_fitness_samples_sizes_the_fitness_batch_and_defaults_to_the_batch(monkeypatch):
+    for over, want in (([], 16), (["coevolution.fitness_samples=40"], 40)):
+        co = make(over)
+        seen = []
+        real_fitness = co.fitness
+        monkeypatch.setattr(co, "fitness", lambda G, D, real, z: (seen.append((real.shape[1], z.shape[1])),
+                                                                  real_fitness(G, D, real, z))[1])
+        co.step(co.init_block(), score=False)
+        assert seen and all(s == (want, want) for s in seen), seen
+
+
+def test_d_skip_every_skips_every_nth_discriminator_step(monkeypatch):
+    # the reference's discriminator_skip_each_nth_step: 1 trains D on every other mini-batch
+    for over, want in (([], 6), (["coevolution.d_skip_every=2"], 3), (["coevolution.d_skip_every=3"], 4)):
+        co = make(["coevolution.batches_per_generation=6", *over])
+        calls = []
+        real_step = co.discriminator_step
+        monkeypatch.setattr(co, "discriminator_step", lambda *a: (calls.append(1), real_step(*a))[1])
+        co.step(co.init_block(), score=False)
+        assert len(calls) == want, over

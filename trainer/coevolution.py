@@ -429,9 +429,10 @@ class Coevolution:
         subD = _weights(D_all, nbr.reshape(-1))             # [C·S] neighbourhood discriminators
 
         # ---------------------------------------------------------------- fitness
-        pick = torch.stack([torch.randint(block.data_idx.shape[1], (B,), generator=g) for g in g_train])
+        F = co.fitness_samples or B
+        pick = torch.stack([torch.randint(block.data_idx.shape[1], (F,), generator=g) for g in g_train])
         real_fit = self.real_batch(block.data_idx.gather(1, pick))
-        z_fit = self.latents(g_train, B)
+        z_fit = self.latents(g_train, F)
         fit_g, fit_d = self.fitness(subG, subD, real_fit, z_fit)   # [C, S] each
 
         # ---------------------------------------------------------------- select

@@ -48,7 +48,7 @@ class DataConfig:
     data_dir: str | None = None                # folder with the data files (None = default places)
     image_size: int | None = option(None, ge=8)  # image-folder only: square side in pixels (None = 64)
     sampling_ratio: float = option(1.0, gt=0.0, le=1.0)  # data dieting: each cell trains on its own fixed random subset of this fraction; (0, 1]
-    batch_size: int = option(100, ge=1)        # mini-batch size of every Adam step and of the fitness batch; >= 1
+    batch_size: int = option(100, ge=1)        # mini-batch size of every Adam step (and of the fitness batch unless coevolution.fitness_samples); >= 1
 
 
 @dataclass
@@ -68,7 +68,8 @@ class CoevolutionConfig:
     mutation_scale: float = option(0.1, ge=0.0, le=1.0)    # relative std of a mutation: lr ← lr·(1 + scale·N(0,1)); [0, 1]
     lr_min: float = option(1e-6, gt=0.0, le=1.0)           # a mutated lr never drops below this; (0, 1]
     adversary: str = option("selected", choices=ADVERSARIES, renamed=ADVERSARY_RENAMES)  # selected (default, the Lipizzaner reference recipe: the cell's tournament-selected G and D train against each other every mini-batch) | neighbour (experiment: a live neighbourhood D/G drawn per mini-batch; trains far slower)
-    d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never); >= 2
+    d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never; the reference's discriminator_skip_each_nth_step: 1 is 2 here); >= 2
+    fitness_samples: int | None = option(None, ge=1)       # real and fake samples per fitness evaluation (None = data.batch_size; the reference's fitness_sample_size is 1000); >= 1
 
 
 @dataclass

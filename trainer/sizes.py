@@ -43,7 +43,7 @@ def train_bytes(cfg) -> tuple[int, dict[str, int]]:
         "network state": C * params * F32 * (3 + 3 + S + 3 + 1),
         # fitness: the sub-population's G's and D's on one batch (measured: rings, B = 20000 needs
         # ~1.2 GiB above the baseline, 2.4 GiB peak in all; the whole estimate says 1.7 GiB)
-        "fitness activations": C * S * B * (n["g_activations"] + n["d_activations"]) * F32,
+        "fitness activations": C * S * (cfg.coevolution.fitness_samples or B) * (n["g_activations"] + n["d_activations"]) * F32,
         # one training step: forward activations kept for backward, for G and D (real and fake)
         "training activations": C * B * (n["g_activations"] + 2 * n["d_activations"]) * F32,
         "data indices": C * (M + batches * B) * I64,
