@@ -15,6 +15,7 @@ Variants, all at the same Adam steps per network (``--generations`` × ``--batch
   (e) e-mustangs      3×3, ``loss: mustangs``
   (f) f-reference-details  (d) plus the reference's other details: D on every other mini-batch,
                       fitness on 1000 samples, mixture σ 0.01 (only with ``--variants``)
+  (g) g-fitness-sigma (f) without D on every other mini-batch (only with ``--variants``)
 
 For every grid variant: the best single generator (most modes covered, then lowest TVD — chosen
 with the test metric itself, which favours the baseline), the best cell mixture (the trainer's own
@@ -55,6 +56,8 @@ VARIANTS = {
     # fitness on 1000 samples, mixture σ 0.01)
     "f-reference-details": ["coevolution.loss=bce", "coevolution.d_skip_every=2", "coevolution.fitness_samples=1000",
                             "mixture.sigma=0.01"],
+    # (f) without D on every other mini-batch: which of the three details matters
+    "g-fitness-sigma": ["coevolution.loss=bce", "coevolution.fitness_samples=1000", "mixture.sigma=0.01"],
 }
 DEFAULT_VARIANTS = ["a-single", "b-isolated", "c-no-selection", "d-lipizzaner", "e-mustangs"]
 CONFIGS = {"rings": "configs/rings-3x3.yaml", "grid25": "configs/grid25-3x3.yaml"}
