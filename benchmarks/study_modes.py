@@ -21,7 +21,7 @@ For every grid variant: the best single generator (most modes covered, then lowe
 with the test metric itself, which favours the baseline), the best cell mixture (the trainer's own
 (1+1)-ES weights, scored from per-generator statistics) and the re-purposed ensemble
 (``ensembler optimize POOL --objective tvd``, CMA-ES, then scored on 10k fresh samples drawn from
-``ensemble.json``). Everything runs in this one process through the CLIs' ``main`` functions, so
+``ensemble.json``). Everything runs through the CLIs' ``main`` functions inside worker processes, so
 Python and torch start once per worker. ``--jobs`` worker processes (default: one per core this
 process may use, each with one torch thread) share the runs, the dearest first.
 
@@ -272,6 +272,9 @@ def main() -> int:
                    help="worker processes, one torch thread each (default: the cores this process may use)")
     p.add_argument("--picture", default=None, help="PNG of scatter panels (default: OUT/modes.png)")
     args = p.parse_args()
+    for name in ("seeds", "generations", "batches", "jobs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
     os.environ.setdefault("MUSTANGS_OFFLINE", "1")
     from trainer.atomic import write_text_atomic
 
