@@ -19,9 +19,9 @@ Variants, all at the same Adam steps per network (``--generations`` × ``--batch
 
 For every grid variant: the best single generator (most modes covered, then lowest TVD — chosen
 with the test metric itself, which favours the baseline), the best cell mixture (the trainer's own
-(1+1)-ES weights, scored from per-generator statistics) and the re-purposed ensemble
-(``ensembler optimize POOL --objective tvd``, CMA-ES, then scored on 10k fresh samples drawn from
-``ensemble.json``). Everything runs through the CLIs' ``main`` functions inside worker processes, so
+(1+1)-ES weights, scored from per-generator statistics) and the re-purposed ensembles
+(``ensembler optimize POOL --objective tvd``, and ``--objective coverage``, CMA-ES, each scored on 10k
+fresh samples drawn from its ``ensemble.json``). Everything runs through the CLIs' ``main`` functions inside worker processes, so
 Python and torch start once per worker. ``--jobs`` worker processes (default: one per core this
 process may use, each with one torch thread) share the runs, the dearest first.
 
@@ -133,7 +133,7 @@ def rank(m: dict) -> tuple:
 
 
 def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
-    """Train one variant × seed on one toy, re-purpose its pool, and measure the three member kinds."""
+    """Train one variant × seed on one toy, re-purpose its pool for each objective, and measure the members."""
     import numpy as np
     import torch
 
@@ -158,17 +158,19 @@ def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
     if variant != "a-single":
         mixes = [modes_of(m["scores"]) for m in manifest["mixtures"]]
         recs.append({**base, "member": "best-cell-mixture", **min(mixes, key=rank)})
-        ens = out / "ensemble-tvd.json"
-        if not ens.is_file():
-            cli(ensembler_main, ["optimize", str(out / "pool"), "--objective", "tvd", "--method", "cma", "--budget",
-                                 "2000", "--seed", "0", "--samples", "10000", "--verify-samples", "10000",
-                                 "--device", "cpu", "--out", str(ens)], log)
-        ensemble = Ensemble.load(ens)
-        x = ensemble.sample(10_000, torch.Generator().manual_seed(10_000 + seed))      # verified by sampling
-        m = mode_scores(mode_stats(x.numpy(), *point_modes(toy)))
-        recs.append({**base, "member": "ensemble-tvd", **modes_of(m), "size": len(ensemble.members),
-                     "estimated_tvd": next(v for k, v in json.loads(ens.read_text())["metrics"]["estimated"].items()
-                                           if k.startswith("tvd_"))})
+        for objective in args.objectives:
+            name = objective.replace("+", "-")
+            ens = out / f"ensemble-{name}.json"
+            if not ens.is_file():
+                cli(ensembler_main, ["optimize", str(out / "pool"), "--objective", objective, "--method", "cma",
+                                     "--budget", "2000", "--seed", "0", "--samples", "10000", "--verify-samples",
+                                     "10000", "--device", "cpu", "--out", str(ens)], log)
+            ensemble = Ensemble.load(ens)
+            x = ensemble.sample(10_000, torch.Generator().manual_seed(10_000 + seed))      # verified by sampling
+            m = mode_scores(mode_stats(x.numpy(), *point_modes(toy)))
+            recs.append({**base, "member": f"ensemble-{name}", **modes_of(m), "size": len(ensemble.members),
+                         "estimated_tvd": next(v for k, v in json.loads(ens.read_text())["metrics"]["estimated"].items()
+                                               if k.startswith("tvd_"))})
     spent = {"cpu_s": round(cpu_seconds() - c0, 2), "wall_s": round(time.perf_counter() - t0, 2)}
     for r in recs:
         r.update(spent)
@@ -268,6 +270,9 @@ def main() -> int:
     p.add_argument("--batches", type=int, default=50,
                    help="Adam steps per generation (default 20 × 50 = 1000 steps of 400 samples per network: all "
                         "5 variants × 10 seeds × 2 toys in about 25 min on 2 idle cores; more steps buy quality)")
+    p.add_argument("--objectives", nargs="+", default=["tvd", "coverage"],
+                   help="re-purposing objectives, one ensemble member each (tvd: the issue's; coverage: aims at "
+                        "the modes, see RESULTS-studies.md)")
     p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                    help="worker processes, one torch thread each (default: the cores this process may use)")
     p.add_argument("--picture", default=None, help="PNG of scatter panels (default: OUT/modes.png)")

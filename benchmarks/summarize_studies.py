@@ -39,10 +39,11 @@ def modes_table(records: list[dict]) -> str:
         out.append(f"| {toy} | {variant} | {len(xs)} | {ms(xs, '.1f')} |")
     sizes: dict[tuple, list[int]] = {}
     for r in records:
-        if r["member"] == "ensemble-tvd":
-            sizes.setdefault((r["toy"], r["variant"]), []).append(r["size"])
-    out += ["", "| toy | variant | re-purposed ensemble size per seed (generators with weight) |", "|---|---|---|"]
-    out += [f"| {t} | {v} | {', '.join(map(str, xs))} |" for (t, v), xs in sorted(sizes.items())]
+        if r["member"].startswith("ensemble-"):
+            sizes.setdefault((r["toy"], r["variant"], r["member"]), []).append(r["size"])
+    out += ["", "| toy | variant | member | re-purposed ensemble size per seed (generators with weight) |",
+            "|---|---|---|---|"]
+    out += [f"| {t} | {v} | {m} | {', '.join(map(str, xs))} |" for (t, v, m), xs in sorted(sizes.items())]
     return "\n".join(out)
 
 

@@ -71,9 +71,9 @@ def test_study_modes_runs_variants_in_workers_and_writes_records_and_picture(tmp
     assert done.returncode == 0, done.stderr[-2000:]
     records = json.loads(js.read_text())
     kinds = {(r["toy"], r["variant"], r["seed"], r["member"]) for r in records}
-    assert len(records) == len(kinds) == 2 * 2 * (1 + 3)
+    assert len(records) == len(kinds) == 2 * 2 * (1 + 4)
     assert {r["member"] for r in records if r["variant"] == "d-lipizzaner"} == {
-        "best-single", "best-cell-mixture", "ensemble-tvd"}
+        "best-single", "best-cell-mixture", "ensemble-tvd", "ensemble-coverage"}
     assert all(0 <= r["modes_covered"] <= (8 if r["toy"] == "rings" else 25) and 0 <= r["tvd_modes"] <= 1
                for r in records)
     assert all(r["steps_per_network"] == 2 for r in records)
