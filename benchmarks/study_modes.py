@@ -269,7 +269,7 @@ def main() -> int:
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--batches", type=int, default=50,
                    help="Adam steps per generation (default 20 × 50 = 1000 steps of 400 samples per network: all "
-                        "5 variants × 10 seeds × 2 toys in about 25 min on 2 idle cores; more steps buy quality)")
+                        "5 variants × 10 seeds × 2 toys in about 19 min on 2 idle cores; more steps buy quality)")
     p.add_argument("--objectives", nargs="+", default=["tvd", "coverage"],
                    help="re-purposing objectives, one ensemble member each (tvd: the issue's; coverage: aims at "
                         "the modes, see RESULTS-studies.md)")
