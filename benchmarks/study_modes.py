@@ -134,14 +134,7 @@ def rank(m: dict) -> tuple:
 
 def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
     """Train one variant × seed on one toy, re-purpose its pool for each objective, and measure the members."""
-    import numpy as np
-    import torch
-
-    from ensembler.cli import main as ensembler_main
-    from ensembler.ensemble import Ensemble
     from trainer.cli import main as trainer_main
-    from trainer.data import point_modes
-    from trainer.metrics import mode_scores, mode_stats
 
     out = run_dir(args, toy, variant, seed)
     over = [f"seed={seed}", "threads=1", f"coevolution.generations={args.generations}",
@@ -158,24 +151,35 @@ def one(toy: str, variant: str, seed: int, args, log) -> list[dict]:
     if variant != "a-single":
         mixes = [modes_of(m["scores"]) for m in manifest["mixtures"]]
         recs.append({**base, "member": "best-cell-mixture", **min(mixes, key=rank)})
-        for objective in args.objectives:
-            name = objective.replace("+", "-")
-            ens = out / f"ensemble-{name}.json"
-            if not ens.is_file():
-                cli(ensembler_main, ["optimize", str(out / "pool"), "--objective", objective, "--method", "cma",
-                                     "--budget", "2000", "--seed", "0", "--samples", "10000", "--verify-samples",
-                                     "10000", "--device", "cpu", "--out", str(ens)], log)
-            ensemble = Ensemble.load(ens)
-            x = ensemble.sample(10_000, torch.Generator().manual_seed(10_000 + seed))      # verified by sampling
-            m = mode_scores(mode_stats(x.numpy(), *point_modes(toy)))
-            recs.append({**base, "member": f"ensemble-{name}", **modes_of(m), "size": len(ensemble.members),
-                         "estimated_tvd": next(v for k, v in json.loads(ens.read_text())["metrics"]["estimated"].items()
-                                               if k.startswith("tvd_"))})
+        recs += [{**base, **repurposed(out, toy, seed, objective, log)} for objective in args.objectives]
     spent = {"cpu_s": round(cpu_seconds() - c0, 2), "wall_s": round(time.perf_counter() - t0, 2)}
     for r in recs:
         r.update(spent)
-    del np
     return recs
+
+
+def repurposed(run: Path, toy: str, seed: int, objective: str, log) -> dict:
+    """Re-purpose a run's pool for ``objective`` (CMA-ES; reused when its file exists) and measure the
+    ensemble on 10k fresh samples: the ``ensemble-<objective>`` member record."""
+    import torch
+
+    from ensembler.cli import main as ensembler_main
+    from ensembler.ensemble import Ensemble
+    from trainer.data import point_modes
+    from trainer.metrics import mode_scores, mode_stats
+
+    name = f"ensemble-{objective.replace('+', '-')}"
+    path = run / f"{name}.json"
+    if not path.is_file():
+        cli(ensembler_main, ["optimize", str(run / "pool"), "--objective", objective, "--method", "cma",
+                             "--budget", "2000", "--seed", "0", "--samples", "10000", "--verify-samples", "10000",
+                             "--device", "cpu", "--out", str(path)], log)
+    ensemble = Ensemble.load(path)
+    x = ensemble.sample(10_000, torch.Generator().manual_seed(10_000 + seed))      # verified by sampling
+    m = mode_scores(mode_stats(x.numpy(), *point_modes(toy)))
+    estimated = ensemble.meta["metrics"]["estimated"]
+    return {"member": name, **modes_of(m), "size": len(ensemble.members),
+            "estimated_tvd": next(v for k, v in estimated.items() if k.startswith("tvd_"))}
 
 
 def _worker_init() -> None:

@@ -15,9 +15,10 @@ import contextlib
 import io
 import json
 import os
-import resource
 import sys
 from pathlib import Path
+
+from study_modes import CONFIGS, VARIANTS as STUDY_VARIANTS, cpu_seconds, modes_of
 
 VARIANTS = {
     "b100": ["data.batch_size=100"],
@@ -31,15 +32,9 @@ VARIANTS = {
 }
 
 
-def cpu() -> float:
-    """CPU-seconds of this process so far."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--toy", default="rings", choices=["rings", "grid25"])
+    p.add_argument("--toy", default="rings", choices=list(CONFIGS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", default="runs/sweep-single")
@@ -53,22 +48,18 @@ def main() -> int:
     for seed in args.seeds:
         for name in args.variants:
             run = Path(args.out) / args.toy / f"{name}-s{seed}"
-            c0 = cpu()
+            c0 = cpu_seconds()
             if not (run / "pool" / "manifest.json").is_file():
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     rc = trainer_main([
-                        "train", f"configs/{args.toy}-3x3.yaml", "--out", str(run), "--quiet", "--resume",
-                        f"seed={seed}", "threads=1", "grid.height=1", "grid.width=1", "coevolution.selection=false",
-                        "coevolution.exchange=false", "mixture.enabled=false", "coevolution.loss=bce",
-                        "eval.fid_samples=10000", "output.report=false", "output.sample_every=null",
-                        "output.checkpoint_every=100", *VARIANTS[name]])
+                        "train", CONFIGS[args.toy], "--out", str(run), "--quiet", "--resume", f"seed={seed}",
+                        "threads=1", *STUDY_VARIANTS["a-single"], "eval.fid_samples=10000", "output.report=false",
+                        "output.sample_every=null", "output.checkpoint_every=100", *VARIANTS[name]])
                 if rc:
                     sys.exit(f"sweep: {name} seed {seed} failed (exit {rc})")
             scores = json.loads((run / "pool" / "manifest.json").read_text())["generators"][0]["scores"]
-            modes = {k.rstrip("0123456789k"): round(v, 4) for k, v in scores.items()
-                     if k.startswith(("modes_covered", "high_quality", "tvd_modes"))}
             print(json.dumps({"toy": args.toy, "variant": name, "seed": seed, "overrides": VARIANTS[name],
-                              "cpu_s": round(cpu() - c0, 1), **modes}), flush=True)
+                              "cpu_s": round(cpu_seconds() - c0, 1), **modes_of(scores)}), flush=True)
     return 0
 
 
