@@ -366,6 +366,19 @@ def _compute_args(p) -> None:
     p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
 
 
+def _statistics_args(p) -> None:
+    """``--samples`` and ``--stats-seed``: how each generator's statistics are drawn."""
+    p.add_argument("--samples", type=int_range(2, 10_000_000), default=10_000, help="samples per generator for its statistics")
+    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
+
+
+def _scoring_args(p, diversity_help: str) -> None:
+    """The compute options, ``--diversity-samples`` (what it feeds: ``diversity_help``) and the judge."""
+    _compute_args(p)
+    p.add_argument("--diversity-samples", type=int, default=1000, help=diversity_help)
+    _judge_args(p)
+
+
 def _judge_args(p) -> None:
     """``--classifier``, ``--force-classifier`` and ``--data-dir``: who judges, and where the real data is."""
     p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
@@ -401,15 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep at most this many generators with non-zero weight (None: no cap)")
     p.add_argument("--param", default="clip", help="weights on the simplex: clip (exact zeros) | softmax")
     p.add_argument("--popsize", type=int_range(2, 100_000), default=None, help="CMA-ES population (None: 4 + 3 ln K)")
-    p.add_argument("--samples", type=int_range(2, 10_000_000), default=10_000, help="samples per generator for its statistics")
-    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
+    _statistics_args(p)
     p.add_argument("--verify-samples", type=int_range(0, 10_000_000), default=10_000,
                    help="fresh samples of the final ensemble for the verified metrics (0: skip)")
-    _compute_args(p)
-    p.add_argument("--diversity-samples", type=int, default=1000,
-                   help="feature samples per generator (and real) for precision/recall/density/coverage/kid and "
-                        "the recall/coverage objectives (0: skip; reported only when the real split is there)")
-    _judge_args(p)
+    _scoring_args(p, "feature samples per generator (and real) for precision/recall/density/coverage/kid and "
+                     "the recall/coverage objectives (0: skip; reported only when the real split is there)")
     p.add_argument("--out", default="ensemble.json", help="ensemble file to write")
     p.add_argument("--plot", default=None, help="write the convergence curve to this PNG")
     p.add_argument("--report", action="store_true",
@@ -434,14 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective evaluations per scalarisation")
     p.add_argument("--max-points", type=int_range(2, 10_000), default=25, help="most front points kept (evenly spread)")
     p.add_argument("--seed", type=seed_type, default=0, help="search seed")
-    p.add_argument("--samples", type=int_range(2, 10_000_000), default=10_000,
-                   help="samples per generator for its statistics")
-    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
-    _compute_args(p)
-    p.add_argument("--diversity-samples", type=int, default=1000,
-                   help="feature samples per generator (and real) for the recall/coverage objectives and the points' "
-                        "precision/recall/density/coverage/kid (0: skip; used only when the real split is there)")
-    _judge_args(p)
+    _statistics_args(p)
+    _scoring_args(p, "feature samples per generator (and real) for the recall/coverage objectives and the points' "
+                     "precision/recall/density/coverage/kid (0: skip; used only when the real split is there)")
     p.add_argument("--out", default="front.json", help="front file to write")
     p.add_argument("--plot", default=None, help="write the front (objective 1 vs 2, size as colour) to this PNG")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
@@ -454,10 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_type, default=0, help="sampling seed")
     p.add_argument("--target", default=None, help="TVD target (None: the ensemble's, else uniform)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _compute_args(p)
-    p.add_argument("--diversity-samples", type=int, default=1000,
-                   help="samples per row for precision/recall/density/coverage/kid (0: skip)")
-    _judge_args(p)
+    _scoring_args(p, "samples per row for precision/recall/density/coverage/kid (0: skip)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="write a PNG grid of samples from an ensemble", formatter_class=HelpFormatter)
