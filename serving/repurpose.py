@@ -258,13 +258,7 @@ def resolve_target(spec: Any, class_names: list[str], real_hist: np.ndarray | No
         target = np.array([_number(v, f"target weight {i} ({class_names[i]!r})") for i, v in enumerate(spec)])
     else:
         raise UserError(f"target must be 'uniform', a {{class: weight}} object or a list of {C} weights")
-    with np.errstate(over="ignore"):
-        total = target.sum()
-    if not total > 0:
-        raise UserError("the target weights sum to 0; give at least one class a positive weight")
-    if not math.isfinite(total):
-        raise UserError("the target weights are too large (their sum overflows); scale them down")
-    return target / total
+    return _on_simplex(target, "target weights", "class")
 
 
 def resolve_weights(spec: Any, K: int) -> np.ndarray:
@@ -275,12 +269,17 @@ def resolve_weights(spec: Any, K: int) -> np.ndarray:
     if len(spec) != K:
         raise UserError(f"weights must have one entry per generator ({K}), got {len(spec)}")
     w = np.array([_number(v, f"weight {i}") for i, v in enumerate(spec)])
+    return _on_simplex(w, "weights", "generator")
+
+
+def _on_simplex(w: np.ndarray, name: str, unit: str) -> np.ndarray:
+    """Non-negative finite ``w`` divided by its sum; ``UserError`` when the sum is 0 or overflows."""
     with np.errstate(over="ignore"):
         total = w.sum()
     if not total > 0:
-        raise UserError("the weights sum to 0; give at least one generator a positive weight")
+        raise UserError(f"the {name} sum to 0; give at least one {unit} a positive weight")
     if not math.isfinite(total):
-        raise UserError("the weights are too large (their sum overflows); scale them down")
+        raise UserError(f"the {name} are too large (their sum overflows); scale them down")
     return w / total
 
 
