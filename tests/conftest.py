@@ -18,3 +18,15 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 needs_fashion = pytest.mark.skipif(not (FASHION_DIR.is_dir() or os.environ.get("MUSTANGS_DATA")),
                                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+def rings_pool(folder: Path, n: int = 3) -> Path:
+    """A pool of ``n`` untrained rings generators (seeds 0..n-1) written to ``folder``; returns its root."""
+    from trainer.networks import NetSpec, RingsGenerator
+    from trainer.pool import write_pool
+
+    gens = []
+    for s in range(n):
+        torch.manual_seed(s)
+        gens.append((f"r{s}", RingsGenerator(8, (2,)).eval(), {}))
+    return write_pool(folder, NetSpec("rings-mlp", 8, (2,)), "rings", gens).root

@@ -480,14 +480,10 @@ def test_single_generator_pool_and_softmax_param(random_pool, use_evaluator, tmp
 
 def test_real_evaluator_path_on_a_rings_pool(tmp_path, monkeypatch):
     """The un-mocked path: load_evaluator → shipped (analytic) rings classifier and cached real stats."""
-    from trainer.networks import RingsGenerator
+    from conftest import rings_pool
 
     monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
-    gens = []
-    for s in range(3):
-        torch.manual_seed(s)
-        gens.append((f"r{s}", RingsGenerator(8, (2,)).eval(), {}))
-    pool = write_pool(tmp_path / "rings", NetSpec("rings-mlp", 8, (2,)), "rings", gens).root
+    pool = rings_pool(tmp_path / "rings")
     out = tmp_path / "r.json"
     assert run_cli("optimize", pool, "--objective", "tvd+0.1*fid", "--budget", 100, "--samples", 2000,
                    "--verify-samples", 2000, "--device", "cpu", "--out", out) == 0

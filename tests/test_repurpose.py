@@ -468,15 +468,10 @@ def test_rings_pool_export_and_front_with_the_shipped_judge(tmp_path, monkeypatc
     from ensembler.cli import main as ens_main
     from serving.cli import main as serve_main
     from serving.sampler import OnnxSampler
-    from trainer.networks import NetSpec, RingsGenerator
-    from trainer.pool import write_pool
+    from conftest import rings_pool
 
     monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))
-    gens = []
-    for s in range(3):
-        torch.manual_seed(s)
-        gens.append((f"r{s}", RingsGenerator(8, (2,)).eval(), {}))
-    pool = write_pool(tmp_path / "rings", NetSpec("rings-mlp", 8, (2,)), "rings", gens).root
+    pool = rings_pool(tmp_path / "rings")
     front = tmp_path / "front.json"
     assert ens_main(["front", str(pool), "--objectives", "tvd,fid", "--classifier", "rings", "--scalarisations", "2",
                      "--budget", "20", "--samples", "1000", "--diversity-samples", "0", "--device", "cpu",
