@@ -48,17 +48,17 @@ def rate(fn, min_seconds: float = 1.0, per_call: int = 1) -> float:
 
 
 def make_evaluator(device):
-    from trainer.evaluation import module_hash, real_stats
+    from mustangs.judge.evaluation import module_hash, real_stats
 
     from ensembler.stats import Evaluator
 
     try:
-        from trainer.classifier import load_classifier
+        from mustangs.judge.classifier_store import load_classifier
 
         clf = load_classifier("fashion-mnist", device)
         which = f"shipped fashion-mnist CNN (sha256 {clf.sha256[:12]}…, feature_dim {clf.feature_dim})"
     except Exception as exc:  # no shipped weights: same architecture, random weights, same cost
-        from trainer.classifier import EvalClassifier
+        from mustangs.judge.classifier import EvalClassifier
 
         torch.manual_seed(0)
         clf = EvalClassifier().to(device).eval()
@@ -68,8 +68,8 @@ def make_evaluator(device):
 
 
 def random_pool(root: Path, K: int):
-    from trainer.networks import MLPGenerator, NetSpec
-    from trainer.pool import write_pool
+    from mustangs.pool.format import write_pool
+    from mustangs.pool.networks import MLPGenerator, NetSpec
 
     gens = []
     for k in range(K):
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     from ensembler.optimize import sources_of, verify
     from ensembler.pools import open_pools
     from ensembler.stats import StatsCache, pool_stats
-    from trainer.metrics import FeatureStats, score
+    from mustangs.judge.metrics import FeatureStats, score
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     evaluator, which = make_evaluator(device)

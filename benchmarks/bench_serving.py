@@ -49,8 +49,8 @@ def make_random_ensemble(folder: Path, arch: str, k: int, seed: int = 0) -> Path
     import torch
 
     from ensembler.ensemble import Ensemble
-    from trainer.networks import ARCH_SHAPES, NetSpec, build_generator
-    from trainer.pool import write_pool
+    from mustangs.pool.format import write_pool
+    from mustangs.pool.networks import ARCH_SHAPES, NetSpec, build_generator
 
     spec = NetSpec(arch, 64 if arch != "dcgan64" else 100, ARCH_SHAPES[arch])
     torch.manual_seed(seed)

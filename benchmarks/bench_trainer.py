@@ -33,15 +33,15 @@ import subprocess
 import sys
 import time
 
-from trainer.threads import auto_threads, prefer_passive_openmp
+from mustangs.threads import auto_threads, prefer_passive_openmp
 
 prefer_passive_openmp()   # as the console scripts do, before torch loads OpenMP
 
 import torch  # noqa: E402
 
+from mustangs.data.datasets import load_dataset  # noqa: E402
 from trainer.coevolution import Coevolution  # noqa: E402
 from trainer.config import load_train_config  # noqa: E402
-from trainer.data import load_dataset  # noqa: E402
 
 
 def machine() -> str:
@@ -202,7 +202,7 @@ def run_table(run: str, every: int) -> str:
     pool's final scores (best single cell vs every cell's neighbourhood mixture)."""
     from pathlib import Path
 
-    from trainer.report import fid_key, read_metrics
+    from mustangs.report import fid_key, read_metrics
 
     records = read_metrics(run)
     key = fid_key(records)

@@ -149,7 +149,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from trainer import classifier_store
+    from mustangs.judge import classifier_store
 
     classifier, record = classifier_store.load_checked(args.classifier, args.dataset, "cpu", args.force_classifier)
     print(f"judge: {record['name']} ({record['dataset']}, sha256 {record['sha256'][:12]}…)")

@@ -28,7 +28,7 @@ from bench_trainer import load_line, machine, time_generation  # noqa: E402  (se
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from trainer.data import load_dataset  # noqa: E402
+from mustangs.data.datasets import load_dataset  # noqa: E402
 
 #: (grid side, arch, engines) timed by the check.
 FULL = [(1, "mlp", ("bmm", "vmap", "loop")), (3, "mlp", ("bmm", "vmap", "loop")), (5, "mlp", ("bmm", "vmap", "loop")),
@@ -61,10 +61,10 @@ def onnx_check(device: str, n: int, work: Path, log) -> dict:
     """Export a 3-generator MLP ensemble to ONNX and run it on onnxruntime with the CUDA
     provider (``device=cuda``) or the CPU one: parity with torch and samples per second."""
     from ensembler.ensemble import Ensemble
+    from mustangs.pool.format import read_pool, write_pool
+    from mustangs.pool.networks import NetSpec, build_generator
     from serving.export import export_ensemble
     from serving.sampler import CPU, CUDA, OnnxSampler
-    from trainer.networks import NetSpec, build_generator
-    from trainer.pool import read_pool, write_pool
 
     spec = NetSpec("mlp", 64, (1, 28, 28))
     gens = []
@@ -127,7 +127,7 @@ def main() -> int:
             result["onnx"] = {"error": _line(exc)}
     result["total_seconds"] = time.perf_counter() - t0
     result["load_after"] = load_line()
-    from trainer.atomic import write_text_atomic
+    from mustangs.io.atomic import write_text_atomic
 
     write_text_atomic(Path(args.out), json.dumps(result, indent=1))
     print(f"wrote {args.out} ({result['total_seconds']:.0f} s)")

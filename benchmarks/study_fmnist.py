@@ -110,7 +110,7 @@ def diagnose(pool_dir: Path, samples: int) -> dict:
     from ensembler.optimize import sources_of
     from ensembler.pools import open_pools
     from ensembler.stats import StatsCache, load_evaluator, pool_stats, stack
-    from trainer.class_names import class_names
+    from mustangs.data.class_names import class_names
 
     pools = open_pools([str(pool_dir)])
     ev = load_evaluator(pools.dataset, "cpu", need_real=False)
@@ -150,8 +150,8 @@ def picture(out: Path, seed: int, path: Path) -> None:
     from PIL import Image, ImageDraw
 
     from ensembler.ensemble import Ensemble
-    from trainer.images import grid_pixels
-    from trainer.pool import read_pool
+    from mustangs.io.images import grid_pixels
+    from mustangs.pool.format import read_pool
 
     tiles, labels = [], []
     for variant in VARIANTS:

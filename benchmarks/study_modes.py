@@ -3,7 +3,7 @@
 The yardsticks of VEEGAN, PacGAN and Unrolled GAN: **rings-8** (8 Gaussians on a circle) and
 **grid-25** (a 5×5 grid of Gaussians). A sample is *high quality* within 3σ (Euclidean) of its nearest
 mode; a mode is *covered* when ≥ 1% of a 10k-sample draw lands within 3σ of it; TVD is over the
-nearest-mode histogram against the uniform target (``trainer.metrics.mode_scores``).
+nearest-mode histogram against the uniform target (``mustangs.judge.metrics.mode_scores``).
 
 Variants, all at the same Adam steps per network (``--generations`` × ``--batches``):
 
@@ -165,8 +165,8 @@ def repurposed(run: Path, toy: str, seed: int, objective: str, log) -> dict:
 
     from ensembler.cli import main as ensembler_main
     from ensembler.ensemble import Ensemble
-    from trainer.data import point_modes
-    from trainer.metrics import mode_scores, mode_stats
+    from mustangs.data.datasets import point_modes
+    from mustangs.judge.metrics import mode_scores, mode_stats
 
     name = f"ensemble-{objective.replace('+', '-')}"
     path = run / f"{name}.json"
@@ -200,7 +200,7 @@ def task(toy: str, variant: str, seed: int, args) -> list[dict]:
 
 def summary(records: list[dict]) -> str:
     """Markdown: per toy, variant and member, mean ± std over seeds and the seeds with full coverage."""
-    from trainer.data import point_modes
+    from mustangs.data.datasets import point_modes
 
     groups: dict = {}
     for r in records:
@@ -231,8 +231,8 @@ def picture(args, toys: list[str], seed: int, path: Path) -> None:
     import torch
 
     from ensembler.ensemble import Ensemble
-    from trainer.data import point_modes
-    from trainer.pool import read_pool
+    from mustangs.data.datasets import point_modes
+    from mustangs.pool.format import read_pool
 
     rows = [(toy, kind) for toy in toys for kind in ("best-single", "ensemble-tvd")]
     variants = [v for v in VARIANTS if v in args.variants]
@@ -285,7 +285,7 @@ def main() -> int:
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     os.environ.setdefault("MUSTANGS_OFFLINE", "1")
-    from trainer.atomic import write_text_atomic
+    from mustangs.io.atomic import write_text_atomic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, HelpFormatter, add_version, console_main
-from trainer.cliargs import int_range, seed_type
-from trainer.errors import UserError
-from trainer.names import count
+from mustangs.console.args import int_range, seed_type
+from mustangs.console.formatting import ArgumentParser, HelpFormatter, add_version, console_main
+from mustangs.errors import UserError
+from mustangs.names import count
 
 
 def _evaluator(args, need_real: bool = True):
@@ -42,7 +42,7 @@ def _log(msg: str) -> None:
 
 
 def _pool_inputs(paths) -> list[tuple[str, str]]:
-    """The pools a command reads, as inputs for :func:`trainer.safety.guard_output`."""
+    """The pools a command reads, as inputs for :func:`mustangs.io.safety.guard_output`."""
     pairs = []
     for p in paths:
         p = Path(p)
@@ -56,9 +56,9 @@ def _check_sizes(pool_paths, batch_size: int, kept_samples: int) -> None:
     A forward pass holds ``batch_size`` latents and samples; verification keeps every sample's
     classifier features (≤ 256 floats) and its latent.
     """
-    from trainer.pool import read_pool
-    from trainer.safety import check_memory, human_bytes
-    from trainer.sizes import samples_bytes
+    from mustangs.io.safety import check_memory, human_bytes
+    from mustangs.io.safety import samples_bytes
+    from mustangs.pool.format import read_pool
 
     spec = read_pool(pool_paths[0]).spec
     batch = samples_bytes(batch_size, spec.latent_dim, spec.sample_shape, copies=4)
@@ -72,7 +72,7 @@ def _guard_optimize_outputs(args, what: str = "ensemble.json") -> None:
     """``--out``/``--plot``/``--cache-dir`` may not be, contain or lie in a pool; names must fit; folders writable.
 
     Shared by ``optimize`` and ``front`` (``what`` names the JSON written: ensemble.json, front.json)."""
-    from trainer.safety import check_suffix, check_writable, guard_output
+    from mustangs.io.safety import check_suffix, check_writable, guard_output
 
     inputs = _pool_inputs(args.pools)
     guard_output(args.out, inputs)
@@ -154,8 +154,8 @@ def _report_runs(pools: list[str]) -> list[Path]:
 def _references(ensemble, opts, args) -> dict:
     """Real images and uniform noise scored like the ensemble's verified metrics (same n, same target,
     same judge); empty, with a note, when the real data is not there (the ensemble is kept either way)."""
-    from trainer.evaluation import reference_scores, stats_of_tensor
-    from trainer.metrics import parse_target, score
+    from mustangs.judge.evaluation import reference_scores, stats_of_tensor
+    from mustangs.judge.metrics import parse_target, score
 
     dataset = ensemble.meta["dataset"]
     evaluator = _evaluator(args, need_real=False)(dataset)
@@ -175,8 +175,8 @@ def _references(ensemble, opts, args) -> dict:
 
 def _add_to_report(run: Path, ensemble, out: Path) -> None:
     """64 samples of the ensemble into ``run/report/``, then rebuild ``run/report.html`` with its section."""
-    from trainer.images import save_grid
-    from trainer.report import ENSEMBLE_GRID, write_report
+    from mustangs.io.images import save_grid
+    from mustangs.report import ENSEMBLE_GRID, write_report
 
     save_grid(ensemble.sample(64, 0), run / "report" / ENSEMBLE_GRID, nrow=8)
     _log(f"report: {write_report(run, ensemble=out)} (ensemble section added)")
@@ -248,7 +248,7 @@ def cmd_evaluate(args) -> int:
     if not path.exists():
         raise UserError(f"{path} does not exist (give an ensemble.json or a pool folder)")
     if args.cache_dir:
-        from trainer.safety import guard_output
+        from mustangs.io.safety import guard_output
 
         guard_output(args.cache_dir, [("file", str(path))], flag="--cache-dir")
     ensemble = None
@@ -288,11 +288,11 @@ def cmd_evaluate(args) -> int:
 # --------------------------------------------------------------------------- sample
 
 def cmd_sample(args) -> int:
-    from trainer.images import save_grid
+    from mustangs.io.images import save_grid
 
     from ensembler.ensemble import Ensemble
 
-    from trainer.safety import check_suffix, check_writable, guard_output
+    from mustangs.io.safety import check_suffix, check_writable, guard_output
 
     if args.n < 1 or args.n > 10_000:
         raise UserError(f"-n must be between 1 and 10000 (got {args.n})")
@@ -313,11 +313,11 @@ def cmd_sample(args) -> int:
 def cmd_import(args) -> int:
     from ensembler.lipizzaner import import_lipizzaner
 
-    from trainer.data import DATASETS
+    from mustangs.data.datasets import DATASETS
 
     if args.dataset not in DATASETS:
         raise UserError(f"unknown --dataset '{args.dataset}'; legal values: {', '.join(DATASETS)}")
-    from trainer.safety import check_writable, guard_output
+    from mustangs.io.safety import check_writable, guard_output
 
     out = Path(args.out)
     guard_output(out, {"folder": args.folder})
@@ -339,8 +339,8 @@ def cmd_import(args) -> int:
 
 def _check_replaceable_pool(out: Path) -> None:
     """``--force`` replaces only a pool this tool wrote: its manifest and the files it lists, nothing else."""
-    from trainer.atomic import clean_temp_files
-    from trainer.pool import read_pool
+    from mustangs.io.atomic import clean_temp_files
+    from mustangs.pool.format import read_pool
 
     if not out.is_dir() or not (out / "manifest.json").is_file():
         raise UserError(f"--force replaces only a pool written by Mustangs, and {out} is not one "

@@ -4,7 +4,7 @@ The moment statistics of :mod:`ensembler.stats` score FID/TVD/IS of any mixture 
 recall and coverage look at individual samples. So each generator is sampled once more (``m``
 samples, default 1000, the same latent seed for every generator) and its classifier features
 are kept as a float32 ``.npy`` in the statistics cache, keyed like the statistics (generator
-sha256, network, classifier hash, ``m``, seed). :class:`trainer.diversity.MixtureDiversity`
+sha256, network, classifier hash, ``m``, seed). :class:`mustangs.judge.manifold.MixtureDiversity`
 then scores any mixture on the stratified set "first round(w_k·m) samples of generator k":
 coverage in O(N·K), recall in a few milliseconds, with no new forward pass.
 """
@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from trainer.atomic import atomic_path
-from trainer.diversity import MixtureDiversity, RealManifold
+from mustangs.io.atomic import atomic_path
+from mustangs.judge.manifold import MixtureDiversity, RealManifold
 
 from ensembler.stats import Evaluator, Source, StatsCache, generator_sampler
 
@@ -45,8 +45,8 @@ def generator_features(src: Source, evaluator: Evaluator, m: int, seed: int, bat
     """Classifier features ``[m, d]`` of ``m`` samples of one generator (cached when ``cache`` is given)."""
     import torch
 
-    from trainer.errors import UserError
-    from trainer.features import features_of_sampler
+    from mustangs.errors import UserError
+    from mustangs.judge.features import features_of_sampler
 
     key = features_key(src, evaluator.classifier_hash, m, seed)
     if cache is not None:
@@ -74,7 +74,7 @@ def mixture_diversity(sources: Sequence[Source], evaluator: Evaluator, m: int = 
                       batch_size: int = 1000, cache: StatsCache | None = None, progress=None,
                       log: Callable[[str], None] | None = None) -> MixtureDiversity:
     """A :class:`MixtureDiversity` over ``sources`` against ``m`` real samples' features."""
-    from trainer.progress import progress_bar
+    from mustangs.console.progress import progress_bar
 
     real = RealManifold.of(evaluator.real_features(m))
     fakes = [generator_features(src, evaluator, m, seed, batch_size, cache)

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.atomic import write_text_atomic
-from trainer.errors import UserError
-from trainer.networks import NetSpec
-from trainer.pool import Pool, load_generator_file
+from mustangs.errors import UserError
+from mustangs.io.atomic import write_text_atomic
+from mustangs.pool.format import Pool, load_generator_file
+from mustangs.pool.networks import NetSpec
 
 ENSEMBLE_FORMAT = "mustangs-ensemble/1"
 
@@ -50,7 +50,7 @@ def _normalise(weights) -> np.ndarray:
 
 def _check_member_file(ensemble_path: Path | str, member_id: str, file: Path, sha256: str, pools: dict) -> None:
     """A member's weights must be a ``.safetensors`` file listed (same name and sha256) in its pool's manifest."""
-    from trainer.pool import read_pool
+    from mustangs.pool.format import read_pool
 
     where = f"{ensemble_path}: member '{member_id}'"
     if file.suffix != ".safetensors":
@@ -62,7 +62,6 @@ def _check_member_file(ensemble_path: Path | str, member_id: str, file: Path, sh
         pool = pools.setdefault(file.parent, read_pool(file.parent))
     if not any(pool.path(e) == file and e.sha256 == sha256 for e in pool.entries):
         raise UserError(f"{where}: {file.name} with that sha256 is not a generator of the pool {file.parent}")
-
 
 
 class Ensemble:
@@ -106,7 +105,7 @@ class Ensemble:
         mixture is the same, and each generator runs once.
         """
         from ensembler.schema import EnsembleDoc
-        from trainer.loaders import read_document
+        from mustangs.io.loaders import read_document
 
         path = Path(path)
         data, doc = read_document(path, "ensemble file", ENSEMBLE_FORMAT, EnsembleDoc)
@@ -116,7 +115,7 @@ class Ensemble:
     @classmethod
     def from_members(cls, network, members, base: Path, where: str,
                      meta: dict[str, Any] | None = None) -> "Ensemble":
-        """An ensemble from a validated ``network`` (:class:`trainer.schema.NetworkModel`) and ``members``
+        """An ensemble from a validated ``network`` (:class:`mustangs.io.validation.NetworkModel`) and ``members``
         (:class:`ensembler.schema.EnsembleMember`) — the ``ensemble.json`` layout.
 
         Shared by ``ensemble.json`` and the points of a ``front.json``. Member paths are relative
@@ -124,7 +123,7 @@ class Ensemble:
         the pool folder it lies in, and its hash is checked again on load. Members naming the same
         weights are merged (weights summed). ``where`` names the source in error messages.
         """
-        from trainer.networks import check_network_memory
+        from mustangs.pool.networks import check_network_memory
 
         spec = NetSpec.from_json(network.model_dump())
         check_network_memory(spec, where)
@@ -222,7 +221,7 @@ class Ensemble:
         if output == "numpy":
             return x.numpy()
         if output == "pil":
-            from trainer.images import to_pil_images
+            from mustangs.io.images import to_pil_images
 
             return to_pil_images(x)
         raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', not {output!r}")

@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from trainer.atomic import write_text_atomic
-from trainer.errors import UserError
+from mustangs.errors import UserError
+from mustangs.io.atomic import write_text_atomic
 
 from ensembler.objectives import METRICS, MixtureObjective, Term
 
@@ -89,10 +89,10 @@ def compute_front(objective: MixtureObjective, objectives: tuple[str, str], *, s
     """The Pareto front of ``objectives`` over mixtures of the objective's generators (see module doc).
 
     ``objective`` must have been built with both metrics among its terms (any coefficients).
-    ``progress`` (see :mod:`trainer.progress`): one bar over all scalarisations' evaluations (plain
+    ``progress`` (see :mod:`mustangs.console.progress`): one bar over all scalarisations' evaluations (plain
     lines in logs), not one per search.
     """
-    from trainer.progress import progress_bar
+    from mustangs.console.progress import progress_bar
 
     from ensembler.methods import make_method
     from ensembler.mixture_math import solve_tvd
@@ -188,7 +188,7 @@ def save_front(doc: dict, path: str | Path) -> None:
 def read_front(path: str | Path):
     """Read and check a ``front.json`` → :class:`ensembler.schema.FrontDoc` (``UserError`` for a missing,
     foreign, corrupt or malformed file; the bounded JSON reader and the schema apply)."""
-    from trainer.loaders import read_document
+    from mustangs.io.loaders import read_document
 
     from ensembler.schema import FrontDoc
 
@@ -223,7 +223,7 @@ def plot_front(doc: dict, path: str | Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trainer.atomic import write_bytes_atomic
+    from mustangs.io.atomic import write_bytes_atomic
 
     o1, o2 = doc["objectives"]
     pts = doc["points"]

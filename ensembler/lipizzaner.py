@@ -4,7 +4,7 @@ Lipizzaner saves each generator of its MNIST ``four_layer_perceptron`` with
 ``torch.save(net.state_dict(), path)`` — the legacy (non-zip) format in old releases, the zip
 format in newer torch. Keys are ``0.weight (256, z)``, ``0.bias``, ``2.weight (256, 256)``,
 ``2.bias``, ``4.weight (784, 256)``, ``4.bias``: the same network as
-:class:`trainer.networks.MLPGenerator` without its ``net.`` prefix. Files are read with
+:class:`mustangs.pool.networks.MLPGenerator` without its ``net.`` prefix. Files are read with
 ``torch.load(..., weights_only=True)`` only (no arbitrary unpickling), every key and shape is
 checked, and the pool is written atomically: an error leaves nothing behind.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from trainer.errors import UserError
-from trainer.networks import NetSpec, build_generator
-from trainer.pool import Pool, sha256_file, write_pool
+from mustangs.errors import UserError
+from mustangs.pool.format import Pool, sha256_file, write_pool
+from mustangs.pool.networks import NetSpec, build_generator
 
 #: File name endings that Lipizzaner (and torch users) give saved state dicts.
 SUFFIXES = (".pkl", ".pt", ".pth")

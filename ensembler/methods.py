@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 METHODS = ("cma", "es", "greedy", "uniform")
 PARAMS = ("clip", "softmax")

@@ -31,8 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
-from trainer.errors import UserError
-from trainer.metrics import FeatureStats, inception_score_from_moments, protocol_suffix, score
+from mustangs.errors import UserError
+from mustangs.judge.metrics import FeatureStats, inception_score_from_moments, protocol_suffix, score
 
 from ensembler.mixture_math import FidTerms, frechet_distance_eigh, sqrt_psd, tvd_batch
 
@@ -115,7 +115,7 @@ class MixtureObjective:
         real: statistics of the real data (FID reference); None when no term needs them.
         terms: parsed objective (see :func:`parse_objective`).
         target: class distribution for ``tvd`` (uniform when None).
-        diversity: a :class:`trainer.diversity.MixtureDiversity` over the same generators, for
+        diversity: a :class:`mustangs.judge.manifold.MixtureDiversity` over the same generators, for
             ``recall``/``coverage`` terms and the precision/recall/density/coverage/KID report.
     """
 

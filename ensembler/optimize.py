@@ -15,9 +15,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from trainer.errors import UserError
-from trainer.metrics import FeatureStats, parse_target, score
-from trainer.names import count
+from mustangs.errors import UserError
+from mustangs.judge.metrics import FeatureStats, parse_target, score
+from mustangs.names import count
 
 from ensembler.ensemble import Ensemble
 from ensembler.methods import METHODS, Method, decode, make_method
@@ -46,7 +46,7 @@ def search(objective: Callable[[np.ndarray], np.ndarray], method: Method, K: int
     ``objective`` maps weights ``[P, K]`` to losses ``[P]``. The best weights ever evaluated
     are returned (methods like CMA-ES do not guarantee their mean is the best point).
     """
-    from trainer.progress import progress_bar
+    from mustangs.console.progress import progress_bar
 
     start = time.perf_counter()
     best_w, best_f, evals = np.full(K, 1.0 / K), np.inf, 0
@@ -130,7 +130,7 @@ def verify(ensemble: Ensemble, evaluator: Evaluator, n: int, seed: int, target: 
            ) -> tuple[dict[str, float], dict[str, float]]:
     """Metrics of the ensemble by fresh sampling (``n`` samples), and their bootstrap noise.
 
-    With ``diversity`` (a :class:`trainer.diversity.MixtureDiversity`), precision/recall/density/
+    With ``diversity`` (a :class:`mustangs.judge.manifold.MixtureDiversity`), precision/recall/density/
     coverage/KID of the first ``diversity.m`` fresh samples against the same real features, so
     they compare one to one with the estimate from cached samples.
     """
@@ -139,8 +139,8 @@ def verify(ensemble: Ensemble, evaluator: Evaluator, n: int, seed: int, target: 
                                       desc="verify")
     metrics = score(stats, evaluator.real, target, moment_metrics(evaluator.real))
     if diversity is not None and n > diversity.k:
-        from trainer.diversity import diversity_scores
-        from trainer.metrics import protocol_suffix
+        from mustangs.judge.manifold import diversity_scores
+        from mustangs.judge.metrics import protocol_suffix
 
         m = min(n, diversity.m)
         metrics.update(diversity_scores(diversity.real, feats[:m], f"cls{protocol_suffix(m)}"))
@@ -328,7 +328,7 @@ def plot_history(history: Sequence[Sequence[float]], path, title: str = "") -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trainer.atomic import write_bytes_atomic
+    from mustangs.io.atomic import write_bytes_atomic
 
     h = np.asarray(history, np.float64)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
@@ -364,7 +364,7 @@ def evaluate_table(pools: PoolSet, evaluator: Evaluator, n: int, seed: int, targ
     diversity = None
     if diversity_samples and evaluator.has_real_features:
         from ensembler.diversity import mixture_diversity
-        from trainer.metrics import protocol_suffix
+        from mustangs.judge.metrics import protocol_suffix
 
         diversity = mixture_diversity(sources, evaluator, diversity_samples, seed, batch_size, cache,
                                       progress=progress)

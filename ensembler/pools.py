@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from trainer.errors import UserError
-from trainer.networks import NetSpec
-from trainer.pool import Pool, PoolEntry, read_pool
+from mustangs.errors import UserError
+from mustangs.pool.format import Pool, PoolEntry, read_pool
+from mustangs.pool.networks import NetSpec
 
 from ensembler.ensemble import Ensemble, Member
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from trainer.schema import MAX_GENERATORS, FiniteFloat, NetworkModel, Open, Sha256, Strict, Weight
+from mustangs.io.validation import MAX_GENERATORS, FiniteFloat, NetworkModel, Open, Sha256, Strict, Weight
 
 
 class EnsembleMember(Strict):

@@ -2,7 +2,7 @@
 
 The ensembler never re-samples during its search (design.md §5). Each generator is sampled
 once (``n`` samples, default 10k, batched, on the GPU when there is one) and reduced to a
-:class:`trainer.metrics.FeatureStats`: class histogram, mean softmax and mean Σ p log p (for
+:class:`mustangs.judge.metrics.FeatureStats`: class histogram, mean softmax and mean Σ p log p (for
 IS), feature mean and feature second moment. Those mix linearly in the mixture weights, so
 :mod:`ensembler.objectives` scores any mixture from them exactly (in expectation).
 
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.atomic import atomic_path
-from trainer.errors import UserError
-from trainer.names import count
-from trainer.metrics import FeatureStats, StatsAccumulator
-from trainer.networks import NetSpec
+from mustangs.errors import UserError
+from mustangs.io.atomic import atomic_path
+from mustangs.judge.metrics import FeatureStats, StatsAccumulator
+from mustangs.names import count
+from mustangs.pool.networks import NetSpec
 
 #: Version of the cache layout; bump when the way statistics are computed changes.
 CACHE_VERSION = "ensembler-stats/1"
@@ -38,7 +38,7 @@ CACHE_VERSION = "ensembler-stats/1"
 
 def default_cache_dir() -> Path:
     """``$MUSTANGS_CACHE/ensembler-stats`` (``~/.cache/mustangs/ensembler-stats`` by default)."""
-    from trainer.data import default_cache_dir as root
+    from mustangs.data.datasets import default_cache_dir as root
 
     return root() / "ensembler-stats"
 
@@ -120,8 +120,8 @@ def load_evaluator(dataset: str, device: str | torch.device | None = "auto", *, 
     ``force``. With ``need_real=False`` a missing test split is not an error: ``real`` is None
     and the metrics that need it are skipped. Raises a ``UserError`` with the remedy otherwise.
     """
-    from trainer import classifier_store
-    from trainer.evaluation import module_hash, real_stats
+    from mustangs.judge import classifier_store
+    from mustangs.judge.evaluation import module_hash, real_stats
 
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if not dataset:
@@ -137,7 +137,7 @@ def load_evaluator(dataset: str, device: str | torch.device | None = "auto", *, 
         missing = str(exc)
     features_fn = None
     if real is not None:
-        from trainer.features import real_features
+        from mustangs.judge.features import real_features
 
         def features_fn(n: int) -> np.ndarray:
             return real_features(dataset, "test", clf, n, data_dir=data_dir)
@@ -155,7 +155,7 @@ def sample_stats(sample_fn: Callable[[int], torch.Tensor], evaluator: Evaluator,
     With ``keep=True`` also returns the per-sample features ``[n, d]`` and labels / log-probs
     (float64 numpy) so callers can bootstrap the sampling noise of a metric.
     """
-    from trainer.progress import progress_bar
+    from mustangs.console.progress import progress_bar
 
     if n < 2:
         raise UserError(f"need at least 2 samples for statistics (got {n})")
@@ -266,7 +266,7 @@ def pool_stats(sources: Sequence[Source], evaluator: Evaluator, n: int = 10_000,
     All generators share the latent seed (common random numbers), which lowers the noise of
     comparisons between them.
     """
-    from trainer.progress import nested, progress_bar
+    from mustangs.console.progress import nested, progress_bar
 
     out: list[FeatureStats] = []
     misses = 0

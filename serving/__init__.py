@@ -1,5 +1,8 @@
 """Mustangs serving: export an ensemble to one ONNX graph and serve it over HTTP.
 
+Owns the ONNX export, request-time re-purposing, the BentoML service and its CLI. May import
+:mod:`ensembler` and the foundation (:mod:`mustangs`).
+
 ``serving.OnnxSampler`` is the runtime for downstream apps (numpy + onnxruntime); it is
 imported lazily so that ``import serving`` stays cheap.
 """

@@ -20,10 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, HelpFormatter, add_version, console_main
-from trainer.cliargs import float_range, int_range, port_type, seed_type, threads_type
-from trainer.errors import UserError
-from trainer.names import count
+from mustangs.console.args import float_range, int_range, port_type, seed_type, threads_type
+from mustangs.console.formatting import ArgumentParser, HelpFormatter, add_version, console_main
+from mustangs.errors import UserError
+from mustangs.names import count
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
@@ -83,7 +83,7 @@ def _check_port(host: str, port: int) -> None:
 
 def _ensemble_inputs(path: str) -> list[tuple[str, str]]:
     """The member weights files and pool folders an ensemble.json reads (best effort: unreadable → none)."""
-    from trainer.loaders import read_json_file
+    from mustangs.io.loaders import read_json_file
 
     try:
         data = read_json_file(path, "ensemble file")
@@ -95,7 +95,7 @@ def _ensemble_inputs(path: str) -> list[tuple[str, str]]:
 
 
 def _source_inputs(sources) -> list[tuple[str, str]]:
-    """What ``serving export`` reads, as inputs for :func:`trainer.safety.guard_output`."""
+    """What ``serving export`` reads, as inputs for :func:`mustangs.io.safety.guard_output`."""
     pairs = []
     for src in sources:
         p = Path(src)
@@ -123,8 +123,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``serving export``: pool(s) / ensemble.json / a front point → one ONNX file with re-purposing statistics."""
     import torch
 
+    from mustangs.io.safety import check_suffix, check_writable, guard_output
     from serving.export import export_model, load_source, repurpose_stats
-    from trainer.safety import check_suffix, check_writable, guard_output
 
     out = Path(args.out)
     inputs = _source_inputs(args.sources)
@@ -145,7 +145,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     judge = args.classifier is not None or args.score_samples > 0
     ens_meta, dataset = ensemble.meta, ""
     if judge:  # refuse a wrong judge before any work or writing
-        from trainer import classifier_store
+        from mustangs.judge import classifier_store
 
         from serving.judge import ensemble_dataset
 
@@ -203,10 +203,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- sample / info
 def cmd_sample(args: argparse.Namespace) -> int:
     """``serving sample``: draw samples with onnxruntime and write a PNG grid or an .npy array."""
-    from trainer.atomic import write_bytes_atomic
+    from mustangs.io.atomic import write_bytes_atomic
 
-    from trainer.safety import check_suffix, check_writable, guard_output
-    from trainer.sizes import check_samples_memory
+    from mustangs.io.safety import check_samples_memory
+    from mustangs.io.safety import check_suffix, check_writable, guard_output
 
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
@@ -256,7 +256,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--max-n must be >= 1, got {args.max_n}")
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
-    from trainer.sizes import check_samples_memory
+    from mustangs.io.safety import check_samples_memory
 
     model = str(Path(args.model).resolve())
     sampler = _check_model(model)

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.atomic import atomic_path
-from trainer.errors import UserError
-from trainer.names import count
-from trainer.pool import sha256_file
+from mustangs.errors import UserError
+from mustangs.io.atomic import atomic_path
+from mustangs.names import count
+from mustangs.pool.format import sha256_file
 
 ONNX_FORMAT = "mustangs-onnx/1"
 INPUT_Z, INPUT_K, OUTPUT = "z", "k", "samples"
@@ -246,7 +246,7 @@ def load_source(paths: list[str | Path], point: int | None = None):
         raise UserError(f"give the pool folder {path.parent}, not its manifest")
     head = None
     if path.is_file():
-        from trainer.loaders import read_json_file
+        from mustangs.io.loaders import read_json_file
 
         try:
             head = read_json_file(path, "ensemble file")
@@ -276,8 +276,8 @@ def repurpose_stats(ensemble, dataset: str, samples: int = 10_000, seed: int = 0
     without it the model still re-aims at class targets.
     """
     from ensembler.stats import Source, StatsCache, load_evaluator, pool_stats
+    from mustangs.data.class_names import class_names
     from serving.repurpose import RepurposeStats
-    from trainer.class_names import class_names
 
     evaluator = load_evaluator(dataset, device, classifier=classifier, force=force, data_dir=data_dir,
                                need_real=False, log=log)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 #: Metadata key of the served-model scores (JSON).
 SERVED_SCORES_KEY = "mustangs.served_scores"
@@ -32,9 +32,9 @@ def judge_model(model_path: str | Path, dataset: str, *, classifier: str | None 
     """
     import torch
 
-    from trainer import classifier_store
-    from trainer.evaluation import real_stats, stats_of_tensor
-    from trainer.metrics import protocol_suffix, score
+    from mustangs.judge import classifier_store
+    from mustangs.judge.evaluation import real_stats, stats_of_tensor
+    from mustangs.judge.metrics import protocol_suffix, score
 
     from serving.sampler import OnnxSampler
 
@@ -54,8 +54,8 @@ def judge_model(model_path: str | Path, dataset: str, *, classifier: str | None 
     metrics = score(stats, real, None if target is None else np.asarray(target, np.float64),
                     ("fid", "tvd", "is") if real is not None else ("tvd", "is"))
     if real is not None:
-        from trainer.diversity import RealManifold, diversity_scores
-        from trainer.features import features_of_tensor, real_features
+        from mustangs.judge.features import features_of_tensor, real_features
+        from mustangs.judge.manifold import RealManifold, diversity_scores
 
         m = min(n, 1000)
         real_f = real_features(dataset, "test", clf, m, data_dir=data_dir)
@@ -66,7 +66,7 @@ def judge_model(model_path: str | Path, dataset: str, *, classifier: str | None 
 
 def ensemble_dataset(ensemble) -> str:
     """The dataset an ensemble's generators were trained on: its ``dataset`` field, else its pool's."""
-    from trainer.pool import read_pool
+    from mustangs.pool.format import read_pool
 
     if ensemble.meta.get("dataset"):
         return str(ensemble.meta["dataset"])
@@ -84,7 +84,7 @@ def add_metadata(model_path: str | Path, entries: dict[str, str]) -> None:
     """Add (or replace) ``metadata_props`` entries of an ONNX file, rewriting it atomically."""
     import onnx
 
-    from trainer.atomic import atomic_path
+    from mustangs.io.atomic import atomic_path
 
     model = onnx.load_model(str(model_path), load_external_data=False)
     keep = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]

@@ -22,7 +22,7 @@ import copy
 import json
 from typing import Callable
 
-from trainer import __version__
+from mustangs import __version__
 
 TITLE = "Mustangs ensemble sampler"
 PNG, NPY, JSON = "image/png", "application/octet-stream", "application/json"

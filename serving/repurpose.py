@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ensembler.mixture_math import FidTerms, Solution, solve_target, tvd_batch
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 #: metadata_props keys of the re-purposing statistics (values are strings).
 META_PAYLOAD = "mustangs.repurpose"            # base64 of an .npz: hist, mu, second_triu, n, real_*

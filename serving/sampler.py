@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.atomic import sha256_file
-from trainer.images import grid_pixels as grid_uint8  # noqa: F401 - re-exported (torch-free)
-from trainer.images import png_bytes as png_encode
-from trainer.images import scatter_pixels as scatter_uint8
-from trainer.errors import UserError
+from mustangs.errors import UserError
+from mustangs.io.atomic import sha256_file
+from mustangs.io.images import grid_pixels as grid_uint8  # noqa: F401 - re-exported (torch-free)
+from mustangs.io.images import png_bytes as png_encode
+from mustangs.io.images import scatter_pixels as scatter_uint8
 
 from serving.repurpose import Plan, Repurposer, decode_payload, resolve_weights
 

@@ -22,8 +22,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from trainer.errors import UserError
-from trainer.schema import MAX_GENERATORS, MAX_LATENT_DIM, Open, Sha256, Strict, Weight, validate
+from mustangs.errors import UserError
+from mustangs.io.validation import MAX_GENERATORS, MAX_LATENT_DIM, Open, Sha256, Strict, Weight, validate
 
 #: metadata keys of the re-purposing description (kept in step with serving.repurpose.META_INFO / META_SHA256).
 REPURPOSE_KEYS = {"repurpose_info": "mustangs.repurpose_info", "repurpose_sha256": "mustangs.repurpose_sha256"}

@@ -191,7 +191,7 @@ def _bad_request(message: str, field: str) -> JSONResponse:
 
 def _plan_or_400(sampler, target, weights, fid_weight):
     """``(plan, None)`` for a valid target/weights request, else ``(None, a 400 response naming the problem)``."""
-    from trainer.errors import UserError
+    from mustangs.errors import UserError
 
     try:
         return sampler.plan(target, weights, fid_weight), None

@@ -22,8 +22,8 @@ needs_fashion = pytest.mark.skipif(not (FASHION_DIR.is_dir() or os.environ.get("
 
 def rings_pool(folder: Path, n: int = 3) -> Path:
     """A pool of ``n`` untrained rings generators (seeds 0..n-1) written to ``folder``; returns its root."""
-    from trainer.networks import NetSpec, RingsGenerator
-    from trainer.pool import write_pool
+    from mustangs.pool.format import write_pool
+    from mustangs.pool.networks import NetSpec, RingsGenerator
 
     gens = []
     for s in range(n):

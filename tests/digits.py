@@ -49,7 +49,7 @@ def write_mnist_idx(folder: Path) -> Path:
 
 def digit_generator_state(image: np.ndarray, seed: int, latent_dim: int = 64, noise: float = 0.08) -> dict:
     """A Lipizzaner ``four_layer_perceptron`` state dict whose samples are ``image`` (uint8 28×28) plus noise."""
-    from trainer.networks import MLPGenerator
+    from mustangs.pool.networks import MLPGenerator
 
     torch.manual_seed(seed)
     g = MLPGenerator(latent_dim, (1, 28, 28))

@@ -26,10 +26,10 @@ import torch
 
 from ensembler.cli import main as ensembler_main
 from ensembler.ensemble import Ensemble
+from mustangs.pool.format import write_pool
+from mustangs.pool.networks import NetSpec, build_generator
 from serving.cli import main as serving_main
 from trainer.cli import main as trainer_main
-from trainer.networks import NetSpec, build_generator
-from trainer.pool import write_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = NetSpec("mlp", 8, (1, 28, 28))
@@ -91,7 +91,7 @@ def make_pool(folder: Path, n: int = 3) -> Path:
 
 
 def make_ensemble(folder: Path, weights=(0.5, 0.3, 0.2)) -> tuple[Path, Path]:
-    from trainer.pool import read_pool
+    from mustangs.pool.format import read_pool
 
     pool = make_pool(folder / "pool", len(weights))
     Ensemble.from_pool(read_pool(pool), list(weights)).save(folder / "e.json")
@@ -218,7 +218,7 @@ def test_read_only_folder_is_refused_before_work(tmp_path, monkeypatch):
 
 def test_disk_full_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch):
     pool, ens = make_ensemble(tmp_path)
-    import trainer.atomic as atomic
+    import mustangs.io.atomic as atomic
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -560,7 +560,7 @@ def test_bento_start_line_names_the_real_bind_address():
 
 
 def test_atomic_writes_honour_the_umask(tmp_path):
-    from trainer.atomic import atomic_dir, write_text_atomic
+    from mustangs.io.atomic import atomic_dir, write_text_atomic
 
     old = os.umask(0o022)
     try:

@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 
+from mustangs.data.datasets import ArrayDataset
+from mustangs.pool.networks import NetSpec, build_discriminator, build_generator
 from trainer import losses
 from trainer.batched import NetState, StackedNet, adam_step
 from trainer.coevolution import Coevolution, _weights
 from trainer.config import load_train_config
-from trainer.data import ArrayDataset
-from trainer.networks import NetSpec, build_discriminator, build_generator
 
 
 @pytest.fixture(autouse=True)
@@ -159,7 +159,7 @@ def test_whole_generation_batched_equals_loop(arch, engine, adversary):
             f"coevolution.adversary={adversary}"]
     data, zdim = None, 64
     if arch == "rings-mlp":
-        from trainer.data import make_rings
+        from mustangs.data.datasets import make_rings
 
         over += ["data.dataset=rings", "network.latent_dim=8"]
         data, zdim = make_rings(300), 8
@@ -220,8 +220,8 @@ def test_stacked_net_runs_population_on_its_own_inputs():
 def test_fast_fid_equals_pytorch_fid():
     import numpy as np
 
-    from trainer.coevolution import Scorer
-    from trainer.metrics import FeatureStats, frechet_distance
+    from mustangs.judge.metrics import FeatureStats, frechet_distance
+    from trainer.scoring import Scorer
 
     rng = np.random.default_rng(0)
 

@@ -33,7 +33,7 @@ def test_floor_counts_the_recipes_gemms():
 
 
 def test_linear_dims_reads_the_mlp():
-    from trainer.networks import NetSpec, build_discriminator, build_generator
+    from mustangs.pool.networks import NetSpec, build_discriminator, build_generator
 
     spec = NetSpec("mlp", 64, (1, 28, 28))
     assert linear_dims(build_generator(spec)) == [64, 256, 256, 784]

@@ -3,7 +3,7 @@
 A wheel of this source tree is built and installed with ``pip install --no-deps --target SITE``
 (the dependencies come from the running interpreter's environment); every command runs through
 the console scripts pip wrote, with ``PYTHONPATH=SITE`` and the working directory outside the
-repository, so ``import trainer`` is the installed copy (checked). The test then
+repository, so ``import mustangs`` is the installed copy (checked). The test then
 
 1. trains an MNIST classifier on MNIST-format IDX files made from scikit-learn's digits
    (default output: ``$MUSTANGS_CACHE/classifiers/mnist/``);
@@ -52,7 +52,7 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
     src.mkdir()
-    for name in ("trainer", "ensembler", "serving"):
+    for name in ("mustangs", "trainer", "ensembler", "serving"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
@@ -73,7 +73,7 @@ def installed(tmp_path_factory):
            "PYTHONDONTWRITEBYTECODE": "1"}
     work = tmp / "work"
     work.mkdir()
-    where = subprocess.run([sys.executable, "-c", "import trainer, ensembler; print(trainer.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import mustangs, trainer, ensembler; print(mustangs.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0 and where.stdout.strip().startswith(str(site)), where
     return site, env, work, tmp

@@ -104,23 +104,23 @@ def test_a_checkpoint_from_before_a_config_key_existed_still_resumes():
     """Keys added by a later version count as their defaults; retired value names as their new names."""
     from trainer.config import TrainConfig
     from trainer.configio import to_dict
-    from trainer.run import _config_changes
+    from trainer.run_folder import config_changes
 
     new = to_dict(TrainConfig())
     old = to_dict(TrainConfig())
     del old["eval"]["force_classifier"]
     old["coevolution"]["adversary"] = "own"
-    assert _config_changes(old, new) == []
+    assert config_changes(old, new) == []
     old["coevolution"]["adversary"] = "random"
-    assert _config_changes(old, new) == ["coevolution.adversary"]
+    assert config_changes(old, new) == ["coevolution.adversary"]
 
 
 def test_tensorboard_files_of_an_unfinished_run_are_the_runs_own(tmp_path):
-    from trainer.run import _foreign_files
+    from trainer.run_folder import foreign_files
 
     (tmp_path / "tensorboard").mkdir()
     (tmp_path / "tensorboard" / "events.out.tfevents.1764500000.host.123.0").write_bytes(b"x")
     (tmp_path / "metrics.jsonl").write_text("")
-    assert _foreign_files(tmp_path) == []
+    assert foreign_files(tmp_path) == []
     (tmp_path / "tensorboard" / "notes.txt").write_text("mine")
-    assert _foreign_files(tmp_path) != []
+    assert foreign_files(tmp_path) != []

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from conftest import needs_fashion
-from trainer.classifier import (ASSETS_DIR, EvalClassifier, asset_paths, classifier_sha256, load_classifier,
-                                train_classifier)
-from trainer.data import ArrayDataset
-from trainer.errors import UserError
+from mustangs.data.datasets import ArrayDataset
+from mustangs.errors import UserError
+from mustangs.judge.classifier import ASSETS_DIR, EvalClassifier, asset_paths
+from mustangs.judge.classifier_store import classifier_sha256, load_classifier
+from mustangs.judge.classifier_training import train_classifier
 
 
 def test_eval_classifier_shapes_and_forward_matches_features_and_logits():
@@ -41,8 +42,8 @@ def test_shipped_fashion_classifier_metadata_and_hash():
 
 @needs_fashion
 def test_shipped_fashion_classifier_is_accurate_on_a_test_subset():
-    from trainer.classifier import accuracy
-    from trainer.data import load_dataset
+    from mustangs.data.datasets import load_dataset
+    from mustangs.judge.classifier import accuracy
 
     test = load_dataset("fashion-mnist", "test")
     model = load_classifier("fashion-mnist")
@@ -84,9 +85,9 @@ def _tiny_dataset(n: int, seed: int) -> ArrayDataset:
 
 
 def test_train_writes_loadable_weights_and_json(tmp_path, monkeypatch):
-    import trainer.data
+    import mustangs.data.datasets
 
-    monkeypatch.setattr(trainer.data, "load_dataset",
+    monkeypatch.setattr(mustangs.data.datasets, "load_dataset",
                         lambda name, split, data_dir=None: _tiny_dataset(256 if split == "train" else 128,
                                                                          0 if split == "train" else 1))
     info = train_classifier("fashion-mnist", epochs=1, seed=3, out_dir=tmp_path, progress=False, log=lambda s: None)
@@ -111,7 +112,7 @@ def test_train_refuses_untrainable_dataset():
 
 
 def test_assets_folder_is_inside_the_package():
-    assert ASSETS_DIR.parent.name == "trainer"
+    assert ASSETS_DIR.parent.parent.name == "mustangs" and ASSETS_DIR.parent.name == "judge"
 
 
 def test_augmentation_is_a_random_shift_of_each_image():
@@ -119,7 +120,7 @@ def test_augmentation_is_a_random_shift_of_each_image():
 
     import torch.nn.functional as F
 
-    from trainer.classifier import _augment
+    from mustangs.judge.classifier_training import _augment
 
     x = torch.rand(16, 1, 28, 28) * 2 - 1
     y = _augment(x, torch.Generator().manual_seed(0))

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from trainer import classifier_store as store
-from trainer.classifier import ASSETS_DIR
-from trainer.errors import UserError
+from mustangs.errors import UserError
+from mustangs.judge import classifier_store as store
+from mustangs.judge.classifier import ASSETS_DIR
 
 
 @pytest.fixture
@@ -97,12 +97,12 @@ def test_lookup_errors_are_one_line_with_the_remedy(cache, tmp_path):
 
 
 def test_training_writes_to_the_cache_not_the_package(cache, monkeypatch):
-    import trainer.data
+    import mustangs.data.datasets
     from test_classifier import _tiny_dataset
-    from trainer.classifier import train_classifier
+    from mustangs.judge.classifier_training import train_classifier
 
     before = sorted(p.name for p in ASSETS_DIR.iterdir())
-    monkeypatch.setattr(trainer.data, "load_dataset",
+    monkeypatch.setattr(mustangs.data.datasets, "load_dataset",
                         lambda name, split, data_dir=None: _tiny_dataset(128 if split == "train" else 64,
                                                                          0 if split == "train" else 1))
     info = train_classifier("mnist", epochs=1, progress=False, log=lambda s: None)

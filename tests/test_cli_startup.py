@@ -55,27 +55,27 @@ def test_help_version_and_usage_errors_import_no_heavy_module(cli):
 
 
 def test_version_is_the_package_version():
-    """``--version`` shows ``trainer.__version__``, the single source pyproject reads its version from."""
+    """``--version`` shows ``mustangs.__version__``, the single source pyproject reads its version from."""
     import tomllib
 
-    import trainer
+    import mustangs
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "version" in project.get("dynamic", [])
     attr = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["dynamic"]["version"]["attr"]
-    assert attr == "trainer.__version__"
+    assert attr == "mustangs.__version__"
     proc = subprocess.run([sys.executable, "-m", "trainer", "--version"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
-    assert proc.returncode == 0 and proc.stdout.strip() == f"trainer (mustangs) {trainer.__version__}"
+    assert proc.returncode == 0 and proc.stdout.strip() == f"trainer (mustangs) {mustangs.__version__}"
 
 
 def test_help_shows_no_docstring_markup():
     """``--help`` reuses module docstrings; their reStructuredText markup must not leak into it."""
     probe = """
 import contextlib, io, json, sys
-from trainer.cli import build_parser as t
 from ensembler.cli import build_parser as e
 from serving.cli import build_parser as s
+from trainer.cli import build_parser as t
 texts = []
 for build, verbs in ((t, [["train"], ["classifier"], ["classifier", "train"], ["score"]]),
                      (e, [["optimize"], ["front"], ["evaluate"], ["sample"]]), (s, [["export"], ["serve"], ["build"]])):
@@ -98,8 +98,8 @@ print(json.dumps(texts))
 
 def test_wording():
     from ensembler.objectives import describe, parse_objective
-    from trainer.cli import plain_text
-    from trainer.names import count
+    from mustangs.console.formatting import plain_text
+    from mustangs.names import count
 
     assert count(1, "generator") == "1 generator" and count(3, "generator") == "3 generators"
     assert describe(parse_objective("is")) == "-is" and describe(parse_objective("tvd+0.5*is")) == "tvd - 0.5*is"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mustangs.errors import ConfigError
 from trainer.cli import main
 from trainer.config import TrainConfig, load_train_config
-from trainer.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -7,8 +7,8 @@ from typing import Optional
 
 import pytest
 
+from mustangs.errors import ConfigError
 from trainer.configio import load_config, option, parse_overrides, to_yaml
-from trainer.errors import ConfigError
 
 
 @dataclass

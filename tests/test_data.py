@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import needs_fashion
-from trainer import data
-from trainer.data import load_dataset, make_rings, parse_source, read_idx
-from trainer.errors import UserError
+from mustangs.data import datasets as data
+from mustangs.data.datasets import load_dataset, make_rings, parse_source, read_idx
+from mustangs.errors import UserError
 
 
 def _write_idx(path, array: np.ndarray, gz: bool = True):

@@ -24,7 +24,7 @@ from conftest import ROOT
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
-FIRST_PARTY = ("trainer", "ensembler", "serving")
+FIRST_PARTY = ("mustangs", "trainer", "ensembler", "serving")
 
 #: Which extras (besides the core dependencies and an onnxruntime extra) code under a path may rely on.
 EXTRAS_FOR = {"serving/service.py": {"serve"}, "serving/cli.py": {"serve"}, "tests/": {"serve", "dev"}, "benchmarks/": {"serve", "dev", "bench"}}
@@ -208,10 +208,10 @@ def service_closure() -> set[Path]:
 
 
 def test_bento_carries_every_module_its_service_imports():
-    """The bug this guards against: the Bento lacked trainer/images.py, which serving/sampler.py imports."""
+    """The bug this guards against: the Bento lacked mustangs/io/images.py, which serving/sampler.py imports."""
     include = {ROOT / p for p in _bento()["include"]}
     closure = service_closure()
-    assert ROOT / "trainer" / "images.py" in closure
+    assert ROOT / "mustangs" / "io" / "images.py" in closure
     missing = sorted(p.relative_to(ROOT).as_posix() for p in closure - include)
     extra = sorted(p.relative_to(ROOT).as_posix() for p in include - closure)
     assert not missing, f"serving/bentofile.yaml must include {missing} (serving/service.py imports them)"

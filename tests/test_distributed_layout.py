@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from mustangs.errors import UserError
 from trainer.distributed import free_port, split_cells
-from trainer.errors import UserError
 
 
 def test_blocks_are_balanced_and_contiguous():
@@ -22,9 +22,9 @@ def test_blocks_are_balanced_and_contiguous():
 def _worker(rank: int, port: int, out: dict):
     import torch.distributed as dist
 
+    from mustangs.judge.metrics import FeatureStats
     from trainer.batched import NetState
     from trainer.distributed import Workers, make_world
-    from trainer.metrics import FeatureStats
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:

@@ -1,4 +1,4 @@
-"""Known-answer tests of precision/recall/density/coverage and KID (trainer/diversity.py),
+"""Known-answer tests of precision/recall/density/coverage and KID (mustangs/judge/manifold.py),
 their agreement with torch-fidelity, and the mixture fast path against direct computation."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.diversity import MixtureDiversity, RealManifold, kid, knn_radii, mixture_counts, prdc
+from mustangs.judge.manifold import MixtureDiversity, RealManifold, kid, knn_radii, mixture_counts, prdc
 
 
 def clusters(n: int, modes, seed: int, d: int = 8, spread: float = 0.3) -> np.ndarray:

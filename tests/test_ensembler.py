@@ -18,9 +18,9 @@ from torch import nn
 
 from conftest import needs_fashion
 
-from trainer.metrics import FeatureStats, frechet_distance
-from trainer.networks import MLPGenerator, NetSpec
-from trainer.pool import write_pool
+from mustangs.judge.metrics import FeatureStats, frechet_distance
+from mustangs.pool.format import write_pool
+from mustangs.pool.networks import MLPGenerator, NetSpec
 
 SPEC = NetSpec("mlp", 64, (1, 28, 28))
 N_STATS = 3000     # samples per generator in these tests (the protocol uses 10k)
@@ -46,14 +46,14 @@ class TemplateClassifier(nn.Module):
 
 @pytest.fixture(scope="module")
 def fashion():
-    from trainer.data import load_dataset
+    from mustangs.data.datasets import load_dataset
 
     return load_dataset("fashion-mnist", "test")
 
 
 @pytest.fixture(scope="module")
 def evaluator(fashion):
-    from trainer.evaluation import module_hash, stats_of_tensor
+    from mustangs.judge.evaluation import module_hash, stats_of_tensor
 
     from ensembler.stats import Evaluator
 
@@ -140,7 +140,7 @@ def run_cli(*argv) -> int:
 
 def test_parse_objective():
     from ensembler.objectives import Term, describe, parse_objective
-    from trainer.errors import UserError
+    from mustangs.errors import UserError
 
     assert parse_objective("tvd") == (Term(1.0, "tvd"),)
     assert parse_objective("tvd+0.01*fid") == (Term(1.0, "tvd"), Term(0.01, "fid"))
@@ -179,7 +179,7 @@ def _fake_stats(rng, K=5, d=12, C=10, n=1000):
 
 def test_mixture_objective_equals_metrics_of_mixed_statistics():
     from ensembler.objectives import MixtureObjective, parse_objective
-    from trainer.metrics import inception_score_from_moments, tvd
+    from mustangs.judge.metrics import inception_score_from_moments, tvd
 
     rng = np.random.default_rng(1)
     stats = _fake_stats(rng)
@@ -376,7 +376,7 @@ def test_pools_merge_when_architectures_agree(class_pool, random_pool, use_evalu
 
 @pytest.mark.parametrize("zipfile_format", [False, True])
 def test_import_lipizzaner_reproduces_the_reference_mlp(tmp_path, zipfile_format):
-    from trainer.pool import read_pool
+    from mustangs.pool.format import read_pool
 
     src = tmp_path / "lipizzaner"
     src.mkdir()
@@ -458,7 +458,7 @@ def test_errors_are_one_line_exit_2_and_write_nothing(tmp_path, random_pool, use
     assert not out.exists() and not (tmp_path / "g.png").exists()
     # Mixture weights with NaN never reach an ensemble.
     from ensembler.pools import open_pools
-    from trainer.errors import UserError
+    from mustangs.errors import UserError
 
     with pytest.raises(UserError):
         open_pools([random_pool]).ensemble(np.array([np.nan, 1, 1, 1]))
@@ -504,7 +504,7 @@ def use_diversity_evaluator(monkeypatch, evaluator, fashion, tmp_path):
     """The stand-in evaluator plus real features (test images 5000+, as its real statistics)."""
     from dataclasses import replace
 
-    from trainer.features import features_of_tensor
+    from mustangs.judge.features import features_of_tensor
 
     from ensembler import stats
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ensembler.ensemble import Ensemble
-from trainer.atomic import atomic_dir, write_text_atomic
-from trainer.errors import UserError
-from trainer.networks import ARCHS, ARCH_SHAPES, NetSpec, build_discriminator, build_generator
-from trainer.pool import read_pool, save_generator_file, write_pool
+from mustangs.errors import UserError
+from mustangs.io.atomic import atomic_dir, write_text_atomic
+from mustangs.pool.format import read_pool, save_generator_file, write_pool
+from mustangs.pool.networks import ARCHS, ARCH_SHAPES, NetSpec, build_discriminator, build_generator
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -76,7 +76,7 @@ def test_nan_weights_are_refused(tmp_path):
     with torch.no_grad():
         g.net[0].weight[0, 0] = float("nan")
     save_generator_file(tmp_path / "nan.safetensors", g)
-    from trainer.pool import load_generator_file
+    from mustangs.pool.format import load_generator_file
 
     with pytest.raises(UserError, match="NaN"):
         load_generator_file(tmp_path / "nan.safetensors", pool.spec)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.pool import read_pool
+from mustangs.pool.format import read_pool
 
 
 class StandInInception(nn.Module):
@@ -34,7 +34,7 @@ class StandInInception(nn.Module):
 
 @pytest.fixture
 def stand_in(monkeypatch, tmp_path):
-    from trainer import inception
+    from mustangs.judge import inception
 
     model = StandInInception().eval()
     monkeypatch.setattr(inception, "load_inception", lambda device="cpu": model)
@@ -90,9 +90,9 @@ def test_inception_off_for_grayscale_unless_asked_and_never_when_false(tmp_path,
 
 
 def test_inception_scores_equal_direct_fid_and_kid(stand_in):
-    from trainer import inception
-    from trainer.diversity import kid
-    from trainer.metrics import frechet_distance
+    from mustangs.judge import inception
+    from mustangs.judge.manifold import kid
+    from mustangs.judge.metrics import frechet_distance
 
     g = torch.Generator().manual_seed(0)
     real_x, fake_x = torch.rand(30, 3, 32, 32, generator=g) * 2 - 1, torch.rand(20, 3, 32, 32, generator=g) - 0.5

@@ -1,7 +1,7 @@
 """``kill -9`` at chosen moments of a run, then the same command with ``--resume``: the pool is
 bit-identical to an uninterrupted run's (CPU), and no temporary file survives.
 
-The kills come from ``MUSTANGS_TEST_KILL_AT`` (see trainer/faults.py): a real SIGKILL of a real
+The kills come from ``MUSTANGS_TEST_KILL_AT`` (see mustangs/io/faults.py): a real SIGKILL of a real
 ``python -m trainer train`` process. One chain of processes covers every moment: each process
 is killed at the next moment, and the next one has to recover from what the previous left —
 a folder without a checkpoint, a half-written first checkpoint (temporary file, tensors without

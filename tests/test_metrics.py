@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.errors import UserError
-from trainer.metrics import (FeatureStats, StatsAccumulator, frechet_distance, inception_score_from_moments,
+from mustangs.errors import UserError
+from mustangs.judge.metrics import (FeatureStats, StatsAccumulator, frechet_distance, inception_score_from_moments,
                              parse_target, score, tvd)
 
 
@@ -121,9 +121,10 @@ def test_parse_target_rejects_bad_specs_with_one_line(spec):
 
 @pytest.mark.parametrize("name,modes", [("rings", 8), ("grid25", 25)])
 def test_toy_classifier_labels_modes_and_gives_is_near_the_mode_count(name, modes):
-    from trainer.classifier import PointModesClassifier, load_classifier
-    from trainer.data import make_points
-    from trainer.evaluation import stats_of_tensor
+    from mustangs.data.datasets import make_points
+    from mustangs.judge.classifier import PointModesClassifier
+    from mustangs.judge.classifier_store import load_classifier
+    from mustangs.judge.evaluation import stats_of_tensor
 
     clf = load_classifier(name)
     assert isinstance(clf, PointModesClassifier) and clf.num_classes == modes and clf.feature_dim == 2
@@ -138,9 +139,9 @@ def test_toy_classifier_labels_modes_and_gives_is_near_the_mode_count(name, mode
 
 
 def test_stats_of_sampler_equals_stats_of_tensor():
-    from trainer.classifier import load_classifier
-    from trainer.data import make_rings
-    from trainer.evaluation import stats_of_sampler, stats_of_tensor
+    from mustangs.data.datasets import make_rings
+    from mustangs.judge.classifier_store import load_classifier
+    from mustangs.judge.evaluation import stats_of_sampler, stats_of_tensor
 
     clf = load_classifier("rings")
     x = make_rings(2500, seed=5).data
@@ -160,16 +161,16 @@ def test_stats_of_sampler_equals_stats_of_tensor():
 
 
 def test_stats_reject_wrong_sample_shape():
-    from trainer.classifier import load_classifier
-    from trainer.evaluation import stats_of_tensor
+    from mustangs.judge.classifier_store import load_classifier
+    from mustangs.judge.evaluation import stats_of_tensor
 
     with pytest.raises(UserError, match="shape"):
         stats_of_tensor(load_classifier("rings"), torch.zeros(10, 3))
 
 
 def test_real_stats_cache_written_reused_and_recomputed_when_corrupt(tmp_path, monkeypatch):
-    from trainer import evaluation
-    from trainer.classifier import load_classifier
+    from mustangs.judge import evaluation
+    from mustangs.judge.classifier_store import load_classifier
 
     monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path))
     clf = load_classifier("rings")
@@ -196,7 +197,7 @@ def test_real_stats_cache_written_reused_and_recomputed_when_corrupt(tmp_path, m
 
 
 def test_real_subset_is_a_fixed_permutation_prefix():
-    from trainer.evaluation import subset_indices
+    from mustangs.judge.evaluation import subset_indices
 
     a, b = subset_indices(1000, 100), subset_indices(1000, 200)
     assert torch.equal(a, b[:100])
@@ -205,7 +206,7 @@ def test_real_subset_is_a_fixed_permutation_prefix():
 
 
 def test_noise_source_is_seeded_and_in_range():
-    from trainer.evaluation import noise_samples
+    from mustangs.judge.evaluation import noise_samples
 
     a, b = noise_samples(10, (1, 28, 28), seed=4), noise_samples(10, (1, 28, 28), seed=4)
     assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1
@@ -214,7 +215,7 @@ def test_noise_source_is_seeded_and_in_range():
 # --------------------------------------------------------------------------- Inception weights gate
 
 def test_inception_without_weights_fails_at_once_with_one_line(tmp_path, monkeypatch):
-    from trainer import inception
+    from mustangs.judge import inception
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(UserError) as info:
@@ -225,7 +226,7 @@ def test_inception_without_weights_fails_at_once_with_one_line(tmp_path, monkeyp
 
 
 def test_labelled_subset_is_stratified_and_a_fixed_prefix():
-    from trainer.evaluation import subset_indices
+    from mustangs.judge.evaluation import subset_indices
 
     labels = torch.tensor([0] * 900 + [1] * 100 + [2] * 1000)[torch.randperm(2000, generator=torch.Generator().manual_seed(0))]
     for n in (20, 200, 777):
@@ -241,7 +242,7 @@ def test_inception_path_with_weights_on_disk(tmp_path, monkeypatch):
     """With a (stand-in, random) weights file where pytorch-fid caches it, Inception features flow."""
     import pytorch_fid.inception as pi
 
-    from trainer import inception
+    from mustangs.judge import inception
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))

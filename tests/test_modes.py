@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import load_dataset, make_points, point_modes
-from trainer.metrics import HQ_RADIUS, ModeStats, mode_scores, mode_stats
+from mustangs.data.datasets import load_dataset, make_points, point_modes
+from mustangs.judge.metrics import HQ_RADIUS, ModeStats, mode_scores, mode_stats
 
 #: Share of an isotropic 2-D Gaussian within HQ_RADIUS·σ of its centre (Euclidean): 1 − e^(−r²/2).
 TRUE_HQ = 1.0 - math.exp(-HQ_RADIUS ** 2 / 2)

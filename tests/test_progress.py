@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trainer import progress
-from trainer.progress import PlainProgress, nested, progress_bar
+from mustangs.console import progress
+from mustangs.console.progress import PlainProgress, nested, progress_bar
 
 
 class Clock:

@@ -12,8 +12,8 @@ import re
 import pytest
 
 from ensembler.cli import main as ensembler
+from mustangs.report import ENSEMBLE_GRID, write_report
 from trainer.cli import main as trainer
-from trainer.report import ENSEMBLE_GRID, write_report
 
 from test_train import RINGS
 

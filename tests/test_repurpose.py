@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from ensembler.mixture_math import FidTerms, frechet_distance_eigh, solve_target, solve_tvd, tvd_batch
+from mustangs.errors import UserError
 from serving.repurpose import (Repurposer, RepurposeStats, decode_payload, encode_payload, parse_target_text,
                                resolve_target, resolve_weights)
-from trainer.errors import UserError
 
 from test_ensembler import class_pool, evaluator, fashion, use_evaluator  # noqa: F401 - fixtures
 

@@ -63,7 +63,7 @@ def test_real_train_split_scores_far_better_than_noise(capsys, cache):
 def test_npy_and_png_sources_agree_with_each_other(capsys, cache, tmp_path):
     from PIL import Image
 
-    from trainer.data import load_dataset
+    from mustangs.data.datasets import load_dataset
 
     images = load_dataset("fashion-mnist", "test").data[:300, 0].numpy()  # uint8 [N, 28, 28]
     np.save(tmp_path / "u8.npy", images)
@@ -142,11 +142,11 @@ def test_unknown_dataset_split_and_metric(capsys, cache):
 
 
 def test_missing_data(capsys, monkeypatch, tmp_path):
-    import trainer.data
+    import mustangs.data.datasets
 
     monkeypatch.setenv("MUSTANGS_CACHE", str(tmp_path / "cache"))  # nothing cached, nothing downloaded
     monkeypatch.setenv("MUSTANGS_DATA", str(tmp_path / "empty"))
-    monkeypatch.setattr(trainer.data, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(mustangs.data.datasets, "SYSTEM_DIRS", {})
     line = _fails_with_one_line(capsys, "--real", "fashion-mnist:test", "--fake", "noise", match="not found")
     assert "MUSTANGS_DATA" in line or "--data-dir" in line
 

@@ -17,13 +17,13 @@ import torch
 from PIL import Image
 
 from ensembler.ensemble import Ensemble
+from mustangs.errors import UserError
+from mustangs.io.images import grid_image, scatter_image
+from mustangs.pool.format import sha256_file, write_pool
+from mustangs.pool.networks import NetSpec, build_generator
 from serving.cli import main
 from serving.export import INPUT_K, INPUT_Z, META_KEYS, OUTPUT, ONNX_FORMAT, export_ensemble
 from serving.sampler import OnnxSampler, grid_uint8, pick_providers, scatter_uint8
-from trainer.errors import UserError
-from trainer.images import grid_image, scatter_image
-from trainer.networks import NetSpec, build_generator
-from trainer.pool import sha256_file, write_pool
 
 WEIGHTS = [0.4, 0.3, 0.2, 0.1]
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import trainer
+import mustangs
 from serving.export import export_ensemble
 from serving.openapi import TITLE, readable_error, user_spec
 from serving.sampler import OnnxSampler
@@ -169,7 +169,7 @@ def spec(client):
 def test_info_is_ours(spec):
     info = spec["info"]
     assert info["title"] == TITLE
-    assert info["version"] == trainer.__version__
+    assert info["version"] == mustangs.__version__
     assert "POST /sample" in info["description"] and "curl" in info["description"]
     assert "BentoML" not in info["description"] and "mustangs:dev" not in info["description"]
     assert "contact" not in info

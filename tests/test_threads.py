@@ -1,4 +1,4 @@
-"""Thread defaults for shared machines (trainer/threads.py)."""
+"""Thread defaults for shared machines (mustangs/threads.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from trainer import threads
+from mustangs import threads
 
 
 def _env_without_omp():
@@ -16,7 +16,7 @@ def _env_without_omp():
 
 
 def test_passive_openmp_is_set_before_torch_loads_and_never_overrides_the_user():
-    code = ("from trainer.threads import prefer_passive_openmp as p; import os; a = p(); import torch; "
+    code = ("from mustangs.threads import prefer_passive_openmp as p; import os; a = p(); import torch; "
             "print(a, os.environ.get('OMP_WAIT_POLICY'), p())")
     out = subprocess.run([sys.executable, "-c", code], env=_env_without_omp(), capture_output=True, text=True,
                          check=True).stdout.split()
@@ -28,10 +28,11 @@ def test_passive_openmp_is_set_before_torch_loads_and_never_overrides_the_user()
 
 def test_console_scripts_ask_for_passive_openmp(monkeypatch):
     # the shared console entry point calls it before parsing (and so before any verb imports torch)
+    import mustangs.console.formatting as formatting
     import trainer.cli as cli
 
     calls = []
-    monkeypatch.setattr(cli, "prefer_passive_openmp", lambda: calls.append(1) or False)
+    monkeypatch.setattr(formatting, "prefer_passive_openmp", lambda: calls.append(1) or False)
     assert cli.main(["train", "configs/quickstart.yaml", "--dry-run"]) == 0
     assert calls == [1]
 

@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
+from mustangs.pool.format import read_pool
 from trainer.cli import main
-from trainer.pool import read_pool
 
 from conftest import needs_fashion
 
@@ -117,8 +117,8 @@ def test_refuses_to_overwrite_a_run(tmp_path, capsys):
 
 
 def test_without_a_classifier_training_still_runs(tmp_path, monkeypatch, capsys):
-    import trainer.classifier_store as store
-    from trainer.errors import UserError
+    from mustangs.errors import UserError
+    import mustangs.judge.classifier_store as store
 
     def no_classifier(*a, **k):
         raise UserError("no evaluation classifier for dataset 'rings'")
@@ -152,9 +152,9 @@ def test_fashion_mnist_subset_run_is_scored_on_the_classifier(tmp_path):
 def test_selected_adversary_batched_equals_loop_and_stays_in_the_cell():
     """``coevolution.adversary=selected``: vmap == per-cell loop, and without selection no cell
     touches another (the run equals one with exchange off)."""
+    from mustangs.data.datasets import ArrayDataset
     from trainer.coevolution import Coevolution
     from trainer.config import load_train_config
-    from trainer.data import ArrayDataset
 
     g = torch.Generator().manual_seed(0)
     data = ArrayDataset("fashion-mnist", torch.randint(0, 256, (200, 1, 28, 28), generator=g, dtype=torch.uint8),
@@ -201,9 +201,9 @@ def test_selected_adversary_resume_is_bit_identical(tmp_path):
 
 def test_without_a_terminal_progress_is_plain_lines(tmp_path, capsys, monkeypatch):
     """No TTY (capsys): plain lines, batch k/N with a rate inside a generation, one line at its end."""
-    import trainer.progress
+    import mustangs.console.progress
 
-    monkeypatch.setattr(trainer.progress, "EVERY", 0.0)  # a line after every batch (normally every 10 s)
+    monkeypatch.setattr(mustangs.console.progress, "EVERY", 0.0)  # a line after every batch (normally every 10 s)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("# test config\n")
     over = RINGS + ["coevolution.generations=2", "coevolution.batches_per_generation=2", "output.report=false"]

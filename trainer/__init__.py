@@ -1,7 +1,5 @@
-"""Mustangs trainer: spatial coevolution of GANs (Lipizzaner / Mustangs).
+"""Mustangs trainer: spatial coevolution of GANs (Lipizzaner / Mustangs), and its ``trainer`` CLI.
 
-The trainer owns configs, datasets, networks, losses, the grid, checkpoints, the pool
-format, the evaluation classifier and the metric primitives.
+Owns the training config, grid topology, losses, batched engines, the coevolution step, runs,
+checkpoints and distribution. May import the foundation (:mod:`mustangs`) only.
 """
-
-__version__ = "0.1.0"

@@ -181,8 +181,8 @@ class _MLPPlan:
 
 
 def _mlp_plan(template: nn.Module) -> _MLPPlan | None:
-    """The plan of an MLP generator/discriminator of trainer.networks, or None for anything else."""
-    from trainer.networks import MLPDiscriminator, MLPGenerator
+    """The plan of an MLP generator/discriminator of mustangs.pool.networks, or None for anything else."""
+    from mustangs.pool.networks import MLPDiscriminator, MLPGenerator
 
     if not isinstance(template, (MLPGenerator, MLPDiscriminator)):
         return None

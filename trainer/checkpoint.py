@@ -16,20 +16,51 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 import torch
 from safetensors import SafetensorError
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 
-from trainer.atomic import atomic_path, sha256_file, write_text_atomic
+from mustangs.errors import UserError
+from mustangs.io.atomic import atomic_path, sha256_file, write_text_atomic
+from mustangs.io.faults import kill_point
+from mustangs.io.loaders import read_json_file
+from mustangs.io.validation import Open, SafeName, Sha256, Strict, validate
 from trainer.batched import NetState
-from trainer.errors import UserError
-from trainer.faults import kill_point
-from trainer.loaders import read_json_file
-from trainer.schema import CheckpointDoc, CheckpointIndex, validate
 
 CHECKPOINT_FORMAT = "mustangs-checkpoint/1"
+
+
+# --------------------------------------------------------------------------- file schemas
+
+class CheckpointEntry(Strict):
+    """An entry of ``checkpoints/index.json``."""
+
+    generation: int = Field(ge=0)
+    json_name: SafeName = Field(alias="json")
+    json_sha256: Sha256
+
+
+class CheckpointIndex(Strict):
+    """``checkpoints/index.json``: the latest and the previous checkpoint."""
+
+    latest: CheckpointEntry
+    previous: CheckpointEntry | None = None
+
+
+class CheckpointDoc(Open):
+    """``checkpoints/gen-NNNNNN.json`` (extra keys: whatever the run stores with it)."""
+
+    format: Literal["mustangs-checkpoint/1"]
+    generation: int = Field(ge=0)
+    tensors: SafeName
+    tensors_sha256: Sha256
+    config: dict[str, Any]
+    metrics_bytes: int = Field(0, ge=0)
+    last_fid: dict[str, Any] = Field(default_factory=dict)
+    cells: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
 
 
 def block_tensors(block) -> dict[str, torch.Tensor]:

@@ -1,10 +1,11 @@
 """One generation of spatial coevolution for the block of cells this process owns (design.md §3).
 
 The recipe, in the order of :meth:`Coevolution.step`: exchange → fitness → select → train →
-mutate → replace → mixture. (Checkpointing is the loop's job, see ``trainer/run.py``.)
+mutate → replace → mixture. (Checkpointing is the loop's job, see ``trainer/run.py``; scoring is
+:mod:`trainer.scoring`.)
 
 Scale-out seam (issue 6): a process owns a contiguous :class:`Block` of cells; everything it
-needs from other cells comes through its :class:`World` — ``gather_centres`` (all cells'
+needs from other cells comes through its :class:`~trainer.world.World` — ``gather_centres`` (all cells'
 G/D with optimizer state: the centres at the start of a generation, and with ``adversary:
 neighbour`` the live trained pairs before each mini-batch so adversaries adapt; the identity in one process, an all_gather or
 neighbour send/recv across ranks) and ``gather_stats``/``gather_objects`` for evaluation and
@@ -38,18 +39,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
+from mustangs.data.datasets import ArrayDataset
+from mustangs.judge.metrics import FeatureStats
+from mustangs.pool.networks import NetSpec, build_discriminator, build_generator
 from trainer import losses
 from trainer.batched import NetState, StackedNet, adam_step, bmm_supported
 from trainer.config import TrainConfig
-from trainer.data import ArrayDataset
 from trainer.grid import Grid
-from trainer.metrics import FeatureStats
-from trainer.networks import NetSpec, build_discriminator, build_generator
+from trainer.scoring import Scorer
+from trainer.world import World
 
 # Independent per-cell streams, derived from (seed, cell, purpose) with numpy's SeedSequence.
 STREAM_INIT, STREAM_DATA, STREAM_TRAIN, STREAM_EVAL, STREAM_FINAL, STREAM_SAMPLES = range(6)
@@ -64,154 +67,6 @@ def cell_seed(seed: int, cell: int, purpose: int) -> int:
 def cell_generator(seed: int, cell: int, purpose: int) -> torch.Generator:
     """A CPU ``torch.Generator`` for ``purpose`` of cell ``cell``."""
     return torch.Generator().manual_seed(cell_seed(seed, cell, purpose))
-
-
-# --------------------------------------------------------------------------- world (scale-out seam)
-
-class World:
-    """The processes training one grid. This base class is the single-process case.
-
-    A distributed subclass overrides the ``gather_*`` methods with collectives and
-    :meth:`cells` with the rank's block; the generation step does not change.
-    """
-
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def is_writer(self) -> bool:
-        """Whether this process writes the run folder (only one does)."""
-        return self.rank == 0
-
-    def cells(self, num_cells: int) -> range:
-        """The contiguous block of global cell indices this process owns."""
-        return range(num_cells)
-
-    def gather_centres(self, G: NetState, D: NetState) -> tuple[NetState, NetState]:
-        """All cells' centre G and D (with Adam state), in global cell order. Identity here."""
-        return G, D
-
-    def gather_weights(self, state: NetState) -> NetState:
-        """All cells' parameters and buffers (no optimizer state: what an adversary needs). Identity here."""
-        return state
-
-    def gather_stats(self, stats: list[FeatureStats | None]) -> list[FeatureStats | None]:
-        """All cells' generator statistics, in global cell order. Identity here."""
-        return stats
-
-    def gather_objects(self, items: list[Any]) -> list[Any]:
-        """All cells' per-cell records (metrics), in global cell order. Identity here."""
-        return items
-
-    def gather_state(self, state: NetState) -> NetState:
-        """All cells' stacked state (Adam state included), in global cell order. Identity here."""
-        return state
-
-    def gather_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-cell tensors (cell axis first) of all cells, in global cell order. Identity here."""
-        return tensors
-
-    def barrier(self) -> None:
-        """Wait for every process. Nothing to wait for here."""
-
-    def take_comm_stats(self) -> dict | None:
-        """Exchange cost since the last call (multi-process runs only; None here)."""
-        return None
-
-
-# --------------------------------------------------------------------------- scoring
-
-class Scorer:
-    """Scores generator samples on the evaluation classifier against cached real statistics.
-
-    The per-generation Fréchet distances (one per cell generator, two per mixture ES step)
-    use :meth:`fid`, which caches √Σ_real once and needs one symmetric eigen-decomposition
-    per call: tr √(Σ_r Σ_g) = Σ √λ(√Σ_r Σ_g √Σ_r). It equals pytorch-fid's value (tested) at a
-    fraction of the cost of ``scipy.linalg.sqrtm``; the final scores use it too (:meth:`score`).
-    """
-
-    def __init__(self, classifier, real: FeatureStats, stats_fn: Callable[[Any, torch.Tensor], FeatureStats],
-                 record: dict | None = None, real_features_fn: Callable[[int], np.ndarray] | None = None):
-        self.classifier, self.real, self._stats_fn = classifier, real, stats_fn
-        self.record = dict(record or {})              # which classifier judges (name, dataset, sha256, forced)
-        self.real_features_fn = real_features_fn      # n -> real features [n, d] (precision/recall/..., kid)
-        sig = np.asarray(real.sigma, np.float64)
-        evals, evecs = np.linalg.eigh((sig + sig.T) / 2)
-        self._sqrt_real = (evecs * np.sqrt(np.clip(evals, 0, None))) @ evecs.T
-        self._tr_real = float(np.trace(sig))
-
-    def stats(self, x: torch.Tensor) -> FeatureStats:
-        """Feature statistics of samples ``x``."""
-        return self._stats_fn(self.classifier, x)
-
-    def score(self, stats: FeatureStats, metrics=("fid",)) -> dict[str, float]:
-        """Protocol-named metrics (``fid_cls1k``, ``tvd_cls10k``, …) of ``stats``; the FID through
-        :meth:`fid` (pytorch-fid's value, tested, without its ``scipy.linalg.sqrtm``)."""
-        from trainer.metrics import score
-
-        metrics = tuple(metrics)
-        out = score(stats, self.real, metrics=[m for m in metrics if m != "fid"])
-        if "fid" in metrics:
-            out[self.fid_key(stats)] = self.fid(stats)
-        return {k: out[k] for k in sorted(out, key=lambda k: metrics.index(k.split("_", 1)[0]))}
-
-    def fid(self, stats: FeatureStats) -> float:
-        """Fréchet distance of ``stats`` to the real statistics (fast exact form, see class doc)."""
-        sig = np.asarray(stats.sigma, np.float64)
-        m = self._sqrt_real @ sig @ self._sqrt_real
-        lam = np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)
-        diff = np.asarray(stats.mu, np.float64) - np.asarray(self.real.mu, np.float64)
-        return max(float(diff @ diff + np.trace(sig) + self._tr_real - 2 * np.sqrt(lam).sum()), 0.0)
-
-    def fid_key(self, stats: FeatureStats) -> str:
-        """The protocol name of :meth:`fid` for ``stats`` (e.g. ``fid_cls1k``)."""
-        from trainer.metrics import protocol_suffix
-
-        return f"fid_cls{protocol_suffix(stats.n)}"
-
-
-def load_scorer(dataset: str, device: torch.device, log: Callable[[str], None] = print,
-                data_dir=None, classifier: str | None = None, force: bool = False) -> Scorer | None:
-    """The evaluation classifier and real test statistics, or ``None`` (with a warning) when the
-    dataset has no classifier; training then runs without fid-based mixture search.
-
-    ``classifier`` is the ``eval.classifier`` spec: when given it must resolve (a typo is an
-    error, not a silent unscored run), and one trained for another dataset is refused unless
-    ``force`` (``eval.force_classifier``).
-    """
-    from trainer.errors import UserError
-
-    try:
-        from trainer import classifier_store, evaluation
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("trainer."):
-            log(f"warning: evaluation module missing ({exc}); training without fid_cls scores")
-            return None
-        raise
-    try:
-        ref = classifier_store.resolve(classifier, dataset)
-    except UserError as exc:
-        if classifier is not None:
-            raise UserError(f"eval.classifier: {exc}") from None
-        log(f"warning: {exc}; training without fid_cls scores and with uniform mixture weights")
-        return None
-    forced = classifier_store.check_dataset(ref, dataset, force, what="data.dataset",
-                                            force_hint="eval.force_classifier=true", log=log)
-    clf = classifier_store.load(ref, device)
-    try:
-        real = evaluation.real_stats(dataset, "test", clf, data_dir=data_dir)
-    except UserError as exc:
-        log(f"warning: no real test split to score against ({exc}); training without fid_cls scores and with "
-            f"uniform mixture weights")
-        return None
-
-    def real_features_fn(n: int) -> np.ndarray:
-        from trainer.features import real_features
-
-        return real_features(dataset, "test", clf, n, data_dir=data_dir)
-
-    log(f"scoring with classifier {ref.describe()}" + (" (forced)" if forced else ""))
-    return Scorer(clf, real, evaluation.stats_of_tensor, ref.record(forced), real_features_fn)
 
 
 # --------------------------------------------------------------------------- state

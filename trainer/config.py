@@ -1,7 +1,7 @@
 """The ``trainer train`` config: typed dataclasses with legal values next to every knob.
 
 Load with ``load_train_config(path, overrides)``; unknown keys, illegal values and impossible
-combinations raise :class:`~trainer.errors.ConfigError` (one line, exit code 2).
+combinations raise :class:`~mustangs.errors.ConfigError` (one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from mustangs.data.datasets import DATASETS
+from mustangs.errors import ConfigError
+from mustangs.pool.networks import ARCH_SHAPES, ARCHS
 from trainer.configio import load_config, option
-from trainer.data import DATASETS
-from trainer.errors import ConfigError
-from trainer.networks import ARCH_SHAPES, ARCHS
 
 LOSSES = ("bce", "mustangs")          # loss modes of the whole run
 ADVERSARIES = ("selected", "neighbour")  # who each selected G/D trains against
@@ -34,7 +34,7 @@ class GridConfig:
 
 @dataclass
 class NetworkConfig:
-    """Generator/discriminator pair (see trainer/networks.py)."""
+    """Generator/discriminator pair (see mustangs/pool/networks.py)."""
 
     arch: str = option("mlp", choices=ARCHS)  # mlp | dcgan28 (28x28x1) | dcgan64 (64x64x3) | rings-mlp (2-D points)
     latent_dim: int = option(64, ge=1)        # size of the generator's latent z; >= 1
@@ -113,7 +113,7 @@ class TrainConfig:
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
     batching: str = option("auto", choices=BATCHING)   # auto (bmm for MLP archs, else vmap) | bmm (one stacked GEMM per layer for all cells; MLP archs only) | vmap (all cells in one vmapped call; any arch) | loop (per-cell loop; same numbers, slower)
     adam: str = option("fused", choices=ADAM_KERNELS)    # fused (default: PyTorch's fused kernel per cell, one pass over memory; ops where the build lacks it) | ops (the same formula op by op, other rounding; reproduces runs recorded before fused became the default)
-    threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run; None = every core this process may use (sched_getaffinity), shared between local ranks; OpenMP threads sleep when idle, so this stays fast on a busy machine (trainer/threads.py); 1 ..= 1024
+    threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run; None = every core this process may use (sched_getaffinity), shared between local ranks; OpenMP threads sleep when idle, so this stays fast on a busy machine (mustangs/threads.py); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)

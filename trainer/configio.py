@@ -17,8 +17,8 @@ from typing import Any, Iterable, Mapping, TypeVar
 
 import yaml
 
-from trainer.errors import ConfigError
-from trainer.loaders import LoadError, load_yaml_text, read_yaml_file
+from mustangs.errors import ConfigError
+from mustangs.io.loaders import LoadError, load_yaml_text, read_yaml_file
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def _pack_stats(stats, dim: int, classes: int) -> torch.Tensor:
 
 
 def _unpack_stats(row: torch.Tensor, dim: int, classes: int):
-    from trainer.metrics import FeatureStats
+    from mustangs.judge.metrics import FeatureStats
 
     if row[0].item() == 0:
         return None
@@ -236,9 +236,9 @@ def _unpack_stats(row: torch.Tensor, dim: int, classes: int):
 
 
 def make_world(workers: Workers):
-    """A :class:`trainer.coevolution.World` whose gathers are torch.distributed collectives."""
+    """A :class:`trainer.world.World` whose gathers are torch.distributed collectives."""
     from trainer.batched import NetState
-    from trainer.coevolution import World
+    from trainer.world import World
 
     class DistWorld(World):
         """The ranks of one process group; each owns a contiguous block of cells."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-G_LOSSES = ("bce", "mse", "heuristic")  # order of the mask columns
+from mustangs.names import G_LOSSES  # order of the mask columns
+
 EPS = 1e-7
 
 

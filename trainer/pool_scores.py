@@ -9,7 +9,7 @@ moment scores (fid/tvd/is). This module adds, from per-sample features:
   are on disk (``eval.inception``), the numbers papers report for CIFAR-10 or CelebA.
 
 A mixture is scored on the concrete sample set "first round(w_k·m) samples of each neighbour"
-(:func:`trainer.diversity.mixture_counts`), the same stratified construction the ensembler uses.
+(:func:`mustangs.judge.manifold.mixture_counts`), the same stratified construction the ensembler uses.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from trainer.diversity import RealManifold, diversity_scores, mixture_counts
-from trainer.errors import UserError
-from trainer.metrics import protocol_suffix
+from mustangs.errors import UserError
+from mustangs.judge.manifold import RealManifold, diversity_scores, mixture_counts
+from mustangs.judge.metrics import protocol_suffix
 
 
 def mixture_set(features: Sequence[np.ndarray], weights, m: int) -> np.ndarray:
@@ -49,7 +49,7 @@ def diversity_for_cells(real_features: np.ndarray, features: Sequence[np.ndarray
 def inception_wanted(setting: bool | None, sample_shape: tuple[int, ...]) -> bool:
     """Whether a run computes Inception metrics: ``eval.inception`` true (weights required), or None
     and the data is RGB and pytorch-fid's weights are on disk."""
-    from trainer import inception
+    from mustangs.judge import inception
 
     if setting is False or len(sample_shape) != 3:
         return False
@@ -67,9 +67,9 @@ def inception_for_cells(sample_fns: Sequence[Callable[[int], torch.Tensor]], n: 
     ``sample_fns[c](b)`` returns ``b`` samples of cell c's generator; ``real_x()`` the real test
     images (loaded only when their features are not cached).
     """
-    from trainer import inception
-    from trainer.diversity import kid
-    from trainer.metrics import frechet_distance
+    from mustangs.judge import inception
+    from mustangs.judge.manifold import kid
+    from mustangs.judge.metrics import frechet_distance
 
     model = inception.load_inception(inception.default_device())
     real = inception.real_inception_features(model, dataset, "test", real_x, n)

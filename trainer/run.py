@@ -23,22 +23,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trainer.atomic import clean_temp_files, write_text_atomic
+from mustangs.data.datasets import load_dataset
+from mustangs.errors import UserError
+from mustangs.io.atomic import clean_temp_files, write_text_atomic
+from mustangs.io.faults import kill_point
+from mustangs.io.safety import check_writable
+from mustangs.judge.metrics import FeatureStats
 from trainer.checkpoint import block_tensors, has_checkpoint, load_checkpoint, restore_block, save_checkpoint
-from trainer.coevolution import (STREAM_FINAL, STREAM_SAMPLES, Coevolution, Scorer, World, cell_generator,
-                                 load_scorer)
+from trainer.coevolution import STREAM_FINAL, STREAM_SAMPLES, Coevolution, cell_generator
 from trainer.config import TrainConfig
 from trainer.configio import to_dict, to_yaml
-from trainer.data import load_dataset
-from trainer.errors import UserError
-from trainer.faults import kill_point
-from trainer.metrics import FeatureStats
-from trainer.safety import check_writable
-
-#: Config keys that may change when a run is resumed (everything else must match).
-RESUMABLE_CHANGES = {"coevolution.generations", "device", "threads", "batching", "adam", "output.report",
-                     "output.sample_every", "eval.fid_samples", "eval.diversity_samples", "eval.inception",
-                     "eval.inception_samples", "output.tensorboard"}
+from trainer.run_folder import config_changes, foreign_files, remove_run_files
+from trainer.scoring import Scorer, load_scorer
+from trainer.world import World
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,70 +45,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA GPU is available; set device=auto or device=cpu")
     return torch.device(name)
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _config_changes(old: dict, new: dict) -> list[str]:
-    """Keys whose values differ between a checkpoint's config and the resumed one (beyond those allowed).
-
-    A checkpoint written before a key existed holds that key at its default; a retired value name
-    (e.g. ``adversary: own``) counts as its new name, so upgrading Mustangs never strands a run.
-    """
-    from trainer.config import ADVERSARY_RENAMES
-
-    a = {**_flat(to_dict(TrainConfig())), **_flat(old)}
-    a["coevolution.adversary"] = ADVERSARY_RENAMES.get(a.get("coevolution.adversary"), a.get("coevolution.adversary"))
-    b = _flat(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
-
-
-#: What a run writes before its first checkpoint: name -> pattern of the names allowed inside (folders).
-_RUN_FILES = {"config.yaml": None, "metrics.jsonl": None, "samples": r"gen-\d{6}\.png",
-              "checkpoints": r"gen-\d{6}\.safetensors", "report.html": None, "report": r"[a-z_]+\.png",
-              "tensorboard": r"events\.out\.tfevents\.[\w.\-]+"}
-
-
-def _foreign_files(out: Path) -> list[str]:
-    """Entries of ``out`` that a run without a checkpoint would not have written (at most 3)."""
-    import re
-
-    from trainer.atomic import is_temp_name
-
-    bad = []
-    for p in sorted(out.iterdir()):
-        if is_temp_name(p.name):
-            continue
-        if p.name not in _RUN_FILES:
-            bad.append(p.name)
-            continue
-        pattern = _RUN_FILES[p.name]
-        if (pattern is None) == p.is_dir() or p.is_symlink():
-            bad.append(p.name)
-        elif pattern is not None:
-            bad += [f"{p.name}/{q.name}" for q in sorted(p.iterdir())
-                    if not (re.fullmatch(pattern, q.name) or is_temp_name(q.name))]
-    return bad[:3]
-
-
-def _remove_run_files(out: Path) -> None:
-    """Remove the files of a run that stopped before its first checkpoint (checked by :func:`_foreign_files`)."""
-    import shutil
-
-    for name, pattern in _RUN_FILES.items():
-        p = out / name
-        if pattern is not None and p.is_dir():
-            shutil.rmtree(p)
-        elif name != "config.yaml" and p.is_file():
-            p.unlink()
 
 
 def _rows_for_cells(tensors: dict[str, torch.Tensor], cells: list[int]) -> dict[str, torch.Tensor]:
@@ -170,7 +103,7 @@ class Run:
             if self.resume:
                 self.log(f"note: nothing to resume in {out}; starting a new run")
             return None
-        foreign = _foreign_files(out)
+        foreign = foreign_files(out)
         if foreign:
             raise UserError(f"{out} already holds files that are not an unfinished Mustangs run ({', '.join(foreign)}); "
                             f"choose another --out")
@@ -185,7 +118,7 @@ class Run:
         self.world.barrier()  # every rank has looked at --out before the writer touches it
         if found is not None:
             meta, _ = found
-            changes = _config_changes(meta.get("config", {}), to_dict(cfg))
+            changes = config_changes(meta.get("config", {}), to_dict(cfg))
             if changes:
                 raise UserError(f"the config differs from the run's in {', '.join(changes[:5])}; resume with the "
                                 f"config in {self.out / 'config.yaml'} (only coevolution.generations, device, "
@@ -193,7 +126,7 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         elif self.world.size == 1:
-            from trainer.threads import auto_threads
+            from mustangs.threads import auto_threads
 
             torch.set_num_threads(auto_threads())
         self.device = resolve_device(cfg.device)
@@ -221,7 +154,7 @@ class Run:
             for folder in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "report"):
                 clean_temp_files(folder)  # what a killed atomic write left behind
             if self._restart:
-                _remove_run_files(self.out)
+                remove_run_files(self.out)
             write_text_atomic(self.out / "config.yaml", to_yaml(cfg))
             from trainer.tblog import RunBoard
 
@@ -258,7 +191,7 @@ class Run:
 
     def _samples(self, gen: int) -> None:
         """PNG grid: one row per cell, fixed latents per cell so rows are comparable over time."""
-        from trainer.images import save_grid
+        from mustangs.io.images import save_grid
 
         k = self.cfg.output.samples_per_cell
         z = torch.stack([torch.randn(k, self.cfg.network.latent_dim,
@@ -283,7 +216,7 @@ class Run:
                 self.board.close()
 
     def _run(self) -> dict:
-        from trainer.progress import PlainProgress, progress_bar
+        from mustangs.console.progress import PlainProgress, progress_bar
 
         self.setup()
         cfg, co = self.cfg, self.cfg.coevolution
@@ -361,8 +294,8 @@ class Run:
         ``eval.fid_samples`` samples."""
         if self.scorer is None:   # one (empty) entry per cell of the grid, on every rank
             return [{} for _ in range(self.coev.grid.size)], [{} for _ in range(self.coev.grid.size)]
-        from trainer.data import POINT_DATASETS, point_modes
-        from trainer.metrics import ModeStats, mode_scores, mode_stats
+        from mustangs.data.datasets import POINT_DATASETS, point_modes
+        from mustangs.judge.metrics import ModeStats, mode_scores, mode_stats
 
         n = self.cfg.eval.fid_samples
         m = min(self.cfg.eval.diversity_samples or 0, n)
@@ -385,7 +318,7 @@ class Run:
                 ms = mode_stats(x.cpu().numpy(), *points)
                 local_modes.append([ms.n, ms.nearest.tolist(), ms.close.tolist()])
             if diversity:
-                from trainer.features import features_of_tensor
+                from mustangs.judge.features import features_of_tensor
 
                 local_feats.append(torch.from_numpy(features_of_tensor(self.scorer.classifier, x[:m])))
         all_stats = self.world.gather_stats(local_stats)
@@ -415,7 +348,7 @@ class Run:
     def inception_scores(self, states: list[dict], mix_w: list[list[float]]) -> tuple[list[dict], list[dict]] | None:
         """``fid_incep*``/``kid_incep*`` of every cell's final generator and mixture (writer only), or
         None when ``eval.inception`` and the data say no (see :func:`trainer.pool_scores.inception_wanted`)."""
-        from trainer.networks import build_generator
+        from mustangs.pool.networks import build_generator
         from trainer.pool_scores import inception_for_cells, inception_wanted
 
         cfg = self.cfg
@@ -431,7 +364,7 @@ class Run:
             fns.append(lambda b, g=g, rng=rng: g(torch.randn(b, cfg.network.latent_dim, generator=rng).to(self.device)))
 
         def real_x() -> torch.Tensor:
-            from trainer.evaluation import subset_indices
+            from mustangs.judge.evaluation import subset_indices
 
             data = load_dataset(cfg.data.dataset, "test", data_dir=cfg.data.data_dir, image_size=cfg.data.image_size)
             idx = subset_indices(len(data), n, data.labels)
@@ -442,7 +375,7 @@ class Run:
 
     def finish(self) -> dict:
         """Final scores, the pool, the report; returns a summary (also stored in the manifest)."""
-        from trainer.pool import write_pool
+        from mustangs.pool.format import write_pool
 
         cfg = self.cfg
         if self._last_ckpt != self.block.generation:
@@ -461,7 +394,7 @@ class Run:
         if incep is not None:
             for scores, extra in zip(gen_scores + mix_scores, incep[0] + incep[1]):
                 scores.update(extra)
-        from trainer.networks import build_generator
+        from mustangs.pool.networks import build_generator
 
         gens, seen, alias = [], {}, {}
         for i, sd in enumerate(states):
@@ -492,7 +425,7 @@ class Run:
         extra["classifier"] = self.scorer.record if self.scorer is not None else None
         extra["classifier_sha256"] = self.scorer.record.get("sha256") if self.scorer is not None else None
         if cfg.output.report and self.scorer is not None:  # what the report's numbers mean
-            from trainer.evaluation import reference_scores
+            from mustangs.judge.evaluation import reference_scores
 
             self._phase("reference scores: real images and uniform noise on the same protocols")
             try:
@@ -505,7 +438,7 @@ class Run:
         write_pool(self.out / "pool", self.coev.spec, cfg.data.dataset, gens, mixtures=mixtures, extra=extra)
         kill_point("report")
         if cfg.output.report:
-            from trainer.report import write_report
+            from mustangs.report import write_report
 
             self._phase("writing the report", announce=False)
             write_report(self.out)

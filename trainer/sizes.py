@@ -1,8 +1,8 @@
-"""Memory estimates, so impossible sizes are refused with a number before anything is allocated.
+"""The memory estimate of a training run, so an impossible config is refused with a number before anything is allocated.
 
-One estimator per kind of work; each returns bytes and the term that dominates, and
-:func:`check_train_memory` / :func:`check_samples_memory` refuse through
-:func:`trainer.safety.check_memory` (``MUSTANGS_MEMORY_LIMIT`` overrides what counts as
+:func:`train_bytes` returns bytes and the term that dominates, and :func:`check_train_memory`
+refuses through :func:`mustangs.io.safety.check_memory` (drawing samples has its own check,
+:func:`mustangs.io.safety.check_samples_memory`) (``MUSTANGS_MEMORY_LIMIT`` overrides what counts as
 available). The estimates count the big tensors of the real code paths (parameters with their
 Adam moments and copies, activations, latents, samples, data indices); they are meant to be
 within a small factor, and never to refuse a run that fits.
@@ -11,9 +11,8 @@ within a small factor, and never to refuse a run that fits.
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
-from trainer.safety import check_memory, human_bytes
+from mustangs.io.safety import check_memory, human_bytes
 
 #: Rows of the training sets (an upper bound for the data-index tensors).
 DATASET_ROWS = {"fashion-mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "rings": 100_000,
@@ -24,8 +23,8 @@ I64 = 8
 
 def train_bytes(cfg) -> tuple[int, dict[str, int]]:
     """Estimated peak bytes of ``trainer train`` for ``cfg`` on one process, and its parts."""
+    from mustangs.pool.networks import NetSpec, network_numels
     from trainer.grid import Grid
-    from trainer.networks import NetSpec, network_numels
 
     spec = NetSpec(cfg.network.arch, cfg.network.latent_dim, tuple(cfg.sample_shape()))
     n = network_numels(spec)
@@ -70,16 +69,4 @@ def check_train_memory(cfg) -> int:
     return total
 
 
-def samples_bytes(n: int, latent_dim: int, sample_shape: Iterable[int], copies: int = 3) -> int:
-    """Bytes to draw ``n`` float32 samples at once: the latents plus ``copies`` buffers of samples."""
-    return F32 * int(n) * (int(latent_dim) + copies * math.prod(int(s) for s in sample_shape))
-
-
-def check_samples_memory(n: int, latent_dim: int, sample_shape: Iterable[int], what: str, fix: str,
-                         copies: int = 3) -> None:
-    """Refuse drawing ``n`` samples at once when they cannot fit in memory (the number is in the line)."""
-    shape = list(sample_shape)
-    check_memory(samples_bytes(n, latent_dim, shape, copies), f"{what} ({n:,} samples of shape {shape})", fix)
-
-
-__all__ = ["train_bytes", "check_train_memory", "samples_bytes", "check_samples_memory"]
+__all__ = ["train_bytes", "check_train_memory"]

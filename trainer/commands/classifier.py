@@ -20,15 +20,15 @@ import json
 def _train(args) -> int:
     import torch
 
-    from trainer.classifier import train_classifier
+    from mustangs.judge.classifier_training import train_classifier
 
     if args.threads:
         torch.set_num_threads(args.threads)
     info = train_classifier(args.dataset, epochs=args.epochs, seed=args.seed, data_dir=args.data_dir,
                             out_dir=args.out, augment=not args.no_augment, batch_size=args.batch_size,
                             lr=args.lr)
-    from trainer.classifier import asset_paths
-    from trainer.classifier_store import default_out_dir
+    from mustangs.judge.classifier import asset_paths
+    from mustangs.judge.classifier_store import default_out_dir
 
     weights, meta = asset_paths(args.dataset, args.out if args.out is not None else default_out_dir(args.dataset))
     print(f"test accuracy {info['test_accuracy']:.4f}; wrote {weights} and {meta} (sha256 {info['sha256'][:16]}…)")
@@ -36,7 +36,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from trainer.classifier import evaluate_classifier
+    from mustangs.judge.classifier_training import evaluate_classifier
 
     result = evaluate_classifier(args.dataset, data_dir=args.data_dir, n=args.samples, folder=args.weights_dir,
                                  classifier=args.classifier)
@@ -49,7 +49,7 @@ def _eval(args) -> int:
 
 
 def _list(args) -> int:
-    from trainer import classifier_store
+    from mustangs.judge import classifier_store
 
     rows = []
     for name in classifier_store.available():
@@ -66,9 +66,9 @@ def _list(args) -> int:
 
 def register(sub) -> None:
     """Add the ``classifier`` verb (``train`` / ``eval``) to the ``trainer`` CLI."""
-    from trainer.cli import HelpFormatter
-    from trainer.cliargs import float_range, int_range, seed_type, threads_type
-    from trainer.names import TRAINABLE
+    from mustangs.console.args import float_range, int_range, seed_type, threads_type
+    from mustangs.console.formatting import HelpFormatter
+    from mustangs.names import TRAINABLE
 
     p = sub.add_parser("classifier", help="train or evaluate the evaluation classifier", description=__doc__,
                        formatter_class=HelpFormatter)

@@ -24,7 +24,7 @@ NEEDS_REAL = ("fid", "prdc", "kid")
 
 
 def _parse_metrics(text: str) -> list[str]:
-    from trainer.errors import UserError
+    from mustangs.errors import UserError
 
     chosen = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in chosen if m not in METRICS]
@@ -36,12 +36,12 @@ def _parse_metrics(text: str) -> list[str]:
 
 def _real_source(args) -> tuple[str, str]:
     """The real split: ``--real``, else the test split of the classifier's (or fashion-mnist's) dataset."""
-    from trainer.data import parse_source
+    from mustangs.data.datasets import parse_source
 
     if args.real:
         return parse_source(args.real)
     if args.classifier:
-        from trainer import classifier_store
+        from mustangs.judge import classifier_store
 
         return classifier_store.resolve(args.classifier).dataset, "test"
     return "fashion-mnist", "test"
@@ -52,18 +52,18 @@ def run_score(args) -> dict:
     import numpy as np
     import torch
 
-    from trainer import classifier_store
-    from trainer.data import parse_source
-    from trainer.errors import UserError
-    from trainer.evaluation import is_dataset_source, load_samples, real_stats, source_stats, stats_of_tensor
-    from trainer.metrics import parse_target, protocol_suffix, score
+    from mustangs.data.datasets import parse_source
+    from mustangs.errors import UserError
+    from mustangs.judge import classifier_store
+    from mustangs.judge.evaluation import is_dataset_source, load_samples, real_stats, source_stats, stats_of_tensor
+    from mustangs.judge.metrics import parse_target, protocol_suffix, score
 
     metrics = _parse_metrics(args.metrics)
     if args.samples < 2:
         raise UserError(f"--samples must be at least 2 (got {args.samples})")
     real_name, real_split = _real_source(args)
     if args.inception:
-        from trainer.inception import require_weights
+        from mustangs.judge.inception import require_weights
 
         require_weights()  # fail at once, before any work
     if args.inception and args.classifier is None:
@@ -94,8 +94,8 @@ def run_score(args) -> dict:
         print(f"note: {args.fake} holds only {fake.n} samples; metrics use all of them", file=sys.stderr)
     result: dict = dict(score(fake, real, target, [m for m in metrics if m in ("fid", "tvd", "is")]))
     if {"prdc", "kid"} & set(metrics):
-        from trainer.diversity import RealManifold, diversity_scores
-        from trainer.features import features_of_tensor, real_features
+        from mustangs.judge.features import features_of_tensor, real_features
+        from mustangs.judge.manifold import RealManifold, diversity_scores
 
         if fake.n <= 5:
             raise UserError(f"precision/recall/density/coverage and kid need more than 5 samples (got {fake.n})")
@@ -103,18 +103,18 @@ def run_score(args) -> dict:
         result.update(diversity_scores(RealManifold.of(real_f), features_of_tensor(classifier, fake_x),
                                        f"cls{protocol_suffix(fake.n)}", metrics))
     if args.inception:
-        from trainer.inception import default_device, inception_scores, load_inception, real_inception_features
+        from mustangs.judge.inception import default_device, inception_scores, load_inception, real_inception_features
 
         model = load_inception(default_device())
         real_incep = real_inception_features(model, real_name, real_split,
                                              lambda: load_samples(f"{real_name}:{real_split}", shape, None,
                                                                   data_dir=args.data_dir))
         result.update(inception_scores(model, real_incep, fake_x))
-    from trainer.data import POINT_DATASETS
+    from mustangs.data.datasets import POINT_DATASETS
 
     if real_name in POINT_DATASETS:   # 2-D toys: modes covered, high-quality share, TVD over modes
-        from trainer.data import point_modes
-        from trainer.metrics import mode_scores, mode_stats
+        from mustangs.data.datasets import point_modes
+        from mustangs.judge.metrics import mode_scores, mode_stats
 
         pts = load_samples(args.fake, (2,), args.samples, seed=args.seed, data_dir=args.data_dir)
         result.update(mode_scores(mode_stats(pts.to(torch.float32).numpy(), *point_modes(real_name))))
@@ -133,9 +133,9 @@ def run_score(args) -> dict:
 
 def _inception_only(args, real_name: str, real_split: str) -> dict:
     """``fid_incep*``/``kid_incep*`` of the fake samples when no classifier exists for the dataset."""
-    from trainer.data import load_dataset
-    from trainer.evaluation import load_samples, subset_indices
-    from trainer.inception import default_device, inception_scores, load_inception, real_inception_features
+    from mustangs.data.datasets import load_dataset
+    from mustangs.judge.evaluation import load_samples, subset_indices
+    from mustangs.judge.inception import default_device, inception_scores, load_inception, real_inception_features
 
     real = load_dataset(real_name, real_split, data_dir=args.data_dir)
     fake_x = load_samples(args.fake, real.sample_shape, args.samples, seed=args.seed, data_dir=args.data_dir)
@@ -170,9 +170,9 @@ def _score(args) -> int:
 
 def register(sub) -> None:
     """Add the ``score`` verb to the ``trainer`` CLI."""
-    from trainer.cli import HelpFormatter
-    from trainer.cliargs import int_range, seed_type
-    from trainer.names import SOURCE_HELP
+    from mustangs.console.args import int_range, seed_type
+    from mustangs.console.formatting import HelpFormatter
+    from mustangs.names import SOURCE_HELP
 
     p = sub.add_parser("score", help="FID/TVD/IS of samples against a real split (classifier features)",
                        description=__doc__, formatter_class=HelpFormatter)

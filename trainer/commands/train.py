@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 
 def _intermixed(parser) -> None:
@@ -42,8 +42,8 @@ def _intermixed(parser) -> None:
 
 def register(sub) -> None:
     """Add the ``train`` verb to the ``trainer`` CLI."""
-    from trainer.cli import HelpFormatter
-    from trainer.cliargs import int_range
+    from mustangs.console.args import int_range
+    from mustangs.console.formatting import HelpFormatter
 
     p = sub.add_parser("train", help="train a grid of GANs (coevolution) and write a generator pool",
                        description=__doc__, formatter_class=HelpFormatter)
@@ -87,8 +87,8 @@ def dry_run_text(cfg, out: Path) -> str:
 
 def _check_judge(cfg) -> None:
     """Refuse a wrong ``eval.classifier`` (unknown, or trained for another dataset) before any work."""
-    from trainer import classifier_store
-    from trainer.errors import UserError
+    from mustangs.errors import UserError
+    from mustangs.judge import classifier_store
 
     try:
         ref = classifier_store.resolve(cfg.eval.classifier, cfg.data.dataset)
@@ -102,11 +102,11 @@ def _check_judge(cfg) -> None:
 
 def _scoring_plan(cfg) -> str:
     """What will judge the run: the classifier found (or why none), and the extra final metrics."""
-    from trainer.errors import UserError
+    from mustangs.errors import UserError
 
     dataset = cfg.data.dataset
     try:
-        from trainer import classifier_store
+        from mustangs.judge import classifier_store
 
         ref = classifier_store.resolve(cfg.eval.classifier, dataset)
         classifier_store.check_dataset(ref, dataset, cfg.eval.force_classifier, what="data.dataset",
@@ -130,7 +130,7 @@ def _guard_run_folder(out: Path, args, cfg) -> None:
     One exception: resuming with the run's own ``config.yaml`` (what the resume hint suggests);
     the run rewrites that file with the same resolved config.
     """
-    from trainer.safety import guard_output
+    from mustangs.io.safety import guard_output
 
     if args.out is not None and not args.out.strip():
         raise UserError("--out is empty; give a run folder such as runs/my-run")
@@ -146,8 +146,8 @@ def run(args) -> int:
     from trainer.config import load_train_config
     from trainer.run import train
 
+    from mustangs.errors import UserError
     from trainer.distributed import launched_by_torchrun, split_cells
-    from trainer.errors import UserError
 
     overrides = list(args.overrides)
     if args.data_dir is not None:
@@ -166,7 +166,7 @@ def run(args) -> int:
         raise UserError("--workers is for runs without torchrun; under torchrun the number of ranks is "
                         "--nnodes x --nproc-per-node")
     split_cells(cells, int(os.environ.get("WORLD_SIZE", args.workers)))  # refuse impossible layouts early
-    from trainer.safety import human_bytes
+    from mustangs.io.safety import human_bytes
     from trainer.sizes import check_train_memory
 
     need = check_train_memory(cfg)  # grid 3000x3000, latent_dim 1e9, ...: refused with the number, now
@@ -251,15 +251,15 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
     import torch
     import torch.distributed as dist
 
+    from mustangs.errors import UserError
     from trainer.distributed import init_process_group, layout_from_group, make_world
-    from trainer.errors import UserError
     from trainer.run import train
 
     cfg, out, resume, quiet, again = job
     init_process_group(rank=rank, world_size=world_size, init_method=init_method)
     workers = layout_from_group(cfg.grid.height * cfg.grid.width)
     if cfg.threads is None:  # share this process's cores between the machine's ranks
-        from trainer.threads import auto_threads
+        from mustangs.threads import auto_threads
 
         torch.set_num_threads(auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", workers.world_size))))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if workers.is_writer else (lambda msg: None)
@@ -274,7 +274,7 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     except (OSError, MemoryError) as exc:  # disk full, read-only folder, ...: one line, like the CLI
-        from trainer.errors import environment_message
+        from mustangs.errors import environment_message
 
         if workers.is_writer:
             print(f"error: {environment_message(exc)}", file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "image-folder", "rings", "grid25")
 #: 2-D toy datasets made of Gaussian modes (mode-coverage metrics apply; see :func:`point_modes`).

@@ -27,7 +27,7 @@ from yaml.composer import Composer
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from trainer.errors import ConfigError
+from mustangs.errors import ConfigError
 
 MAX_DEPTH = 64               # nesting levels of a YAML/JSON document
 MAX_ALIASES = 100            # YAML alias uses (*name) in one document
@@ -202,8 +202,8 @@ def read_document(path: str | os.PathLike, what: str, fmt: str, model):
     Every bound of this module applies; a missing file, a folder, a foreign format or a malformed
     field is a one-line error naming ``path``.
     """
-    from trainer.errors import UserError
-    from trainer.schema import validate
+    from mustangs.errors import UserError
+    from mustangs.io.validation import validate
 
     path = Path(path)
     if not path.is_file():

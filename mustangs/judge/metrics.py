@@ -155,7 +155,7 @@ def parse_target(spec: str | None, num_classes: int, real_hist: np.ndarray | Non
     (others 0); ``"0.1,0.2,…"`` → one weight per class. Weights are normalised to sum to 1.
     Raises ``UserError`` (one line, with the legal forms) for anything else.
     """
-    from trainer.errors import UserError
+    from mustangs.errors import UserError
 
     legal = "legal: uniform, real, 'CLASS:WEIGHT,...' (e.g. '0:0.5,3:0.5') or one weight per class"
     text = "uniform" if spec is None else str(spec).strip()

@@ -1,7 +1,7 @@
 """Plain data and wording the CLIs show (also while they build their parsers), free of torch and numpy.
 
 ``trainer --help`` must answer at once, so the argument definitions may import only this
-module (and ``trainer.cli`` / ``trainer.errors``); the modules that do the work import it too,
+module (and :mod:`mustangs.console.formatting` / :mod:`mustangs.errors`); the modules that do the work import it too,
 so each fact is written once.
 """
 
@@ -13,6 +13,10 @@ TRAINABLE = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
 #: What ``trainer score --fake`` (and every other sample source) accepts, for help and errors.
 SOURCE_HELP = ("a dataset split (e.g. fashion-mnist:train), an .npy array of images (uint8 0..255 or float "
                "in [-1, 1]; [N,H,W], [N,C,H,W] or [N,H,W,C]), a folder of PNGs, or 'noise'")
+
+
+#: The generator losses Mustangs draws from, in the order of the loss-mask columns (trainer/losses.py).
+G_LOSSES = ("bce", "mse", "heuristic")
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

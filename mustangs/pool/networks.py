@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 ARCHS = ("mlp", "dcgan28", "dcgan64", "rings-mlp")
 
@@ -226,7 +226,7 @@ def network_numels(spec: NetSpec) -> dict[str, int]:
 
 def check_network_memory(spec: NetSpec, where: str, copies: int = 4) -> None:
     """Refuse a network description (from a file) whose generator could not even be built in memory."""
-    from trainer.safety import check_memory
+    from mustangs.io.safety import check_memory
 
     n = network_numels(spec)
     check_memory(4 * copies * n["g_params"], f"{where}: a '{spec.arch}' generator with latent_dim "

@@ -27,7 +27,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
+from mustangs.judge.classifier import POINT_HASHES, asset_paths
+from mustangs.names import TRAINABLE
 
 #: Sub-folder of ``$MUSTANGS_CACHE`` that holds user-trained classifiers, one folder per name.
 CACHE_SUBDIR = "classifiers"
@@ -35,14 +37,14 @@ CACHE_SUBDIR = "classifiers"
 
 def shipped_dir() -> Path:
     """The package's folder of shipped classifiers (read-only: nothing is written there)."""
-    from trainer.classifier import ASSETS_DIR
+    from mustangs.judge.classifier import ASSETS_DIR
 
     return ASSETS_DIR
 
 
 def cache_root() -> Path:
     """``$MUSTANGS_CACHE/classifiers`` (``~/.cache/mustangs/classifiers`` by default)."""
-    from trainer.data import default_cache_dir
+    from mustangs.data.datasets import default_cache_dir
 
     return default_cache_dir() / CACHE_SUBDIR
 
@@ -128,7 +130,6 @@ def _explicit(path: Path) -> ClassifierRef:
 
 
 def _analytic(name: str) -> ClassifierRef:
-    from trainer.classifier import POINT_HASHES
 
     return ClassifierRef(name, name, POINT_HASHES[name], "analytic")
 
@@ -140,7 +141,7 @@ def available() -> list[str]:
     if root.is_dir():
         names += sorted(p.name for p in root.iterdir() if p.is_dir() and _safe_meta(p) is not None)
     names += sorted(p.name[len("classifier-"):-len(".json")] for p in shipped_dir().glob("classifier-*.json"))
-    from trainer.data import POINT_DATASETS
+    from mustangs.data.datasets import POINT_DATASETS
 
     return list(dict.fromkeys(names + list(POINT_DATASETS)))
 
@@ -153,7 +154,7 @@ def _safe_meta(folder: Path) -> Path | None:
 
 
 def _by_name(name: str) -> ClassifierRef | None:
-    from trainer.data import POINT_DATASETS
+    from mustangs.data.datasets import POINT_DATASETS
 
     if name in POINT_DATASETS:
         return _analytic(name)
@@ -225,8 +226,8 @@ def load(ref: ClassifierRef, device: str | torch.device = "cpu") -> nn.Module:
     The module carries ``.sha256``, ``.info`` and ``.ref``. A file whose hash differs from its
     JSON (corrupt or replaced) is refused rather than allowed to produce wrong metrics.
     """
-    from trainer.atomic import sha256_file
-    from trainer.classifier import PointModesClassifier, build_from_info
+    from mustangs.io.atomic import sha256_file
+    from mustangs.judge.classifier import PointModesClassifier, build_from_info
 
     if ref.source == "analytic":
         model = PointModesClassifier(ref.dataset).to(device)
@@ -259,5 +260,60 @@ def load_checked(spec: str | None, dataset: str, device: str | torch.device = "c
     return load(ref, device), ref.record(forced)
 
 
+# --------------------------------------------------------------------------- by dataset or folder
+
+def read_classifier_info(dataset: str, folder: str | Path | None = None) -> dict:
+    """The JSON beside the classifier for ``dataset`` (dataset, test_accuracy, sha256, feature_dim, ...).
+
+    ``folder`` given: ``classifier-<dataset>.json`` in it. Otherwise the lookup of
+    :func:`mustangs.judge.resolve` (``$MUSTANGS_CACHE/classifiers/<dataset>/``, then
+    the package).
+    """
+    if dataset not in TRAINABLE:
+        raise UserError(f"no evaluation classifier for dataset '{dataset}'; classifiers exist for "
+                        f"{', '.join(TRAINABLE)} (trained) and {', '.join(POINT_HASHES)} (analytic)")
+    if folder is None:
+        return dict(resolve(None, dataset).info)
+    weights, meta = asset_paths(dataset, folder)
+    if not meta.is_file() or not weights.is_file():
+        raise UserError(f"no evaluation classifier for {dataset} ({weights} missing); train it with: trainer classifier train --dataset {dataset}")
+    info = _read_info(meta, weights)
+    if info.get("dataset", dataset) != dataset:
+        raise UserError(f"{meta} describes a classifier for {info.get('dataset')}, not {dataset}; "
+                        f"train it with: trainer classifier train --dataset {dataset}")
+    return info
+
+
+def classifier_sha256(dataset: str) -> str:
+    """The hash that identifies the classifier for ``dataset`` (keys caches of real statistics).
+
+    The sha256 recorded in the JSON of the classifier the default lookup finds; a fixed string
+    for ``rings``.
+    """
+    return resolve(None, dataset).sha256
+
+
+def load_classifier(dataset: str = "fashion-mnist", device: str | torch.device = "cpu",
+                    folder: str | Path | None = None) -> nn.Module:
+    """The evaluation classifier for ``dataset``, in eval mode on ``device``.
+
+    Without ``folder`` the default lookup (user cache, then the package; see
+    :mod:`mustangs.judge.classifier_store`); with ``folder`` the ``classifier-<dataset>.*`` files in it.
+    The sha256 of the weights is checked against the JSON (a mismatch means a corrupt or foreign
+    file: refuse rather than produce wrong metrics). The 2-D toys get the analytic
+    :class:`PointModesClassifier`. The module carries ``.sha256`` and ``.ref``.
+    """
+    if dataset in POINT_HASHES:
+        return load(resolve(None, dataset), device)
+    if folder is None:
+        return load(resolve(None, dataset), device)
+    info = read_classifier_info(dataset, folder)
+    _, meta = asset_paths(dataset, folder)
+    ref = ClassifierRef(Path(folder).resolve().name, dataset, str(info["sha256"]), "explicit",
+                                         meta.with_suffix(".safetensors"), meta, info)
+    return load(ref, device)
+
+
 __all__ = ["ClassifierRef", "resolve", "check_dataset", "load", "load_checked", "available", "cache_root",
-           "default_out_dir", "shipped_dir", "CACHE_SUBDIR"]
+           "default_out_dir", "shipped_dir", "CACHE_SUBDIR", "load_classifier", "read_classifier_info",
+           "classifier_sha256"]

@@ -23,12 +23,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from trainer.atomic import atomic_dir, sha256_file
-from trainer.errors import UserError
-from trainer.faults import kill_point
-from trainer.loaders import read_json_file
-from trainer.networks import NetSpec, build_generator, check_network_memory
-from trainer.schema import PoolManifest, validate
+from mustangs.errors import UserError
+from mustangs.io.atomic import atomic_dir, sha256_file
+from mustangs.io.faults import kill_point
+from mustangs.io.loaders import read_json_file
+from mustangs.io.validation import validate
+from mustangs.pool.manifest import PoolManifest
+from mustangs.pool.networks import NetSpec, build_generator, check_network_memory
 
 POOL_FORMAT = "mustangs-pool/1"
 

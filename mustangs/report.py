@@ -1,4 +1,4 @@
-"""``report.html`` of a run: grid heatmaps of per-cell fid_cls (like the grid tables of the
+"""``report.html`` of a run (written by ``trainer train``, extended by ``ensembler optimize --report``): grid heatmaps of per-cell fid_cls (like the grid tables of the
 Lipizzaner papers), loss and learning-rate curves, Mustangs loss-choice counts, sample grids,
 and the ensemble chosen by ``ensembler optimize`` when there is one.
 
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.atomic import atomic_path, write_text_atomic
-from trainer.losses import G_LOSSES
-from trainer.names import count
+from mustangs.io.atomic import atomic_path, write_text_atomic
+from mustangs.names import G_LOSSES, count
 
 
 def read_metrics(run: str | Path) -> list[dict]:

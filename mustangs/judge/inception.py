@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -84,7 +84,7 @@ def default_device() -> torch.device:
 def inception_moments(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean, covariance (unbiased) and count of Inception features of images ``x`` in [-1, 1] (or uint8)."""
-    from trainer.progress import progress_bar
+    from mustangs.console.progress import progress_bar
 
     n, s1, s2 = 0, None, None
     for i in progress_bar(range(0, x.shape[0], batch_size), desc="inception", unit="batch", progress=progress,
@@ -103,7 +103,7 @@ def inception_moments(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
 def inception_feature_array(model: nn.Module, x: torch.Tensor, batch_size: int = 50,
                             progress: bool | None = None) -> np.ndarray:
     """Pool features ``[N, D]`` (float32) of images ``x`` in [-1, 1] (or uint8), batch by batch."""
-    from trainer.progress import progress_bar
+    from mustangs.console.progress import progress_bar
 
     parts = [inception_features(model, x[i:i + batch_size]).to(torch.float32).numpy()
              for i in progress_bar(range(0, x.shape[0], batch_size), desc="inception", unit="batch",
@@ -129,9 +129,9 @@ def real_inception_features(model: nn.Module, dataset: str, split: str, x: Calla
     network's identity (the weights file name, which carries its hash, or a hash of a stand-in's
     state), so a different network never meets these features.
     """
-    from trainer.atomic import atomic_path
-    from trainer.data import default_cache_dir
-    from trainer.evaluation import module_hash
+    from mustangs.data.datasets import default_cache_dir
+    from mustangs.io.atomic import atomic_path
+    from mustangs.judge.evaluation import module_hash
 
     count = "all" if n is None else f"{int(n)}s"
     ident = module_hash(model).replace(".pth", "")[-16:]
@@ -154,8 +154,8 @@ def real_inception_features(model: nn.Module, dataset: str, split: str, x: Calla
 def inception_scores(model: nn.Module, real: np.ndarray, fake_x: torch.Tensor,
                      metrics=("fid", "kid")) -> dict[str, float]:
     """``fid_incep<N>`` and ``kid_incep<N>`` of images ``fake_x`` against real Inception features."""
-    from trainer.diversity import kid
-    from trainer.metrics import frechet_distance, protocol_suffix
+    from mustangs.judge.manifold import kid
+    from mustangs.judge.metrics import frechet_distance, protocol_suffix
 
     fake = inception_feature_array(model, fake_x)
     tag = f"incep{protocol_suffix(fake.shape[0])}"

@@ -1,6 +1,6 @@
 """Per-sample classifier features (not just their moments), for the metrics that need them.
 
-Precision/recall/density/coverage and KID (:mod:`trainer.diversity`) look at individual
+Precision/recall/density/coverage and KID (:mod:`mustangs.judge.manifold`) look at individual
 feature vectors. This module extracts them from a tensor of samples or a sampler, and caches
 the real split's features as ``.npy`` (no pickle) under ``$MUSTANGS_CACHE/stats/``, keyed like
 the real statistics by dataset, split, count and the classifier's hash.
@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.atomic import atomic_path
+from mustangs.io.atomic import atomic_path
 
 
 @torch.no_grad()
 def features_of_tensor(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
     """Classifier features ``[N, d]`` (float32) of samples ``x`` (float in [-1, 1], or uint8 images)."""
-    from trainer.evaluation import classifier_outputs
+    from mustangs.judge.evaluation import classifier_outputs
 
     return np.concatenate([f.detach().to("cpu", torch.float32).numpy()
                            for f, _ in classifier_outputs(classifier, x, batch_size)])
@@ -41,7 +41,7 @@ def features_of_sampler(classifier: nn.Module, sample_fn: Callable[[int], torch.
 
 def real_features_path(dataset: str, split: str, n: int | None, classifier_hash: str) -> Path:
     """Cache file of a real split's features (``$MUSTANGS_CACHE/stats/*-features.npy``)."""
-    from trainer.data import default_cache_dir
+    from mustangs.data.datasets import default_cache_dir
 
     count = "all" if n is None else f"{int(n)}s"
     return default_cache_dir() / "stats" / f"{dataset}-{split}-{count}-{classifier_hash[:16]}-features.npy"
@@ -51,11 +51,11 @@ def real_features(dataset: str, split: str, classifier: nn.Module, n: int | None
                   use_cache: bool = True) -> np.ndarray:
     """Features of the first ``n`` samples of the real split's fixed stratified order (cached on disk).
 
-    The same subset as :func:`trainer.evaluation.real_stats` uses for that ``n``. A corrupt cache
+    The same subset as :func:`mustangs.judge.evaluation.real_stats` uses for that ``n``. A corrupt cache
     file is recomputed and overwritten.
     """
-    from trainer.data import load_dataset
-    from trainer.evaluation import module_hash, subset_indices
+    from mustangs.data.datasets import load_dataset
+    from mustangs.judge.evaluation import module_hash, subset_indices
 
     path = real_features_path(dataset, split, n, module_hash(classifier))
     if use_cache:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -59,6 +60,32 @@ def environment_message(exc: BaseException) -> str:
         return "out of memory; use smaller sizes (batch size, number of samples, grid) or a bigger machine"
     if isinstance(exc, RecursionError):
         return "the input is nested too deeply to be read"
-    from trainer.safety import os_error_message
-
     return os_error_message(exc)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- OS errors
+
+_ERRNO_HINTS = {
+    errno.ENOSPC: "the disk is full; free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EADDRINUSE: "the address is already in use; pick another --port",
+    errno.ENAMETOOLONG: "the file name is too long",
+    errno.EISDIR: "it is a folder",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.ENOENT: "no such file or folder",
+    errno.EMFILE: "too many open files",
+}
+
+
+def os_error_message(exc: OSError, *, bare: bool = False) -> str:
+    """One line for an ``OSError``: what failed, on which path, and what to do."""
+    hint = _ERRNO_HINTS.get(exc.errno or -1) or exc.strerror or str(exc) or type(exc).__name__
+    if bare:
+        return hint
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {hint}" if where else hint

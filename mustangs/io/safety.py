@@ -7,20 +7,18 @@
 - :func:`check_writable` — probe the output's folder before long work, so a read-only or
   missing folder fails in the first second, not after minutes of training.
 - :func:`check_memory` / :func:`available_memory` — refuse a size that cannot fit, naming the
-  estimate, before anything is allocated.
-- :func:`os_error_message` — an ``OSError`` (disk full, read-only file system, port in use)
-  as one line; CLIs print it through :func:`trainer.errors.exit_on_user_error`.
+  estimate, before anything is allocated; :func:`check_samples_memory` does it for drawing samples.
 """
 
 from __future__ import annotations
 
-import errno
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from trainer.errors import UserError
+from mustangs.errors import UserError, os_error_message
 
 GiB = 1 << 30
 
@@ -148,33 +146,17 @@ def check_memory(estimate: float, what: str, fix: str = "") -> None:
                         f"is available{'; ' + fix if fix else ''}")
 
 
-# --------------------------------------------------------------------------- OS errors
-
-_ERRNO_HINTS = {
-    errno.ENOSPC: "the disk is full; free space or write elsewhere",
-    errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
-    errno.EROFS: "the file system is read-only; write elsewhere",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EADDRINUSE: "the address is already in use; pick another --port",
-    errno.ENAMETOOLONG: "the file name is too long",
-    errno.EISDIR: "it is a folder",
-    errno.ENOTDIR: "a part of the path is not a folder",
-    errno.ENOENT: "no such file or folder",
-    errno.EMFILE: "too many open files",
-}
+def samples_bytes(n: int, latent_dim: int, sample_shape: Iterable[int], copies: int = 3) -> int:
+    """Bytes to draw ``n`` float32 samples at once: the latents plus ``copies`` buffers of samples."""
+    return 4 * int(n) * (int(latent_dim) + copies * math.prod(int(s) for s in sample_shape))
 
 
-def os_error_message(exc: OSError, *, bare: bool = False) -> str:
-    """One line for an ``OSError``: what failed, on which path, and what to do."""
-    hint = _ERRNO_HINTS.get(exc.errno or -1) or exc.strerror or str(exc) or type(exc).__name__
-    if bare:
-        return hint
-    where = exc.filename if exc.filename is not None else ""
-    if exc.filename2 is not None:
-        where = f"{where} -> {exc.filename2}"
-    return f"{where}: {hint}" if where else hint
+def check_samples_memory(n: int, latent_dim: int, sample_shape: Iterable[int], what: str, fix: str,
+                         copies: int = 3) -> None:
+    """Refuse drawing ``n`` samples at once when they cannot fit in memory (the number is in the line)."""
+    shape = list(sample_shape)
+    check_memory(samples_bytes(n, latent_dim, shape, copies), f"{what} ({n:,} samples of shape {shape})", fix)
 
 
 __all__ = ["guard_output", "check_suffix", "check_writable", "available_memory", "check_memory",
-           "human_bytes", "os_error_message"]
+           "human_bytes", "samples_bytes", "check_samples_memory"]

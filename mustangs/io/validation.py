@@ -1,4 +1,4 @@
-"""Schemas of the trainer's file formats (pydantic), and the one-line way to apply any schema.
+"""Building blocks of the file-format schemas (pydantic), and the one-line way to apply any schema.
 
 Every field a reader uses is typed and bounded here, so a malformed but parseable file
 (``"mixtures": 5``, ``"origin": "ab"``, a ``file`` of ``../../etc/passwd``, a latent size of
@@ -6,9 +6,10 @@ Every field a reader uses is typed and bounded here, so a malformed but parseabl
 Unknown top-level keys are kept (runs add provenance such as ``summary``), unknown keys
 inside entries are refused.
 
-- :class:`PoolManifest` — ``pool/manifest.json`` (format ``mustangs-pool/1``)
-- :class:`CheckpointDoc`, :class:`CheckpointIndex` — ``checkpoints/gen-*.json``, ``index.json``
 - :class:`NetworkModel` — the ``network`` object shared by pools, ensembles and ONNX metadata
+- the formats themselves: :mod:`mustangs.pool.manifest` (``pool/manifest.json``),
+  :mod:`trainer.checkpoint` (checkpoints), :mod:`ensembler.schema` (``ensemble.json``, ``front.json``),
+  :mod:`serving.schema` (ONNX metadata)
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from __future__ import annotations
 import math
 import re
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from trainer.errors import UserError
+from mustangs.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -85,62 +86,6 @@ class NetworkModel(Strict):
     sample_shape: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(min_length=1, max_length=4)
 
 
-class PoolGenerator(Strict):
-    """One generator of a pool manifest."""
-
-    id: Ident
-    file: SafeName
-    sha256: Sha256
-    origin: dict[str, Any] = Field(default_factory=dict)
-    scores: dict[str, float | None] = Field(default_factory=dict)
-
-
-class PoolMixture(Strict):
-    """One cell's mixture weights over the pool's generator ids."""
-
-    cell: list[Annotated[int, Field(ge=0)]] = Field(min_length=2, max_length=2)
-    weights: dict[str, Weight]
-    scores: dict[str, float | None] = Field(default_factory=dict)
-
-
-class PoolManifest(Open):
-    """``pool/manifest.json``."""
-
-    format: Literal["mustangs-pool/1"]
-    network: NetworkModel
-    dataset: str = Field(min_length=1, max_length=64)
-    generators: list[PoolGenerator] = Field(min_length=1, max_length=MAX_GENERATORS)
-    mixtures: list[PoolMixture] = Field(default_factory=list)
-
-
-class CheckpointEntry(Strict):
-    """An entry of ``checkpoints/index.json``."""
-
-    generation: int = Field(ge=0)
-    json_name: SafeName = Field(alias="json")
-    json_sha256: Sha256
-
-
-class CheckpointIndex(Strict):
-    """``checkpoints/index.json``: the latest and the previous checkpoint."""
-
-    latest: CheckpointEntry
-    previous: CheckpointEntry | None = None
-
-
-class CheckpointDoc(Open):
-    """``checkpoints/gen-NNNNNN.json`` (extra keys: whatever the run stores with it)."""
-
-    format: Literal["mustangs-checkpoint/1"]
-    generation: int = Field(ge=0)
-    tensors: SafeName
-    tensors_sha256: Sha256
-    config: dict[str, Any]
-    metrics_bytes: int = Field(0, ge=0)
-    last_fid: dict[str, Any] = Field(default_factory=dict)
-    cells: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
-
-
 def describe(exc: ValidationError, limit: int = 3) -> str:
     """A pydantic error as one line: ``field.path: message; …`` (first ``limit`` problems)."""
     parts = []
@@ -160,6 +105,5 @@ def validate(model: type[M], data: Any, where: str) -> M:
         raise UserError(f"{where}: {describe(exc)}") from None
 
 
-__all__ = ["validate", "describe", "NetworkModel", "PoolManifest", "PoolGenerator", "PoolMixture",
-           "CheckpointDoc", "CheckpointIndex", "CheckpointEntry", "FiniteFloat", "Weight", "SafeName", "Sha256",
+__all__ = ["validate", "describe", "NetworkModel", "FiniteFloat", "Weight", "SafeName", "Sha256",
            "Strict", "Open", "MAX_LATENT_DIM", "MAX_GENERATORS"]

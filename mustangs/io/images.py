@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer.atomic import write_bytes_atomic
+from mustangs.io.atomic import write_bytes_atomic
 
 
 def _numpy(x) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Feature statistics of sample sets on the evaluation classifier, with a disk cache for real data.
 
-Every metric (FID, TVD, IS) is a function of :class:`trainer.metrics.FeatureStats`; this module
+Every metric (FID, TVD, IS) is a function of :class:`mustangs.judge.metrics.FeatureStats`; this module
 computes those statistics from a tensor of samples, from a sampler (a generator), or from a
 dataset split. Real-data statistics are fixed for a given classifier, so they are cached as
 ``.npz`` under ``$MUSTANGS_CACHE/stats/`` (no pickle), keyed by dataset, split, sample count and
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.atomic import atomic_path
-from trainer.errors import UserError
-from trainer.metrics import FeatureStats, StatsAccumulator
-from trainer.names import SOURCE_HELP  # what a sample source may be (help and error text)
+from mustangs.errors import UserError
+from mustangs.io.atomic import atomic_path
+from mustangs.judge.metrics import FeatureStats, StatsAccumulator
+from mustangs.names import SOURCE_HELP  # what a sample source may be (help and error text)
 
 #: Seed of the fixed permutation whose first ``n`` samples form a real subset of size ``n``.
 SUBSET_SEED = 20240607
@@ -157,7 +157,7 @@ def subset_indices(total: int, n: int | None, labels: torch.Tensor | None = None
 
 def stats_cache_path(dataset: str, split: str, n: int | None, classifier_hash: str) -> Path:
     """Where the cached real statistics for this key live (``$MUSTANGS_CACHE/stats/*.npz``)."""
-    from trainer.data import default_cache_dir
+    from mustangs.data.datasets import default_cache_dir
 
     count = "all" if n is None else f"{int(n)}s"  # "s": stratified subset
     return default_cache_dir() / "stats" / f"{dataset}-{split}-{count}-{classifier_hash[:16]}.npz"
@@ -191,8 +191,8 @@ def real_stats(dataset: str, split: str, classifier: nn.Module | None = None, n:
     permutation, stratified by label when the split has labels (the same subset every time). ``classifier`` defaults to the one shipped for
     ``dataset``. A corrupt cache file is recomputed and overwritten.
     """
-    from trainer.classifier import load_classifier
-    from trainer.data import load_dataset
+    from mustangs.data.datasets import load_dataset
+    from mustangs.judge.classifier_store import load_classifier
 
     if classifier is None:
         classifier = load_classifier(dataset)
@@ -299,7 +299,7 @@ def read_png_folder(folder: str | Path, input_shape: tuple[int, ...], n: int | N
 
 def is_dataset_source(spec: str) -> bool:
     """Whether ``spec`` names a dataset split (``fashion-mnist:train``) rather than a file or folder."""
-    from trainer.data import DATASETS
+    from mustangs.data.datasets import DATASETS
 
     if Path(spec).exists():
         return False
@@ -314,7 +314,7 @@ def load_samples(spec: str, input_shape: tuple[int, ...], n: int | None, *, seed
     At most ``n`` samples (all when None; ``noise`` needs ``n``). Every user mistake — missing or
     corrupt file, unknown dataset, shape mismatch — is a one-line ``UserError``.
     """
-    from trainer.data import load_dataset, parse_source
+    from mustangs.data.datasets import load_dataset, parse_source
 
     if spec == "noise":
         return noise_samples(n or 10000, tuple(input_shape), seed)
@@ -346,7 +346,7 @@ def source_stats(spec: str, classifier: nn.Module, n: int | None, *, seed: int =
 
     Dataset splits go through :func:`real_stats`, so they are cached like real statistics.
     """
-    from trainer.data import parse_source
+    from mustangs.data.datasets import parse_source
 
     if spec != "noise" and is_dataset_source(spec):
         name, split = parse_source(spec)
