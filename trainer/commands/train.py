@@ -264,8 +264,11 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
         torch.set_num_threads(auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", workers.world_size))))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if workers.is_writer else (lambda msg: None)
     try:
-        train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again,
-              world=make_world(workers), log=log)
+        from trainer.grid import Grid
+
+        nbr = Grid(cfg.grid.height, cfg.grid.width).neighbour_table(cfg.coevolution.exchange)
+        world = make_world(workers, cfg.distribution.exchange, cfg.distribution.max_staleness, nbr)
+        train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again, world=world, log=log)
         dist.barrier()  # the writer has written the pool: everyone leaves together
         if on_finished is not None:
             on_finished()
