@@ -52,7 +52,8 @@ def parse(spec: str) -> list[Straggle]:
             raise UserError(f"{ENV}={spec!r}: expected RANK:slow=FACTOR or RANK:pause=SECONDS[@GENERATION], "
                             f"e.g. 3:slow=2") from None
         if s.rank < 0 or s.factor < 1.0 or s.pause < 0.0 or s.at < 1:
-            raise UserError(f"{ENV}={spec!r}: rank >= 0, FACTOR >= 1, SECONDS >= 0, GENERATION >= 1")
+            raise UserError(f"{ENV}={spec!r}: expected RANK:slow=FACTOR or RANK:pause=SECONDS[@GENERATION] "
+                            f"with RANK >= 0, FACTOR >= 1, SECONDS >= 0, GENERATION >= 1")
         out.append(s)
     return out
 
