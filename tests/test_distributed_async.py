@@ -159,3 +159,14 @@ def test_bounded_staleness_and_per_rank_resume(tmp_path):
                           "--workers", "2", "--resume"], cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and "distribution.exchange=async" in res.stderr
+
+
+def test_dry_run_shows_the_exchange():
+    from trainer.commands.train import dry_run_text
+
+    cfg = load_train_config("configs/rings-3x3.yaml", ["distribution.exchange=async", "distribution.max_staleness=2"])
+    text = dry_run_text(cfg, Path("runs/x"), ranks=2)
+    assert "exchange: async" in text and "max_staleness: 2" in text
+    assert "# ranks: 2 ranks, distribution.exchange=async" in text and "> 2 generations old" in text
+    sync = dry_run_text(load_train_config("configs/rings-3x3.yaml", []), Path("runs/x"), ranks=2)
+    assert "distribution.exchange=sync" in sync and "bit-identical" in sync
