@@ -87,6 +87,7 @@ def straggler_run(exchange: str, seed: int, args, out: Path) -> dict:
             stale += [lag for c in json.loads(x)["cells"] for lag in c.get("staleness", [])]
     return {"exchange": exchange, "seed": seed, "fast_gens_per_s": statistics.median(fast),
             "slow_gens_per_s": rate.get(slow), "wall_s": wall,
+            "per_rank_s": {r: [round(x, 2) for x in v] for r, v in per_rank.items()},
             "staleness_max": max(stale) if stale else None, "staleness_min": min(stale) if stale else None}
 
 
