@@ -22,6 +22,7 @@ ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
 DEVICES = ("auto", "cpu", "cuda")
 BATCHING = ("auto", "bmm", "vmap", "loop")
 ADAM_KERNELS = ("fused", "ops")
+EXCHANGES = ("sync", "async")         # how ranks exchange centres (docs/scale-out.md)
 
 
 @dataclass
@@ -106,6 +107,14 @@ class OutputConfig:
 
 
 @dataclass
+class DistributionConfig:
+    """How worker processes (--workers N, torchrun) exchange their cells (docs/scale-out.md)."""
+
+    exchange: str = option("sync", choices=EXCHANGES)  # sync (default: every generation waits for all ranks; reproducible, equal to one process) | async (a rank trains against the freshest neighbour centres it has received and never waits for their current generation; not reproducible)
+    max_staleness: int | None = option(None, ge=0)     # async only: wait while a neighbour copy is more than this many generations behind (None = never wait); >= 0
+
+
+@dataclass
 class TrainConfig:
     """Everything ``trainer train`` needs; see configs/*.yaml for worked examples."""
 
@@ -121,6 +130,7 @@ class TrainConfig:
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    distribution: DistributionConfig = field(default_factory=DistributionConfig)
 
     @property
     def num_cells(self) -> int:
@@ -175,6 +185,12 @@ class TrainConfig:
                                   "pip install 'mustangs[tensorboard]' or set output.tensorboard=null")
         if co.lr_min > min(co.lr_g, co.lr_d):
             raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the initial learning rates; lower it")
+        if self.distribution.exchange == "async" and co.adversary == "neighbour":
+            raise ConfigError("coevolution.adversary=neighbour trains against live neighbours every mini-batch, "
+                              "which needs lockstep ranks; set distribution.exchange=sync")
+        if self.distribution.max_staleness is not None and self.distribution.exchange != "async":
+            raise ConfigError("distribution.max_staleness bounds the async exchange only; "
+                              "set distribution.exchange=async or distribution.max_staleness=null")
         if self.batching == "bmm" and self.network.arch not in ("mlp", "rings-mlp"):
             raise ConfigError(f"batching=bmm runs MLP networks only, not network.arch={self.network.arch}; "
                               f"set batching=auto (or vmap)")

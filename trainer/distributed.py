@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from mustangs.errors import UserError
+from trainer.world import World
 
 
 @dataclass(frozen=True)
@@ -235,57 +236,155 @@ def _unpack_stats(row: torch.Tensor, dim: int, classes: int):
     return FeatureStats(int(a[1]), mu.copy(), second.copy(), hist.copy(), mean_probs.copy(), float(a[2]))
 
 
-def make_world(workers: Workers):
-    """A :class:`trainer.world.World` whose gathers are torch.distributed collectives."""
-    from trainer.batched import NetState
-    from trainer.world import World
+def make_world(workers: Workers, exchange: str = "sync", max_staleness: int | None = None, nbr=None):
+    """A :class:`trainer.world.World` whose gathers are torch.distributed collectives.
 
-    class DistWorld(World):
-        """The ranks of one process group; each owns a contiguous block of cells."""
+    ``exchange="async"`` (with the grid's neighbour table ``nbr``) gives an :class:`AsyncWorld`:
+    during the generations the centres and statistics travel through the store instead.
+    """
+    if exchange == "async" and workers.distributed:
+        return AsyncWorld(workers, nbr, max_staleness)
+    return DistWorld(workers)
 
-        def __init__(self):
-            self.workers = workers
-            self.rank, self.size = workers.rank, workers.world_size
 
-        def cells(self, num_cells: int) -> range:
-            return range(*split_cells(num_cells, self.size)[self.rank])
+class DistWorld(World):
+    """The ranks of one process group; each owns a contiguous block of cells."""
 
-        def gather_state(self, state: NetState) -> NetState:
-            return NetState.from_tensors({k: gather_tensor_rows(t, workers) for k, t in state.tensors().items()})
+    def __init__(self, workers: Workers):
+        self.workers = workers
+        self.rank, self.size = workers.rank, workers.world_size
 
-        def gather_weights(self, state: NetState) -> NetState:
-            """Params and buffers of every cell (no Adam moments): a third of the bytes of a full state."""
-            params = {k: gather_tensor_rows(t, workers) for k, t in state.params.items()}
-            buffers = {k: gather_tensor_rows(t, workers) for k, t in state.buffers.items()}
-            step = gather_tensor_rows(state.step, workers)
-            return NetState(params, buffers, {}, {}, step)
+    def cells(self, num_cells: int) -> range:
+        return range(*split_cells(num_cells, self.size)[self.rank])
 
-        def gather_centres(self, G, D):
-            return self.gather_state(G), self.gather_state(D)
+    def gather_state(self, state):
+        from trainer.batched import NetState
 
-        def gather_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            """Every per-cell tensor (cell axis first) of all ranks, in cell order."""
-            return {k: gather_tensor_rows(t, workers) for k, t in tensors.items()}
+        return NetState.from_tensors({k: gather_tensor_rows(t, self.workers) for k, t in state.tensors().items()})
 
-        def gather_stats(self, stats):
-            shape = next(((s.mu.shape[0], s.hist.shape[0]) for s in stats if s is not None), None)
-            shapes = gather_json([list(shape) if shape else None], workers)
-            known = next((s for s in shapes if s), None)
-            if known is None:
-                return [None] * sum(stop - start for start, stop in workers.blocks)
-            dim, classes = known
-            rows = torch.stack([_pack_stats(s, dim, classes) for s in stats]) if stats else \
-                torch.zeros(0, 3 + dim + dim * dim + 2 * classes, dtype=torch.float64)
-            return [_unpack_stats(r, dim, classes) for r in gather_tensor_rows(rows, workers)]
+    def gather_weights(self, state):
+        """Params and buffers of every cell (no Adam moments): a third of the bytes of a full state."""
+        from trainer.batched import NetState
 
-        def gather_objects(self, items):
-            return gather_json(list(items), workers)
+        workers = self.workers
+        params = {k: gather_tensor_rows(t, workers) for k, t in state.params.items()}
+        buffers = {k: gather_tensor_rows(t, workers) for k, t in state.buffers.items()}
+        step = gather_tensor_rows(state.step, workers)
+        return NetState(params, buffers, {}, {}, step)
 
-        def barrier(self) -> None:
-            dist.barrier()
+    def gather_centres(self, G, D):
+        return self.gather_state(G), self.gather_state(D)
 
-        def take_comm_stats(self) -> dict:
-            """Bytes/milliseconds/collectives of the exchange since the last call (this rank)."""
-            return CommStats.take()
+    def gather_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every per-cell tensor (cell axis first) of all ranks, in cell order."""
+        return {k: gather_tensor_rows(t, self.workers) for k, t in tensors.items()}
 
-    return DistWorld()
+    def gather_stats(self, stats):
+        workers = self.workers
+        shape = next(((s.mu.shape[0], s.hist.shape[0]) for s in stats if s is not None), None)
+        shapes = gather_json([list(shape) if shape else None], workers)
+        known = next((s for s in shapes if s), None)
+        if known is None:
+            return [None] * sum(stop - start for start, stop in workers.blocks)
+        dim, classes = known
+        rows = torch.stack([_pack_stats(s, dim, classes) for s in stats]) if stats else \
+            torch.zeros(0, 3 + dim + dim * dim + 2 * classes, dtype=torch.float64)
+        return [_unpack_stats(r, dim, classes) for r in gather_tensor_rows(rows, workers)]
+
+    def gather_objects(self, items):
+        return gather_json(list(items), self.workers)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def take_comm_stats(self) -> dict:
+        """Bytes/milliseconds/collectives of the exchange since the last call (this rank)."""
+        return CommStats.take()
+
+
+class AsyncWorld(DistWorld):
+    """``distribution.exchange: async``: between :meth:`start` and :meth:`finish` no rank waits for
+    another's current generation; the centres and generator statistics of neighbouring cells come
+    from a :class:`trainer.exchange.StoreExchange` (the freshest copy each neighbour published) and
+    per-generation records stay on their rank. Before :meth:`start` and after :meth:`finish` (set-up,
+    the final scores and the pool, when every rank has trained every generation) it is a
+    :class:`DistWorld`.
+    """
+
+    asynchronous = True
+
+    def __init__(self, workers: Workers, nbr: torch.Tensor, max_staleness: int | None = None):
+        super().__init__(workers)
+        self.nbr, self.max_staleness = nbr, max_staleness
+        self.live = False
+        self.generation = 0
+        self.lags: dict[int, int] = {}       # remote cell -> generations its last copy lagged
+        self.exchange = None
+
+    def start(self, block) -> None:
+        """Publish the block's centres, wait until every rank has (a collective: set-up), go live."""
+        from trainer.exchange import StoreExchange
+
+        store = dist.distributed_c10d._get_default_store()   # the rendezvous store: no extra port
+        self.exchange = StoreExchange(store, self.rank, self.workers.blocks, self.nbr)
+        self.published(block)
+        dist.barrier()
+        self.live = True
+
+    def published(self, block) -> None:
+        """Publish the block's centres (after each generation); its generation becomes the clock."""
+        self.generation = block.generation
+        self.exchange.publish("centres", block.generation, {**{f"G.{k}": t for k, t in block.G.tensors().items()},
+                                                           **{f"D.{k}": t for k, t in block.D.tensors().items()}})
+
+    def finish(self) -> float:
+        """This rank is done; wait (no timeout) for every rank, then act as a :class:`DistWorld`."""
+        self.exchange.mark_done(self.generation)
+        waited = self.exchange.wait_all_done()
+        self.live = False
+        dist.barrier()
+        return waited
+
+    def staleness(self, cells: list[int]) -> list[int]:
+        """For one neighbourhood: how many generations old each member's copy was (0: this rank's own)."""
+        return [int(self.lags.get(int(c), 0)) for c in cells]
+
+    def gather_centres(self, G, D):
+        if not self.live:
+            return super().gather_centres(G, D)
+        from trainer.batched import NetState
+
+        rows = {**{f"G.{k}": t for k, t in G.tensors().items()}, **{f"D.{k}": t for k, t in D.tensors().items()}}
+        full, self.lags = self.exchange.gather("centres", self.generation, rows, self.max_staleness)
+        part = lambda p: NetState.from_tensors({k[2:]: t for k, t in full.items() if k.startswith(p)})  # noqa: E731
+        return part("G."), part("D.")
+
+    def gather_stats(self, stats):
+        if not self.live:
+            return super().gather_stats(stats)
+        known = next(((s.mu.shape[0], s.hist.shape[0]) for s in stats if s is not None), None)
+        if known is None:
+            return [None] * len(self.nbr)
+        dim, classes = known
+        rows = {"stats": torch.stack([_pack_stats(s, dim, classes) for s in stats])}
+        self.exchange.publish("stats", self.generation + 1, rows)   # scored after this generation's training
+        full, _ = self.exchange.gather("stats", self.generation + 1, rows)
+        return [_unpack_stats(r, dim, classes) for r in full["stats"]]
+
+    def gather_objects(self, items):
+        return list(items) if self.live else super().gather_objects(items)
+
+    def gather_weights(self, state):
+        if self.live:
+            raise RuntimeError("live neighbour adversaries need distribution.exchange=sync")
+        return super().gather_weights(state)
+
+    def barrier(self) -> None:
+        if not self.live:
+            super().barrier()
+
+    def take_comm_stats(self) -> dict:
+        out = CommStats.take()
+        if self.exchange is not None:
+            out["store"] = self.exchange.take()
+        return out

@@ -35,6 +35,7 @@ from trainer.config import TrainConfig
 from trainer.configio import to_dict, to_yaml
 from trainer.run_folder import config_changes, foreign_files, remove_run_files
 from trainer.scoring import Scorer, load_scorer
+from trainer.straggler import straggle
 from trainer.world import World
 
 
@@ -47,8 +48,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _rows_for_cells(tensors: dict[str, torch.Tensor], cells: list[int]) -> dict[str, torch.Tensor]:
-    """The rows of a whole-grid checkpoint that belong to ``cells`` (checkpoints are layout-free)."""
+def _rows_for_cells(tensors: dict[str, torch.Tensor], cells: list[int],
+                    stored: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """The rows of a checkpoint that belong to ``cells``. A sync checkpoint holds the whole grid
+    (layout-free); an async one holds one rank's cells (``stored``, in row order)."""
+    if stored:
+        where = {c: i for i, c in enumerate(stored)}
+        missing = [c for c in cells if c not in where]
+        if missing:
+            raise UserError(f"this rank's checkpoint holds cells {stored[0]}..{stored[-1]}, not cell {missing[0]}; "
+                            f"resume an async run with the number of workers it was started with")
+        cells = [where[c] for c in cells]
     idx = torch.tensor(cells, dtype=torch.long)
     return {k: t.index_select(0, idx) for k, t in tensors.items()}
 
@@ -92,13 +102,26 @@ class Run:
             raise UserError(f"--out {out} exists and is not a folder")
         if self.world.is_writer:
             check_writable(out, is_dir=True)  # a read-only or impossible folder fails now, not after a generation
-        ck = out / "checkpoints"
+        ck = self._checkpoint_dir()
         self._restart = False
+        ranks = [p for p in sorted((out / "checkpoints").glob("rank-*")) if has_checkpoint(p)]
+        if self._async and has_checkpoint(out / "checkpoints"):
+            raise UserError(f"{out} holds a run trained with distribution.exchange=sync; resume it with that setting")
+        if not self._async and ranks:
+            raise UserError(f"{out} holds a run trained with distribution.exchange=async; resume it with that "
+                            f"setting and the same number of workers")
         if has_checkpoint(ck):
             if not self.resume:
                 raise UserError(f"{out} already holds a run with checkpoints; pass --resume to continue it, "
                                 f"or choose another --out")
             return load_checkpoint(ck, self.log)
+        if ranks:   # async: other ranks have checkpoints, this one not yet
+            if not self.resume:
+                raise UserError(f"{out} already holds a run with checkpoints; pass --resume to continue it, "
+                                f"or choose another --out")
+            print(f"note: rank {self.world.rank} of {out} has no checkpoint yet; its cells start from generation 0",
+                  file=sys.stderr, flush=True)
+            return None
         if not (out.is_dir() and any(out.iterdir())):
             if self.resume:
                 self.log(f"note: nothing to resume in {out}; starting a new run")
@@ -143,7 +166,7 @@ class Run:
         self.metrics_bytes = 0
         if found is not None:
             meta, tensors = found
-            restore_block(self.block, _rows_for_cells(tensors, self.block.cells), self.device)
+            restore_block(self.block, _rows_for_cells(tensors, self.block.cells, meta.get("cells")), self.device)
             self.block.generation = int(meta["generation"])
             self.block.last_fid = {int(k): v for k, v in meta.get("last_fid", {}).items()}
             self.metrics_bytes = int(meta.get("metrics_bytes", 0))
@@ -160,16 +183,43 @@ class Run:
 
             self.board = RunBoard.open(self.out, cfg.output.tensorboard,
                                        self.block.generation if found is not None else None, self.log)
-            mpath = self.out / "metrics.jsonl"
+        if self._async:
+            self.world.barrier()   # the writer has (re)made the folder
+        if self.world.is_writer or self._async:
+            mpath = self._metrics_path()
+            mpath.parent.mkdir(parents=True, exist_ok=True)
             if mpath.exists():
                 with open(mpath, "r+b") as fh:  # drop lines written after the checkpoint
                     fh.truncate(self.metrics_bytes)
             else:
                 mpath.touch()
+        if self._async:
+            self.world.start(self.block)   # publish this rank's boundary cells; from here on no rank waits
         kill_point("setup")
 
     # ------------------------------------------------------------------ the loop
+    @property
+    def _async(self) -> bool:
+        """Whether ranks exchange asynchronously (``distribution.exchange: async`` with several ranks)."""
+        return bool(getattr(self.world, "asynchronous", False))
+
+    def _checkpoint_dir(self) -> Path:
+        """``checkpoints/`` (sync: one whole-grid checkpoint) or ``checkpoints/rank-R/`` (async: per rank)."""
+        ck = self.out / "checkpoints"
+        return ck / f"rank-{self.world.rank}" if self._async else ck
+
+    def _metrics_path(self) -> Path:
+        """``metrics.jsonl`` (sync: the writer's) or ``metrics/rank-R.jsonl`` (async: every rank its own,
+        merged into ``metrics.jsonl`` at the end)."""
+        return self.out / "metrics" / f"rank-{self.world.rank}.jsonl" if self._async else self.out / "metrics.jsonl"
+
     def _checkpoint(self) -> None:
+        if self._async:   # each rank its own block, at its own generation
+            self._last_ckpt = self.block.generation
+            meta = {"config": to_dict(self.cfg), "metrics_bytes": self.metrics_bytes, "cells": list(self.block.cells),
+                    "last_fid": {str(c): v for c, v in sorted(self.block.last_fid.items())}}
+            save_checkpoint(self._checkpoint_dir(), self.block.generation, block_tensors(self.block), meta)
+            return
         # Every rank contributes its block; the checkpoint holds the whole grid in cell order, so it
         # can be resumed with any number of workers.
         tensors = self.world.gather_tensors(block_tensors(self.block))
@@ -182,10 +232,10 @@ class Run:
         save_checkpoint(self.out / "checkpoints", self.block.generation, tensors, meta)
 
     def _write_metrics(self, line: dict) -> None:
-        if not self.world.is_writer:
+        if not (self.world.is_writer or self._async):
             return
         data = (json.dumps(line) + "\n").encode()
-        with open(self.out / "metrics.jsonl", "ab") as fh:
+        with open(self._metrics_path(), "ab") as fh:
             fh.write(data)
         self.metrics_bytes += len(data)
 
@@ -250,6 +300,11 @@ class Run:
                 every = cfg.eval.every
                 score = every is not None and (gen % every == 0 or gen == total)
                 records = self.coev.step(self.block, on_batch=on_batch, score=score)
+                straggle(self.world.rank, gen, time.perf_counter() - t0)   # tests and benchmarks only
+                if self._async:
+                    self.world.published(self.block)
+                    for rec, c in zip(records, self.block.cells):   # how old each neighbour's copy was
+                        rec["staleness"] = self.world.staleness(self.coev.nbr[c].tolist())
                 records = self.world.gather_objects(records)
                 best = _best(records)
                 line = {"generation": gen, "seconds": round(time.perf_counter() - t0, 3), "cells": records,
@@ -270,7 +325,7 @@ class Run:
                     self.log(f"gen {gen}/{total}: {line['seconds']:.1f} s{score_str}")
                     self._phase(f"gen {gen}/{total}: samples and checkpoint", announce=False)
                 se = cfg.output.sample_every
-                if (se is not None and gen % se == 0) or gen == total:
+                if ((se is not None and gen % se == 0) or gen == total) and not self._async:
                     self._samples(gen)
                 if gen % cfg.output.checkpoint_every == 0 or gen == total:
                     if self.board is not None:
@@ -283,10 +338,25 @@ class Run:
                      if self._last_ckpt > 0 else "no checkpoint was written yet")
             self.log(f"interrupted during generation {self.block.generation + 1}; {where}. Continue with: {cmd}")
             raise
+        if self._async:
+            self._join(total)
         try:
             return self.finish()
         finally:
             bar.close()
+
+    def _join(self, total: int) -> None:
+        """Async: checkpoint, wait until every rank has trained ``total`` generations, then write what
+        needs the whole grid (the last samples, the merged ``metrics.jsonl``)."""
+        if self._last_ckpt != self.block.generation:
+            self._checkpoint()
+        self._phase(f"rank 0 done; waiting for every rank to reach generation {total}")
+        waited = self.world.finish()
+        if waited > 1:
+            self.log(f"waited {waited:.1f} s for the other ranks to finish")
+        self._samples(total)
+        if self.world.is_writer:
+            merge_rank_metrics(self.out, self.world.size)
 
     # ------------------------------------------------------------------ outputs
     def final_scores(self, mix_w: list[list[float]]) -> tuple[list[dict], list[dict]]:
@@ -471,6 +541,28 @@ class Run:
         if self.cfg.output.report and self.world.is_writer:
             lines.append(f"report: {self.out / 'report.html'}")
         return lines
+
+
+def merge_rank_metrics(out: Path, ranks: int) -> None:
+    """Async runs: ``metrics/rank-R.jsonl`` → one ``metrics.jsonl`` line per generation with every cell
+    (as a sync run writes it); ``seconds`` is the slowest rank's, ``ranks`` keeps each rank's own."""
+    by_gen: dict[int, dict[int, dict]] = {}
+    for r in range(ranks):
+        path = out / "metrics" / f"rank-{r}.jsonl"
+        for text in path.read_text().splitlines() if path.exists() else []:
+            line = json.loads(text)
+            by_gen.setdefault(int(line["generation"]), {})[r] = line
+    lines = []
+    for gen in sorted(by_gen):
+        parts = [by_gen[gen][r] for r in sorted(by_gen[gen])]
+        cells = [c for p in parts for c in p["cells"]]
+        lines.append(json.dumps({"generation": gen, "seconds": max(p["seconds"] for p in parts), "cells": cells,
+                                 "best": _best(cells),
+                                 "ranks": [{"rank": r, "seconds": by_gen[gen][r]["seconds"],
+                                            **({"exchange": by_gen[gen][r]["exchange"]}
+                                               if "exchange" in by_gen[gen][r] else {})}
+                                           for r in sorted(by_gen[gen])]}))
+    write_text_atomic(out / "metrics.jsonl", "".join(x + "\n" for x in lines))
 
 
 def train(cfg: TrainConfig, out: str | Path, **kwargs) -> dict:

@@ -44,7 +44,8 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
 #: What a run writes before its first checkpoint: name -> pattern of the names allowed inside (folders).
 RUN_FILES = {"config.yaml": None, "metrics.jsonl": None, "samples": r"gen-\d{6}\.png",
-              "checkpoints": r"gen-\d{6}\.safetensors", "report.html": None, "report": r"[a-z_]+\.png",
+              "checkpoints": r"gen-\d{6}\.safetensors|rank-\d+", "report.html": None, "report": r"[a-z_]+\.png",
+              "metrics": r"rank-\d+\.jsonl",
               "tensorboard": r"events\.out\.tfevents\.[\w.\-]+"}
 
 

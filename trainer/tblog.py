@@ -64,6 +64,8 @@ class RunBoard:
             for key in ("loss_g", "loss_d", "fitness_g", "fitness_d", "lr_g", "lr_d"):
                 if key in rec:
                     w.add_scalar(f"{tag}/{key}", float(rec[key]), gen)
+            if rec.get("staleness"):   # async exchange: the oldest neighbour copy this cell trained against
+                w.add_scalar(f"{tag}/staleness_max", max(rec["staleness"]), gen)
             choice = rec.get("loss_choice")
             if choice in LOSS_INDEX:
                 w.add_scalar(f"{tag}/loss_choice", LOSS_INDEX[choice], gen)

@@ -69,8 +69,8 @@ def register(sub) -> None:
     _intermixed(p)
 
 
-def dry_run_text(cfg, out: Path) -> str:
-    """What ``--dry-run`` prints: the resolved config plus the plan (grid, batching, scoring)."""
+def dry_run_text(cfg, out: Path, ranks: int = 1) -> str:
+    """What ``--dry-run`` prints: the resolved config plus the plan (grid, ranks and exchange, scoring)."""
     from trainer.configio import to_yaml
     from trainer.grid import Grid
 
@@ -81,8 +81,22 @@ def dry_run_text(cfg, out: Path) -> str:
              f"{cfg.coevolution.generations} generations, loss={cfg.coevolution.loss}, "
              f"selection={cfg.coevolution.selection}, exchange={cfg.coevolution.exchange}",
              f"# output: {out}"]
+    lines.append(f"# ranks: {_ranks_plan(cfg, ranks)}")
     lines.append(f"# scoring: {_scoring_plan(cfg)}")
     return "\n".join(lines)
+
+
+def _ranks_plan(cfg, ranks: int) -> str:
+    """How the cells are split over ranks and how the ranks exchange (distribution.exchange)."""
+    if ranks <= 1:
+        return "1 process (distribution.exchange does not apply)"
+    d = cfg.distribution
+    text = f"{ranks} ranks, distribution.exchange={d.exchange}"
+    if d.exchange == "sync":
+        return text + " (every generation waits for all ranks; bit-identical to 1 process)"
+    bound = "never waits" if d.max_staleness is None else f"waits while a copy is > {d.max_staleness} generations old"
+    return (text + f" (each rank trains against the freshest neighbour centres it has; {bound}; not reproducible; "
+            "checkpoints/rank-R per rank, resume with the same number of ranks)")
 
 
 def _check_judge(cfg) -> None:
@@ -171,7 +185,7 @@ def run(args) -> int:
 
     need = check_train_memory(cfg)  # grid 3000x3000, latent_dim 1e9, ...: refused with the number, now
     if args.dry_run:
-        print(dry_run_text(cfg, out))
+        print(dry_run_text(cfg, out, int(os.environ.get("WORLD_SIZE", args.workers))))
         print(f"# memory: about {human_bytes(need)} (estimate of the largest tensors)")
         return 0
     again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides])  # for the resume hint
@@ -264,8 +278,11 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
         torch.set_num_threads(auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", workers.world_size))))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if workers.is_writer else (lambda msg: None)
     try:
-        train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again,
-              world=make_world(workers), log=log)
+        from trainer.grid import Grid
+
+        nbr = Grid(cfg.grid.height, cfg.grid.width).neighbour_table(cfg.coevolution.exchange)
+        world = make_world(workers, cfg.distribution.exchange, cfg.distribution.max_staleness, nbr)
+        train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again, world=world, log=log)
         dist.barrier()  # the writer has written the pool: everyone leaves together
         if on_finished is not None:
             on_finished()
