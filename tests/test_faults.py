@@ -48,10 +48,10 @@ def _pool_bytes(run: Path) -> dict[str, bytes]:
 
 # --------------------------------------------------------------------------- trainer
 
-def _train(cfg: Path, out: Path, *flags) -> tuple[int, str, str]:
+def _train(cfg: Path, out: Path, *flags, over: tuple = ()) -> tuple[int, str, str]:
     from trainer.cli import main as trainer_main
 
-    return call(trainer_main, ["train", cfg, "--out", out, "--quiet", *flags, *RINGS])
+    return call(trainer_main, ["train", cfg, "--out", out, "--quiet", *flags, *RINGS, *over])
 
 
 def test_training_survives_a_full_disk_at_every_write(tmp_path):
@@ -81,33 +81,34 @@ def test_resume_on_a_full_disk_keeps_what_was_there(tmp_path):
     """A resumed run whose writes fail keeps the earlier checkpoint and pool, and resumes again."""
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("# trainer train cfg.yaml\n")
-    two = ["coevolution.generations=2"]
+    two = {"over": ("coevolution.generations=2",)}
     (tmp_path / "straight").mkdir()
-    assert _train(cfg, tmp_path / "straight" / "run", *two)[0] == 0
+    assert _train(cfg, tmp_path / "straight" / "run", **two)[0] == 0
     want = _pool_bytes(tmp_path / "straight" / "run")
     first = tmp_path / "first" / "run"
     (tmp_path / "first").mkdir()
     assert _train(cfg, first)[0] == 0
     probe = tmp_path / "probe" / "run"
     shutil.copytree(first, probe)
-    n, total = count_writes(lambda: _train(cfg, probe, "--resume", *two))
+    n, total = count_writes(lambda: _train(cfg, probe, "--resume", **two))
+    assert n >= 5, n  # config, checkpoint (tensors, JSON, index), pool
     for i in sorted({1, 2, n // 2, n}):
         (tmp_path / f"r{i}").mkdir()
         run = tmp_path / f"r{i}" / "run"
         shutil.copytree(first, run)
         pool_before = snapshot(run / "pool")
         with disk_fault("ENOSPC", nth=i):
-            code, _, err = _train(cfg, run, "--resume", *two)
+            code, _, err = _train(cfg, run, "--resume", **two)
         assert_disk_error(code, err, "ENOSPC", run, log_before=True)
         assert temp_files(run) == [] and snapshot(run / "pool") == pool_before, i
-        code, _, err = _train(cfg, run, "--resume", *two)
+        code, _, err = _train(cfg, run, "--resume", **two)
         assert code == 0, f"write {i}: {err[-600:]}"
         assert _pool_bytes(run) == want and temp_files(run) == []
     # every write past the first kilobyte fails: the same, whatever the write
     run = tmp_path / "after" / "run"
     shutil.copytree(first, run)
     with disk_fault("EIO", after=1024):
-        code, _, err = _train(cfg, run, "--resume", *two)
+        code, _, err = _train(cfg, run, "--resume", **two)
     assert_disk_error(code, err, "EIO", run, log_before=True)
     assert total > 1024 and temp_files(run) == []
 
@@ -145,7 +146,7 @@ def _commands(tmp: Path) -> list[tuple[str, object, list]]:
         ("serving export", srv, ["export", tmp / "e.json", "--out", tmp / "m.onnx", "--classifier", "rings",
                                  "--stats-samples", 500, "--score-samples", 500, *cpu, "--no-check", "--threads", 1]),
         ("serving sample png", srv, ["sample", tmp / "m.onnx", "-n", 4, "--seed", 1, "--out", tmp / "s.png"]),
-        ("serving sample npy", srv, ["sample", tmp / "m.onnx", "-n", 4, "--seed", 1, "--format", "npy",
+        ("serving sample npy", srv, ["sample", tmp / "m.onnx", "-n", 4, "--seed", 1,
                                      "--out", tmp / "s.npy"]),
     ]
 
@@ -163,7 +164,7 @@ def test_every_writing_command_fails_cleanly_on_a_full_disk(tmp_path):
             before = snapshot(tmp_path)
             with disk_fault(kind, nth=i):
                 code, _, err = call(main, argv)
-            assert_disk_error(code, err, kind, tmp_path)
+            assert_disk_error(code, err, kind, tmp_path, log_before=True)  # progress lines, then the error
             assert snapshot(tmp_path) == before, f"{name}: write {i} changed files"
             assert temp_files(tmp_path) == [], name
         code, _, err = call(main, argv)                      # and it works again once there is space
