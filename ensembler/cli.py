@@ -277,11 +277,11 @@ def cmd_evaluate(args) -> int:
     clf = evaluator.record
     _log(f"classifier: {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
           f"{', FORCED' if clf.get('forced') else ''})")
-    keys = [k for k in rows[0] if k not in ("name", "kind")]
+    keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("name", "kind")))  # a row may lack one
     width = max(len(r["name"]) for r in rows) + 2
     print(f"{'':{width}}" + "".join(f"{k:>14}" for k in keys))
     for r in rows:
-        print(f"{r['name']:{width}}" + "".join(f"{r[k]:>14.4f}" for k in keys))
+        print(f"{r['name']:{width}}" + "".join(f"{r[k]:>14.4f}" if k in r else f"{'-':>14}" for k in keys))
     return 0
 
 

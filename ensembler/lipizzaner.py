@@ -30,14 +30,30 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
+    except OSError:
+        raise
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...: all mean "not a state dict"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a torch state dict that can be loaded safely ({first[:200]})") from None
+        raise UserError(f"{path} is not a torch state dict that can be loaded safely ({_why(exc)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} does not hold a state dict of tensors")
     return dict(state)
+
+
+def _why(exc: Exception) -> str:
+    """One short line of ours for ``torch.load``'s refusal (its own text is a multi-line lecture)."""
+    import pickle
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or \
+            re.search(r"Unsupported operand (\d+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return f"it holds Python objects other than tensors{what}, which would run code from the file"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first[:160]
 
 
 def to_mlp_state(state: dict[str, torch.Tensor], source: str = "") -> tuple[dict[str, torch.Tensor], NetSpec]:

@@ -362,6 +362,7 @@ def evaluate_table(pools: PoolSet, evaluator: Evaluator, n: int, seed: int, targ
     sources = sources_of(pools)
     stats = pool_stats(sources, evaluator, n, seed, batch_size, cache, progress=progress)
     diversity = None
+    diversity_samples = min(diversity_samples, n)  # mixture rows measure at most n samples: same protocol tag
     if diversity_samples and evaluator.has_real_features:
         from ensembler.diversity import mixture_diversity
         from mustangs.judge.metrics import protocol_suffix

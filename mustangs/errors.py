@@ -69,6 +69,7 @@ _ERRNO_HINTS = {
     errno.ENOSPC: "the disk is full; free space or write elsewhere",
     errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
     errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EIO: "input/output error: the disk or its file system failed; check it or write elsewhere",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.EADDRINUSE: "the address is already in use; pick another --port",

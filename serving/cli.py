@@ -173,8 +173,20 @@ def cmd_export(args: argparse.Namespace) -> int:
                 if args.classifier is not None:
                     raise  # the judge the user named must work
                 log(f"note: no class statistics in the model ({exc})")
-    result = export_model(ensemble, out, source_sha256=digest, source_kind=kind, stats=stats,
-                          check_parity=args.check, tolerance=args.tolerance, opset=args.opset)
+    import contextlib
+    import dataclasses
+
+    from mustangs.io.atomic import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        # A judged model is exported, judged and scored under a temporary name and only then renamed
+        # over --out: a failure (a full disk while recording the scores) leaves the old file as it was.
+        work = stack.enter_context(atomic_path(out)) if judge else out
+        result = export_model(ensemble, work, source_sha256=digest, source_kind=kind, stats=stats,
+                              check_parity=args.check, tolerance=args.tolerance, opset=args.opset)
+        if judge:
+            verdict = _judge(args, work, dataset, ens_meta)
+    result = dataclasses.replace(result, path=out)
     meta = result.metadata
     stats_bytes = sum(len(meta[k]) for k in meta if k.startswith("mustangs.repurpose"))
     extra = (f"; class statistics of {stats.info['samples_per_generator']} samples per generator on "
@@ -186,18 +198,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"parity torch vs onnxruntime (N = 1, 7, 1000): max abs diff {result.max_abs_diff:.3g} "
               f"(<= {args.tolerance:g})")
     if judge:
-        from serving.judge import judge_model, record_scores
-
-        verdict = judge_model(result.path, dataset, classifier=args.classifier, force=args.force_classifier,
-                              n=args.score_samples or 10_000, seed=0, data_dir=args.data_dir,
-                              target=ens_meta.get("target_distribution"), threads=args.threads,
-                              log=lambda m: print(m, file=sys.stderr))
-        record_scores(result.path, verdict)
         clf = verdict["classifier"]
         print(f"served model judged by classifier {clf['name']} ({clf['dataset']}, sha256 {clf['sha256'][:12]}…"
               f"{', FORCED' if clf['forced'] else ''}) on {verdict['samples']} onnxruntime samples: "
               + ", ".join(f"{k}={v:.4g}" for k, v in verdict["metrics"].items()))
     return 0
+
+
+def _judge(args: argparse.Namespace, path: Path, dataset, ens_meta: dict) -> dict:
+    """Judge the exported model at ``path`` with onnxruntime and record the verdict in it."""
+    from serving.judge import judge_model, record_scores
+
+    verdict = judge_model(path, dataset, classifier=args.classifier, force=args.force_classifier,
+                          n=args.score_samples or 10_000, seed=0, data_dir=args.data_dir,
+                          target=ens_meta.get("target_distribution"), threads=args.threads,
+                          log=lambda m: print(m, file=sys.stderr))
+    record_scores(path, verdict)
+    return verdict
 
 
 # ---------------------------------------------------------------------------------------------- sample / info

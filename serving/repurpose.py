@@ -182,8 +182,11 @@ def parse_target_text(text: str) -> Any:
         out: dict[str, float] = {}
         for p in parts:
             name, _, value = p.rpartition(":")
+            name = name.strip()
+            if name in out:  # the dict form cannot name a class twice either (resolve_target)
+                raise UserError(f"class {name[:60]!r} is given twice in the target")
             try:
-                out[name.strip()] = out.get(name.strip(), 0.0) + float(value)
+                out[name] = float(value)
             except ValueError:
                 raise UserError(f"cannot read the weight in {p!r}; give CLASS:WEIGHT, e.g. 'Bag:0.5'") from None
         return out
@@ -198,6 +201,9 @@ def parse_target_text(text: str) -> Any:
     if all(x is not None for x in numbers):
         return numbers
     if all(x is None for x in numbers):          # bare class names: equal shares ("Sneaker,Bag")
+        twice = sorted({p for p in parts if parts.count(p) > 1})
+        if twice:
+            raise UserError(f"class {twice[0][:60]!r} is given twice in the target")
         return {p: 1.0 for p in parts}
     raise UserError(f"cannot parse target {text!r}; give 'CLASS:WEIGHT,...', class names, one weight per class, "
                     "or 'uniform'")

@@ -153,7 +153,7 @@ TARGET_FIELD = Field(None, description="class distribution to re-aim the mixture
                      examples=[{"Sneaker": 0.5, "Bag": 0.5}, "uniform"])
 WEIGHTS_FIELD = Field(None, max_length=100_000, description="explicit mixture weights, one per generator (>= 0, "
                                                             "positive sum); instead of target")
-FID_WEIGHT_FIELD = Field(0.0, ge=0, le=1e6, strict=True,
+FID_WEIGHT_FIELD = Field(0.0, ge=0, le=1e6, strict=True, allow_inf_nan=False,
                          description="lambda in the solved tvd + lambda * fid_cls (with target)")
 
 

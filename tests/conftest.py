@@ -30,3 +30,17 @@ def rings_pool(folder: Path, n: int = 3) -> Path:
         torch.manual_seed(s)
         gens.append((f"r{s}", RingsGenerator(8, (2,)).eval(), {}))
     return write_pool(folder, NetSpec("rings-mlp", 8, (2,)), "rings", gens).root
+
+
+# Hypothesis (tests/test_fuzz_*.py): a small, fixed-seed run in CI; `pytest --hypothesis-profile=long`
+# goes deeper with fresh random cases.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    settings.register_profile("long", max_examples=500, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # the dev extra is not installed: the fuzz tests skip themselves
+    pass

@@ -21,7 +21,8 @@ from typing import Annotated, Any, Callable, Literal
 import torch
 from safetensors import SafetensorError
 from pydantic import Field
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from mustangs.errors import UserError
 from mustangs.io.atomic import atomic_path, sha256_file, write_text_atomic
@@ -108,7 +109,7 @@ def save_checkpoint(folder: str | Path, generation: int, tensors: dict[str, torc
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"gen-{generation:06d}"
     with atomic_path(folder / f"{stem}.safetensors") as tmp:
-        save_file(tensors, str(tmp))
+        tmp.write_bytes(safetensors_bytes(tensors))  # not save_file: it makes a temp file of its own
         kill_point("checkpoint-tmp")
     kill_point("checkpoint-tensors")
     tensor_sha = sha256_file(folder / f"{stem}.safetensors")

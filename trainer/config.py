@@ -78,7 +78,7 @@ class MixtureConfig:
     """Per-cell mixture weights over the neighbourhood's generators ((1+1)-ES on fid_cls)."""
 
     enabled: bool = True                      # run the (1+1)-ES on mixture weights; false = uniform weights
-    sigma: float = option(0.05, gt=0.0)       # std of the ES perturbation of the weights; > 0
+    sigma: float = option(0.05, gt=0.0, le=10.0)  # std of the ES perturbation of the weights (which sum to 1); (0, 10]
     eval_samples: int = option(1000, ge=16)   # samples per cell generator per scored generation (cheap fid_cls); >= 16
 
 

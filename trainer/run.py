@@ -79,8 +79,9 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, out: str | Path, *, resume: bool = False, world: World | None = None,
                  log: Callable[[str], None] | None = None, progress: bool | None = None,
-                 config_path: str | None = None, scorer: Scorer | None | str = "auto"):
+                 config_path: str | None = None, scorer: Scorer | None | str = "auto", quiet: bool = False):
         self.cfg, self.out, self.resume = cfg, Path(out), resume
+        self.quiet = quiet  # --quiet: no resolved config at start (it is in config.yaml) and no bar
         self.world = world or World()
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.progress = progress
@@ -153,7 +154,8 @@ class Run:
 
             torch.set_num_threads(auto_threads())
         self.device = resolve_device(cfg.device)
-        self.log(f"resolved config ({self.device}):\n" + to_yaml(cfg).rstrip())
+        if not self.quiet:
+            self.log(f"resolved config ({self.device}):\n" + to_yaml(cfg).rstrip())
         dataset = load_dataset(cfg.data.dataset, "train", data_dir=cfg.data.data_dir, image_size=cfg.data.image_size)
         self.log(f"data: {len(dataset)} {cfg.data.dataset} training samples; setting up the grid")
         if self._scorer_arg == "auto":
@@ -235,8 +237,14 @@ class Run:
         if not (self.world.is_writer or self._async):
             return
         data = (json.dumps(line) + "\n").encode()
-        with open(self._metrics_path(), "ab") as fh:
-            fh.write(data)
+        path = self._metrics_path()
+        try:  # an append, not an atomic write: a resume truncates it back to the checkpoint's length
+            with open(path, "ab") as fh:
+                fh.write(data)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(path)
+            raise
         self.metrics_bytes += len(data)
 
     def _samples(self, gen: int) -> None:

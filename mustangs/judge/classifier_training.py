@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mustangs.errors import UserError
-from mustangs.io.atomic import write_bytes_atomic, write_text_atomic
+from mustangs.io.atomic import write_files_atomic
 from mustangs.judge.classifier import EvalClassifier, accuracy, asset_paths
 from mustangs.names import TRAINABLE
 
@@ -117,8 +117,8 @@ def train_classifier(dataset: str = "fashion-mnist", *, epochs: int = 8, seed: i
 
         out_dir = default_out_dir(dataset)
     weights, meta = asset_paths(dataset, out_dir)
-    write_bytes_atomic(weights, blob)
-    write_text_atomic(meta, json.dumps(info, indent=2) + "\n")
+    # Both or neither: a full disk while writing the JSON must not leave new weights beside old JSON.
+    write_files_atomic({Path(weights): blob, Path(meta): (json.dumps(info, indent=2) + "\n").encode()})
     return info
 
 

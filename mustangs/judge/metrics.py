@@ -172,12 +172,16 @@ def parse_target(spec: str | None, num_classes: int, real_hist: np.ndarray | Non
     parts = [p.strip() for p in text.split(",") if p.strip()]
     try:
         if parts and all(":" in p for p in parts):
+            given: dict[int, str] = {}
             for p in parts:
                 cls_text, _, w_text = p.partition(":")
                 c, w = int(cls_text), float(w_text)
                 if not 0 <= c < num_classes:
                     raise UserError(f"target class {c} out of range 0..{num_classes - 1}")
-                target[c] += w
+                if c in given:  # summing would hide a typo; serving's targets refuse it the same way
+                    raise UserError(f"class {c} is given twice in the target ({given[c]!r} and {p!r})")
+                given[c] = p
+                target[c] = w
         elif parts and not any(":" in p for p in parts):
             if len(parts) != num_classes:
                 raise UserError(f"target lists {len(parts)} weights, expected one per class ({num_classes}); {legal}")

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from mustangs.errors import UserError
@@ -101,6 +102,13 @@ def load_generator_file(path: str | Path, spec: NetSpec, *, expected_sha256: str
         if tensor.shape != expected[key].shape:
             raise UserError(f"{path}: tensor '{key}' has shape {tuple(tensor.shape)}, "
                             f"expected {tuple(expected[key].shape)} for {spec}")
+        if tensor.is_floating_point() != expected[key].is_floating_point():
+            # Decision (issue 23): a float tensor stored as int32 (or a counter stored as float) is a
+            # foreign or damaged file, not a rounding choice: refused, never cast. Float16/bfloat16/
+            # float64 weights are a precision choice and are cast to the network's float32.
+            raise UserError(f"{path}: tensor '{key}' has dtype {str(tensor.dtype).removeprefix('torch.')}, "
+                            f"expected a {'floating-point' if expected[key].is_floating_point() else 'integer'} "
+                            "tensor; write the pool with float weights")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise UserError(f"{path}: tensor '{key}' holds NaN or infinite values")
     model.load_state_dict(state)
@@ -108,9 +116,19 @@ def load_generator_file(path: str | Path, spec: NetSpec, *, expected_sha256: str
 
 
 def save_generator_file(path: str | Path, model: nn.Module) -> None:
-    """Write a generator's state dict as safetensors (contiguous CPU tensors)."""
+    """Write a generator's state dict as safetensors (contiguous CPU tensors).
+
+    Serialised to bytes and written by Python, not by ``safetensors.save_file``: that one makes a
+    temporary file of its own beside ``path`` and reports a full disk as its own error type.
+    """
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
+    data = safetensors_bytes(state)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def write_pool(root: str | Path, spec: NetSpec, dataset: str, generators: list[tuple[str, nn.Module, Mapping]],

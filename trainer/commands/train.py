@@ -53,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="run folder; None means runs/<config name>")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest good checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and what would run, then exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no resolved config at start")
     p.add_argument("--data-dir", default=None,
                    help="folder with the dataset files (same as the override data.data_dir=DIR)")
     p.add_argument("--classifier", default=None, metavar="NAME_OR_DIR",
@@ -195,7 +195,8 @@ def run(args) -> int:
     if args.workers > 1:
         return _spawn(args.workers, job)
     try:
-        train(cfg, out, resume=args.resume, progress=False if args.quiet else None, config_path=again)
+        train(cfg, out, resume=args.resume, progress=False if args.quiet else None, config_path=again,
+              quiet=args.quiet)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -282,7 +283,8 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
 
         nbr = Grid(cfg.grid.height, cfg.grid.width).neighbour_table(cfg.coevolution.exchange)
         world = make_world(workers, cfg.distribution.exchange, cfg.distribution.max_staleness, nbr)
-        train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again, world=world, log=log)
+        train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again, world=world, log=log,
+              quiet=quiet)
         dist.barrier()  # the writer has written the pool: everyone leaves together
         if on_finished is not None:
             on_finished()
