@@ -12,7 +12,6 @@ import io
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from serving.repurpose import (Repurposer, RepurposeStats, decode_payload, encod
                                resolve_target, resolve_weights)
 
 from test_ensembler import class_pool, evaluator, fashion, use_evaluator  # noqa: F401 - fixtures
+from service_client import service_client
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -251,37 +251,10 @@ def test_cli_sample_with_target_and_refusals(class_model, tmp_path, capsys):
         assert not bad.exists()
 
 
-def _forget_bentoml_metrics() -> None:
-    """Unregister BentoML's HTTP metrics from prometheus' global registry.
-
-    BentoML registers them when an app starts; a second service app in the same process (the
-    other HTTP test module's) would otherwise fail with "Duplicated timeseries".
-    """
-    import prometheus_client
-
-    registry = prometheus_client.REGISTRY
-    for collector, names in list(registry._collector_to_names.items()):
-        if any(n.startswith("bentoml_") for n in names):
-            registry.unregister(collector)
-
-
 @pytest.fixture(scope="module")
 def client(class_model, tmp_path_factory):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MUSTANGS_MODEL", str(class_model))
-        mp.setenv("MUSTANGS_ORT_THREADS", "1")
-        mp.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml-home")))
-        from serving.service import MustangsSampler
-
-        try:
-            with TestClient(MustangsSampler.to_asgi()) as c:
-                yield c
-        finally:
-            _forget_bentoml_metrics()
+    with service_client(class_model, tmp_path_factory.mktemp("bentoml-home")) as c:
+        yield c
 
 
 def test_http_target_header_and_same_bytes(client, class_model):

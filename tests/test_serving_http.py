@@ -27,6 +27,7 @@ from serving.export import export_ensemble
 from serving.openapi import TITLE, readable_error, user_spec
 from serving.sampler import OnnxSampler
 from test_serving import make_ensemble
+from service_client import service_client
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +39,9 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(model, tmp_path_factory):
-    """A TestClient on the service's ASGI app; the ``with`` runs the lifespan that builds the service."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # starlette's "use httpx2" deprecation notice
-        from starlette.testclient import TestClient
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MUSTANGS_MODEL", str(model))
-        mp.setenv("MUSTANGS_ORT_THREADS", "1")
-        mp.setenv("BENTOML_DO_NOT_TRACK", "true")
-        mp.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml-home")))
-        from serving.service import MustangsSampler
-
-        with TestClient(MustangsSampler.to_asgi()) as c:
-            yield c
+    """A TestClient on the service's ASGI app (see tests/service_client.py)."""
+    with service_client(model, tmp_path_factory.mktemp("bentoml-home")) as c:
+        yield c
 
 
 def post(c, body=None, **kw):
