@@ -58,6 +58,15 @@ VARIANTS = {
                             "mixture.sigma=0.01"],
     # (f) without D on every other mini-batch: which of the three details matters
     "g-fitness-sigma": ["coevolution.loss=bce", "coevolution.fitness_samples=1000", "mixture.sigma=0.01"],
+    # issue 19, slower takeover (only with --variants): (d) with migration every 4th generation and copies of
+    # another lineage replacing a centre with probability 0.3 (a takeover simulation gave ~4.3 of 9 lineages
+    # after 20 generations, against ~1.0 for (d))
+    "h-slow-takeover": ["coevolution.loss=bce", "coevolution.migration_every=4", "coevolution.foreign_replacement=0.3"],
+    # (d) with migration every 4th generation only
+    "i-migrate4": ["coevolution.loss=bce", "coevolution.migration_every=4"],
+    # (h) on a 5x5 torus at the same total compute as 3x3 (9/25 of the steps per network: set --batches accordingly)
+    "j-slow-5x5": ["coevolution.loss=bce", "coevolution.migration_every=4", "coevolution.foreign_replacement=0.3",
+                   "grid.height=5", "grid.width=5"],
 }
 DEFAULT_VARIANTS = ["a-single", "b-isolated", "c-no-selection", "d-lipizzaner", "e-mustangs"]
 CONFIGS = {"rings": "configs/rings-3x3.yaml", "grid25": "configs/grid25-3x3.yaml"}
@@ -104,11 +113,16 @@ def modes_of(scores: dict) -> dict:
 def lineages(run: Path) -> int:
     """How many of the grid's founding generators still have descendants among the final centres.
 
+    Read from the last line's ``lineages`` entry (issue 19) when the run records it; otherwise:
+
     Follows ``selected_g``/``replaced_g`` in ``metrics.jsonl``: a replaced centre inherits the
     lineage of the generator that was selected (and trained) in its cell that generation.
     """
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    if lines and "lineages" in json.loads(lines[-1]):
+        return json.loads(lines[-1])["lineages"]["distinct_g"]
     lineage: dict[tuple, tuple] = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
+    for line in lines:
         cells = json.loads(line)["cells"]
         before = dict(lineage)
         for c in cells:

@@ -241,6 +241,10 @@ def write_report(run: str | Path, ensemble: str | Path | None = None) -> Path:
         _save(fig, figdir / "loss_choice.png")
         parts.append("<h2>Generator loss choices</h2><img src='report/loss_choice.png'>")
 
+    lin = [r for r in records if "lineages" in r]
+    if lin:
+        parts.append(lineage_section(lin, cells, figdir, plt))
+
     samples = sorted((run / "samples").glob("gen-*.png"))
     if samples:
         parts.append("<h2>Samples (one row per cell, the same latents every generation)</h2>")
@@ -252,6 +256,40 @@ def write_report(run: str | Path, ensemble: str | Path | None = None) -> Path:
            + "\n".join(parts) + "</body></html>")
     write_text_atomic(run / "report.html", doc)
     return run / "report.html"
+
+
+def lineage_section(records: list[dict], cells: list[tuple], figdir: Path, plt) -> str:
+    """Lineages over generations: each cell's founder lineage as a colour (rows: cells, columns:
+    generations) beside the number of distinct lineages and the centres' genome distance."""
+    gens = [r["generation"] for r in records]
+    index = {c: i for i, c in enumerate(cells)}
+    colour = np.zeros((len(cells), len(records)))
+    for j, r in enumerate(records):
+        for c in r["cells"]:
+            if "lineage_g" in c:
+                colour[index[tuple(c["cell"])], j] = index.get(tuple(c["lineage_g"]), 0)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    a.imshow(colour, aspect="auto", cmap="tab20", interpolation="nearest", vmin=0, vmax=max(19, len(cells) - 1),
+             extent=(gens[0] - 0.5, gens[-1] + 0.5, len(cells) - 0.5, -0.5))
+    a.set_xlabel("generation")
+    a.set_ylabel("cell")
+    a.set_title("founder lineage of each centre generator")
+    b.plot(gens, [r["lineages"]["distinct_g"] for r in records], "k-", label="distinct lineages (G)")
+    b.set_xlabel("generation")
+    b.set_ylabel("lineages")
+    b.set_ylim(0, len(cells) + 0.5)
+    b2 = b.twinx()
+    b2.plot(gens, [r["lineages"]["genome_distance_g"] for r in records], "tab:blue", ls="--",
+            label="genome distance (G)")
+    b2.set_ylabel("mean pairwise L2 / mean norm")
+    b.legend(loc="lower left", fontsize=8)
+    b2.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    _save(fig, figdir / "lineages.png")
+    last = records[-1]["lineages"]
+    return (f"<h2>Lineages</h2><p>At the end {last['distinct_g']} of {last['cells']} founders have descendants "
+            f"among the centre generators; genome distance {last['genome_distance_g']:.3g}.</p>"
+            "<img src='report/lineages.png'>")
 
 
 #: Name of the ensemble's sample grid in ``run/report/`` (written by ``ensembler optimize --report``).

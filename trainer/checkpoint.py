@@ -32,6 +32,8 @@ from mustangs.io.validation import Open, SafeName, Sha256, Strict, validate
 from trainer.batched import NetState
 
 CHECKPOINT_FORMAT = "mustangs-checkpoint/1"
+#: Per-cell founder lineages (absent from checkpoints written before they were tracked).
+LINEAGE_KEYS = ("lineage_g", "lineage_d")
 
 
 # --------------------------------------------------------------------------- file schemas
@@ -73,12 +75,16 @@ def block_tensors(block) -> dict[str, torch.Tensor]:
     out["lr_g"], out["lr_d"], out["mix_w"] = block.lr_g, block.lr_d, block.mix_w
     out["rng_train"] = torch.stack([g.get_state() for g in block.rng_train])
     out["rng_eval"] = torch.stack([g.get_state() for g in block.rng_eval])
+    out["lineage_g"], out["lineage_d"] = block.lineage_g, block.lineage_d
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in out.items()}
 
 
 def restore_block(block, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
     """Overwrite a freshly initialised block with checkpointed tensors (shapes must match)."""
     fresh = block_tensors(block)
+    tensors = dict(tensors)
+    for k in LINEAGE_KEYS:   # checkpoints written before lineages were tracked: founders = own cell
+        tensors.setdefault(k, fresh[k])
     if set(fresh) != set(tensors):
         missing = sorted(set(fresh) - set(tensors))[:3]
         raise UserError(f"checkpoint does not fit this config (missing tensors {missing}); "
@@ -100,6 +106,8 @@ def restore_block(block, tensors: dict[str, torch.Tensor], device: torch.device)
         g.set_state(s.clone())
     for g, s in zip(block.rng_eval, tensors["rng_eval"]):
         g.set_state(s.clone())
+    block.lineage_g = tensors["lineage_g"].clone()
+    block.lineage_d = tensors["lineage_d"].clone()
 
 
 def save_checkpoint(folder: str | Path, generation: int, tensors: dict[str, torch.Tensor],

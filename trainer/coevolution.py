@@ -85,10 +85,18 @@ class Block:
     rng_eval: list[torch.Generator]   # per cell: scoring latents, mixture ES perturbations
     data_idx: torch.Tensor        # [C, M] dataset indices of each cell's fixed subset (data dieting)
     generation: int = 0           # generations completed
+    lineage_g: torch.Tensor | None = None  # [C] long (CPU): founder cell of each centre generator
+    lineage_d: torch.Tensor | None = None  # [C] long (CPU): founder cell of each centre discriminator
     last_fid: dict[int, dict] = field(default_factory=dict)  # cell -> last scores (for the pool)
 
     def __len__(self) -> int:
         return len(self.cells)
+
+    def __post_init__(self):
+        if self.lineage_g is None:   # every cell founds its own lineage
+            self.lineage_g = torch.tensor(self.cells, dtype=torch.long)
+        if self.lineage_d is None:
+            self.lineage_d = torch.tensor(self.cells, dtype=torch.long)
 
 
 def _weights(state: NetState, idx: torch.Tensor) -> tuple[dict, dict]:
@@ -276,10 +284,13 @@ class Coevolution:
         C, S, B = len(block), self.S, cfg.data.batch_size
         ar = torch.arange(C)
         nbr = self.nbr[torch.tensor(block.cells)]          # [C, S] global ids, column 0 = the cell
+        if (block.generation + 1) % co.migration_every != 0:
+            nbr, S = nbr[:, :1], 1                          # no migration this generation: the cell alone
         g_train = block.rng_train
 
         # ---------------------------------------------------------------- exchange
         G_all, D_all = self.world.gather_centres(block.G, block.D)
+        lin = self.world.gather_tensors({"g": block.lineage_g, "d": block.lineage_d})
         subG = _weights(G_all, nbr.reshape(-1))             # [C·S] neighbourhood generators
         subD = _weights(D_all, nbr.reshape(-1))             # [C·S] neighbourhood discriminators
 
@@ -362,6 +373,13 @@ class Coevolution:
         else:
             take_g = take_d = torch.ones(C, dtype=torch.bool, device=self.device)
             fit_centre_g, fit_centre_d = fit_g[:, 0], fit_d[:, 0]
+        lin_g, lin_d = lin["g"][nbr[ar, win_g]], lin["d"][nbr[ar, win_d]]   # lineages of the trained copies
+        if co.foreign_replacement < 1.0:   # a copy of another lineage may replace the centre only by chance
+            u = torch.stack([torch.rand(2, generator=g, dtype=torch.float64) for g in g_train])
+            take_g &= ((lin_g == block.lineage_g) | (u[:, 0] < co.foreign_replacement)).to(take_g.device)
+            take_d &= ((lin_d == block.lineage_d) | (u[:, 1] < co.foreign_replacement)).to(take_d.device)
+        block.lineage_g = torch.where(take_g.cpu(), lin_g, block.lineage_g)
+        block.lineage_d = torch.where(take_d.cpu(), lin_d, block.lineage_d)
         block.G = G_tr.where(take_g, block.G)
         block.D = D_tr.where(take_d, block.D)
         block.generation += 1
@@ -377,6 +395,9 @@ class Coevolution:
                 "selected_g": self.grid.coords(int(nbr[c, win_g[c]])),
                 "selected_d": self.grid.coords(int(nbr[c, win_d[c]])),
                 "replaced_g": bool(take_g[c]), "replaced_d": bool(take_d[c]),
+                "lineage_g": self.grid.coords(int(block.lineage_g[c])),
+                "lineage_d": self.grid.coords(int(block.lineage_d[c])),
+                "migrated": S == self.S,
                 "lr_g": float(lr_g[c]), "lr_d": float(lr_d[c]),
                 "loss_choice": losses.G_LOSSES[int(choice[c])],
             })

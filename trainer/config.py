@@ -71,6 +71,8 @@ class CoevolutionConfig:
     adversary: str = option("selected", choices=ADVERSARIES, renamed=ADVERSARY_RENAMES)  # selected (default, the Lipizzaner reference recipe: the cell's tournament-selected G and D train against each other every mini-batch) | neighbour (experiment: a live neighbourhood D/G drawn per mini-batch; trains far slower)
     d_skip_every: int | None = option(None, ge=2)          # skip the discriminator step on every n-th batch (None = never; the reference's discriminator_skip_each_nth_step: 1 is 2 here); >= 2
     fitness_samples: int | None = option(None, ge=1)       # real and fake samples per fitness evaluation (None = data.batch_size; the reference's fitness_sample_size is 1000); >= 1
+    migration_every: int = option(1, ge=1)                 # exchange with the neighbours only on every k-th generation (the others: the cell alone, as with exchange=false); 1 = every generation (reference); >= 1
+    foreign_replacement: float = option(1.0, ge=0.0, le=1.0)  # chance that a trained copy of another lineage may replace the centre (the elitist test still applies); 1.0 = always (reference); [0, 1]
 
 
 @dataclass

@@ -315,8 +315,11 @@ class Run:
                         rec["staleness"] = self.world.staleness(self.coev.nbr[c].tolist())
                 records = self.world.gather_objects(records)
                 best = _best(records)
+                from trainer.lineage import lineage_summary
+
+                lineages = lineage_summary(records, self.world.gather_weights(self.block.G).params)
                 line = {"generation": gen, "seconds": round(time.perf_counter() - t0, 3), "cells": records,
-                        "best": best}
+                        "best": best, "lineages": lineages}
                 comm = self.world.take_comm_stats()
                 if comm is not None:  # exchange cost on the writer rank (multi-process runs)
                     line["exchange"] = comm
@@ -324,6 +327,7 @@ class Run:
                 kill_point("generation")
                 if self.board is not None:
                     self.board.generation(gen, records, best)
+                    self.board.lineages(gen, lineages)
                 if "mixture" in best:
                     k = next(k for k in best["mixture"] if k.startswith("fid_"))
                     best_str = f"{best['mixture'][k]:.2f}"

@@ -82,6 +82,11 @@ class RunBoard:
                 if key != "cell":
                     w.add_scalar(f"best/{kind}_{key}", float(value), gen)
 
+    def lineages(self, gen: int, summary: dict) -> None:
+        """Distinct founder lineages among the centres and their genome distance (``lineages/…``)."""
+        for key, value in summary.items():
+            self.writer.add_scalar(f"lineages/{key}", float(value), gen)
+
     def samples(self, gen: int, x: torch.Tensor, nrow: int) -> None:
         """The sample grid (images in [-1, 1], one row per cell); point samples are skipped."""
         if x.dim() != 4:

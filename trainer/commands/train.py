@@ -80,6 +80,10 @@ def dry_run_text(cfg, out: Path, ranks: int = 1) -> str:
              f"# plan: {grid.size} cells on a {grid.height}x{grid.width} torus, sub-population {sub}, "
              f"{cfg.coevolution.generations} generations, loss={cfg.coevolution.loss}, "
              f"selection={cfg.coevolution.selection}, exchange={cfg.coevolution.exchange}",
+             f"# takeover: migration every {cfg.coevolution.migration_every} generation(s), a copy of another "
+             f"lineage may replace a centre with probability {cfg.coevolution.foreign_replacement}"
+             + (" (the reference recipe)" if cfg.coevolution.migration_every == 1
+                and cfg.coevolution.foreign_replacement == 1.0 else ""),
              f"# output: {out}"]
     lines.append(f"# ranks: {_ranks_plan(cfg, ranks)}")
     lines.append(f"# scoring: {_scoring_plan(cfg)}")
