@@ -266,3 +266,39 @@ def test_wasserstein_fitness_is_the_critic_yardstick():
         s_real = co.Dnet.apply(block.D.params, block.D.buffers, real, train=False)
     assert torch.allclose(fit_g[:, 0], -s_fake.mean(-1), atol=1e-6)
     assert torch.allclose(fit_d[:, 0], s_fake.mean(-1) - s_real.mean(-1), atol=1e-6)
+
+
+def test_wgan_gp_run_resumes_bit_identically(tmp_path):
+    # RMSprop's square average and Adam's moments live in the checkpointed NetState
+    from test_checkpoint import OVER, metrics, pool_bytes
+    from test_train import run_cli
+
+    over = OVER + ["coevolution.loss=wgan-gp", "coevolution.batches_per_generation=5", "eval.every=null"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    assert run_cli(a, "run", over + ["coevolution.generations=2"]) == 0
+    assert run_cli(b, "run", over + ["coevolution.generations=1"]) == 0
+    assert run_cli(b, "run", over + ["coevolution.generations=2"], "--resume") == 0
+    assert pool_bytes(a / "run") == pool_bytes(b / "run") and pool_bytes(a / "run")
+    assert metrics(a / "run") == metrics(b / "run")
+    assert {c["loss_choice"] for c in metrics(a / "run")[-1]["cells"]} == {"wgan-gp"}
+
+
+def test_conditional_networks_shapes_and_old_specs():
+    from mustangs.pool.networks import NetSpec, build_discriminator, build_generator, pack
+
+    classes = tuple(f"c{i}" for i in range(10))
+    assert NetSpec.from_json({"arch": "mlp", "latent_dim": 8, "sample_shape": [1, 28, 28]}).classes is None
+    assert "classes" not in NetSpec("mlp", 8, (1, 28, 28)).to_json()   # old pools: the same manifest
+    for arch in ("mlp", "dcgan28"):
+        spec = NetSpec(arch, 8, (1, 28, 28), classes)
+        assert NetSpec.from_json(spec.to_json()) == spec
+        g, d = build_generator(spec).eval(), build_discriminator(spec)
+        z, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 9, 9, 3])
+        x = g(z, y)
+        assert x.shape == (6, 1, 28, 28)
+        assert torch.equal(g(z), g(z, torch.tensor([0, 1, 2, 3, 4, 5])))   # no labels: balanced
+        assert d(x, y).shape == (6,) and torch.allclose(d(x, y), d(pack(x, y, 10)))
+        assert not torch.allclose(d(x, y), d(x, (y + 1) % 10))              # the label matters
+    with pytest.raises(Exception, match="no conditional form"):
+        build_generator(NetSpec("rings-mlp", 8, (2,), classes))
