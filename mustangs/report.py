@@ -228,7 +228,8 @@ def write_report(run: str | Path, ensemble: str | Path | None = None) -> Path:
         counts = np.zeros((len(records), len(G_LOSSES)))
         for i, r in enumerate(records):
             for c in r["cells"]:
-                counts[i, G_LOSSES.index(c["loss_choice"])] += 1
+                if c["loss_choice"] in G_LOSSES:   # wgan / wgan-gp runs draw no generator loss
+                    counts[i, G_LOSSES.index(c["loss_choice"])] += 1
         fig, ax = plt.subplots(figsize=(7, 3))
         bottom = np.zeros(len(records))
         gens = [r["generation"] for r in records]

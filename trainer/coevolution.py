@@ -47,7 +47,7 @@ import torch
 from mustangs.data.datasets import ArrayDataset
 from mustangs.judge.metrics import FeatureStats
 from mustangs.pool.networks import NetSpec, build_discriminator, build_generator
-from trainer import losses
+from trainer import losses, wasserstein
 from trainer.batched import NetState, StackedNet, adam_step, bmm_supported
 from trainer.config import TrainConfig
 from trainer.grid import Grid
@@ -146,14 +146,21 @@ class Coevolution:
                 build_discriminator(self.spec)) else "vmap"
         self.engine = engine
         self.fused_adam = cfg.adam == "fused"   # adam_step on PyTorch's fused kernel
+        self.wgan = wasserstein.resolve(cfg.coevolution.loss, cfg.wasserstein)  # None unless wgan | wgan-gp
         self.Gnet = StackedNet(build_generator(self.spec), engine)
-        self.Dnet = StackedNet(build_discriminator(self.spec), engine)
+        self.Dnet = StackedNet(build_discriminator(self.spec, critic=self.wgan is not None), engine)
         n = len(dataset)
         self.subset_size = n if cfg.data.sampling_ratio >= 1.0 else max(cfg.data.batch_size,
                                                                            int(round(cfg.data.sampling_ratio * n)))
         self.subset_size = min(self.subset_size, n)
         B = cfg.data.batch_size
         self.batches = cfg.coevolution.batches_per_generation or max(1, self.subset_size // B)
+        if self.wgan is not None and self.batches < self.wgan.n_critic:
+            from mustangs.errors import ConfigError
+
+            raise ConfigError(f"{self.wgan.loss}: {self.batches} mini-batches per generation leave no generator step "
+                              f"with {self.wgan.n_critic} critic steps per generator step; set "
+                              f"coevolution.batches_per_generation>={self.wgan.n_critic} or lower wasserstein.n_critic")
 
     # ------------------------------------------------------------------ set-up
     def init_block(self, cells: list[int] | range | None = None) -> Block:
@@ -178,8 +185,10 @@ class Coevolution:
         C = len(cells)
         return Block(
             cells=cells, G=G, D=D,
-            lr_g=torch.full((C,), cfg.coevolution.lr_g, dtype=torch.float64, device=self.device),
-            lr_d=torch.full((C,), cfg.coevolution.lr_d, dtype=torch.float64, device=self.device),
+            lr_g=torch.full((C,), self.wgan.lr_g if self.wgan else cfg.coevolution.lr_g, dtype=torch.float64,
+                            device=self.device),
+            lr_d=torch.full((C,), self.wgan.lr_d if self.wgan else cfg.coevolution.lr_d, dtype=torch.float64,
+                            device=self.device),
             mix_w=torch.full((C, self.S), 1.0 / self.S, dtype=torch.float64),
             rng_train=[cell_generator(cfg.seed, c, STREAM_TRAIN) for c in cells],
             rng_eval=[cell_generator(cfg.seed, c, STREAM_EVAL) for c in cells],
@@ -203,6 +212,10 @@ class Coevolution:
             torch.randn(n, self.spec.latent_dim, generator=g, out=z[c])
         return z.to(self.device)
 
+    def uniforms(self, generators: list[torch.Generator], n: int) -> torch.Tensor:
+        """``[C, n]`` uniform [0, 1) draws, each cell from its own stream (gradient-penalty weights)."""
+        return torch.stack([torch.rand(n, generator=g) for g in generators]).to(self.device)
+
     def fitness(self, Gw: tuple[dict, dict], Dw: tuple[dict, dict], real: torch.Tensor, z: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every G against every D of each cell on one shared real batch and latent batch.
@@ -222,6 +235,9 @@ class Coevolution:
             x = x.unsqueeze(1).expand(C, Sd, *x.shape[1:]).reshape(C * Sd, *x.shape[1:])
             p = self.Dnet.apply(*Dw, x, train=False).reshape(C, Sd, Sg + 1, B)
             p_fake, p_real = p[:, :, :Sg], p[:, :, Sg]
+            if self.wgan is not None:   # critic scores: the Wasserstein yardstick (trainer/wasserstein.py)
+                return (wasserstein.generator_loss(p_fake).mean(1),
+                        wasserstein.critic_loss(p_real.unsqueeze(2), p_fake).mean(2))
             fit_g = losses.generator_loss(p_fake, "bce").mean(1)                 # [C, Sg]
             fit_d = losses.discriminator_loss(p_real.unsqueeze(2), p_fake).mean(2)  # [C, Sd]
         return fit_g, fit_d
@@ -239,17 +255,27 @@ class Coevolution:
         the generator loss chosen per cell by ``mask [C, 3]``; ``G`` is updated in place."""
         params = {k: t.detach().requires_grad_(True) for k, t in G.params.items()}
         fake = self.Gnet.apply(params, G.buffers, z, train=True)
-        lg = losses.generator_loss_masked(self.Dnet.apply(*adv_D, fake, train=True), mask)
+        out = self.Dnet.apply(*adv_D, fake, train=True)
+        lg = wasserstein.generator_loss(out) if self.wgan else losses.generator_loss_masked(out, mask)
         grads = torch.autograd.grad(lg.sum(), list(params.values()))
-        adam_step(G, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas), fused=self.fused_adam)
+        self._optimizer_step(G, dict(zip(params, grads)), lr)
         return lg.detach()
 
+    def _optimizer_step(self, state: NetState, grads: dict[str, torch.Tensor], lr: torch.Tensor) -> None:
+        """Adam with the config's betas, or the Wasserstein recipe's optimiser."""
+        if self.wgan is not None:
+            wasserstein.optimizer_step(self.wgan, state, grads, lr, self.fused_adam)
+        else:
+            adam_step(state, grads, lr, tuple(self.cfg.coevolution.betas), fused=self.fused_adam)
+
     def discriminator_step(self, D: NetState, adv_G: tuple[dict, dict], z: torch.Tensor, real: torch.Tensor,
-                           lr: torch.Tensor) -> torch.Tensor:
+                           lr: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
         """One Adam step of every cell's ``D`` (always BCE) on ``real`` and the fakes of its
         adversary generator ``adv_G``; ``D`` is updated in place. ``real`` is a float batch
         ``[C, B, ...]`` or the dataset rows ``[C, B]`` (long) to read it from; real and fake
-        samples are written straight into D's input (no concatenation)."""
+        samples are written straight into D's input (no concatenation). Wasserstein runs: one
+        critic step of the recipe's optimiser on the critic loss, plus the gradient penalty on
+        interpolates with weights ``eps [C, B]`` (wgan-gp), then weight clipping (wgan)."""
         C, B = real.shape[0], real.shape[1]
         x = torch.empty(C, 2 * B, *self.spec.sample_shape, device=self.device)
         if real.dtype == torch.long:
@@ -260,9 +286,19 @@ class Coevolution:
             self.Gnet.apply(*adv_G, z, train=True, out=x[:, B:])
         params = {k: t.detach().requires_grad_(True) for k, t in D.params.items()}
         p = self.Dnet.apply(params, D.buffers, x, train=True)
-        ld = losses.discriminator_loss(p[:, :B], p[:, B:])
+        if self.wgan is None:
+            ld = losses.discriminator_loss(p[:, :B], p[:, B:])
+        else:
+            ld = wasserstein.critic_loss(p[:, :B], p[:, B:])
+            if self.wgan.gp_lambda > 0:
+                x_hat = wasserstein.interpolate(x[:, :B], x[:, B:], eps)
+                gp = wasserstein.gradient_penalty(
+                    lambda xh: self.Dnet.apply(params, D.buffers, xh, train=True), x_hat)
+                ld = ld + self.wgan.gp_lambda * gp
         grads = torch.autograd.grad(ld.sum(), list(params.values()))
-        adam_step(D, dict(zip(params, grads)), lr, tuple(self.cfg.coevolution.betas), fused=self.fused_adam)
+        self._optimizer_step(D, dict(zip(params, grads)), lr)
+        if self.wgan is not None and self.wgan.clip is not None:
+            wasserstein.clip_(D, self.wgan.clip)
         return ld.detach()
 
     def train_batch(self, G: NetState, D: NetState, adv_D: tuple[dict, dict], z_g: torch.Tensor,
@@ -320,7 +356,7 @@ class Coevolution:
         order = block.data_idx.gather(1, order.view(C, -1)).view(C, self.batches, B)
         sum_lg = torch.zeros(C, dtype=torch.float64, device=self.device)
         sum_ld = torch.zeros(C, dtype=torch.float64, device=self.device)
-        d_steps = 0
+        d_steps = g_steps = 0
         own = co.adversary == "selected"
         for b in range(self.batches):
             if own:
@@ -338,7 +374,24 @@ class Coevolution:
                 # process: identity, across ranks: a collective.
                 live_D = self.world.gather_weights(D_tr)
                 adv_D = _weights(live_D, nbr[ar, adv_d])
+            if self.wgan is not None:
+                # Wasserstein: a critic step on every mini-batch, a generator step after every
+                # n_critic-th (Algorithm 1 of both papers); adversaries as they are at that moment
+                eps = self.uniforms(g_train, B) if self.wgan.gp_lambda > 0 else None
+                adv_G = (_as_adversary(G_tr) if own
+                         else _weights(self.world.gather_weights(G_tr), nbr[ar, adv_g]))
+                sum_ld += self.discriminator_step(D_tr, adv_G, z_d, order[:, b], block.lr_d, eps).to(torch.float64)
+                d_steps += 1
+                if (b + 1) % self.wgan.n_critic == 0:
+                    adv_D = (_as_adversary(D_tr) if own
+                             else _weights(self.world.gather_weights(D_tr), nbr[ar, adv_d]))
+                    sum_lg += self.generator_step(G_tr, adv_D, z_g, mask, block.lr_g).to(torch.float64)
+                    g_steps += 1
+                if on_batch is not None:
+                    on_batch(b)
+                continue
             sum_lg += self.generator_step(G_tr, adv_D, z_g, mask, block.lr_g).to(torch.float64)
+            g_steps += 1
             if co.d_skip_every is None or (b + 1) % co.d_skip_every != 0:
                 if own:
                     adv_G = _as_adversary(G_tr)   # after its step, as with live neighbours
@@ -389,7 +442,7 @@ class Coevolution:
             r, col = self.grid.coords(block.cells[c])
             records.append({
                 "cell": [r, col],
-                "loss_g": float(sum_lg[c] / self.batches),
+                "loss_g": float(sum_lg[c] / max(1, g_steps)),
                 "loss_d": float(sum_ld[c] / max(1, d_steps)),
                 "fitness_g": float(fit_centre_g[c]), "fitness_d": float(fit_centre_d[c]),
                 "selected_g": self.grid.coords(int(nbr[c, win_g[c]])),
@@ -399,7 +452,7 @@ class Coevolution:
                 "lineage_d": self.grid.coords(int(block.lineage_d[c])),
                 "migrated": S == self.S,
                 "lr_g": float(lr_g[c]), "lr_d": float(lr_d[c]),
-                "loss_choice": losses.G_LOSSES[int(choice[c])],
+                "loss_choice": co.loss if self.wgan else losses.G_LOSSES[int(choice[c])],
             })
 
         # ---------------------------------------------------------------- mixture

@@ -14,8 +14,9 @@ from mustangs.data.datasets import DATASETS
 from mustangs.errors import ConfigError
 from mustangs.pool.networks import ARCH_SHAPES, ARCHS
 from trainer.configio import load_config, option
+from trainer.wgan_recipe import WassersteinConfig, resolve as resolve_wasserstein
 
-LOSSES = ("bce", "mustangs")          # loss modes of the whole run
+LOSSES = ("bce", "mustangs", "wgan", "wgan-gp")  # loss modes of the whole run
 ADVERSARIES = ("selected", "neighbour")  # who each selected G/D trains against
 #: Retired names of the adversary values (they described the implementation, not the recipe).
 ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
@@ -58,7 +59,7 @@ class CoevolutionConfig:
 
     generations: int = option(10, ge=1)                     # number of generations; >= 1
     batches_per_generation: int | None = option(None, ge=1)  # Adam steps per generation (None = one pass over the cell's data)
-    loss: str = option("mustangs", choices=LOSSES)          # bce (Lipizzaner) | mustangs (per-generator draw of bce/mse/heuristic each generation)
+    loss: str = option("mustangs", choices=LOSSES)          # bce (Lipizzaner) | mustangs (per-generator draw of bce/mse/heuristic each generation) | wgan (critic, clipping, RMSprop) | wgan-gp (critic, gradient penalty, Adam); see section wasserstein
     tournament_size: int = option(2, ge=1)                  # tournament size of selection; 1 ..= sub-population size
     selection: bool = True   # tournament selection + elitist replacement; false = "SPaGAN" ablation (always train and keep the centre)
     exchange: bool = True    # exchange with the von Neumann neighbours; false = "PaGAN" ablation (isolated GANs, sub-population = the cell)
@@ -130,6 +131,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     coevolution: CoevolutionConfig = field(default_factory=CoevolutionConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    wasserstein: WassersteinConfig = field(default_factory=WassersteinConfig)  # coevolution.loss=wgan | wgan-gp only
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     distribution: DistributionConfig = field(default_factory=DistributionConfig)
@@ -193,6 +195,12 @@ class TrainConfig:
         if self.distribution.max_staleness is not None and self.distribution.exchange != "async":
             raise ConfigError("distribution.max_staleness bounds the async exchange only; "
                               "set distribution.exchange=async or distribution.max_staleness=null")
+        recipe = resolve_wasserstein(co.loss, self.wasserstein)
+        if recipe is not None and co.d_skip_every is not None:
+            raise ConfigError(f"coevolution.d_skip_every is for bce/mustangs; {co.loss} takes "
+                              f"wasserstein.n_critic critic steps per generator step; set coevolution.d_skip_every=null")
+        if recipe is not None and co.lr_min > min(recipe.lr_g, recipe.lr_d):
+            raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the {co.loss} learning rates; lower it")
         if self.batching == "bmm" and self.network.arch not in ("mlp", "rings-mlp"):
             raise ConfigError(f"batching=bmm runs MLP networks only, not network.arch={self.network.arch}; "
                               f"set batching=auto (or vmap)")

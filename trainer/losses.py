@@ -52,9 +52,10 @@ def generator_loss_masked(p_fake: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 def draw_losses(mode: str, generators: list[torch.Generator]) -> torch.Tensor:
     """Each cell's generator loss index for this generation (``[cells]`` long).
 
-    ``mustangs``: uniform over the three, drawn from each cell's own RNG; ``bce``: all 0.
+    ``mustangs``: uniform over the three, drawn from each cell's own RNG; ``bce``: all 0;
+    ``wgan``/``wgan-gp``: all 0 and unused (their generator loss is trainer/wasserstein.py's).
     """
-    if mode == "bce":
+    if mode in ("bce", "wgan", "wgan-gp"):
         return torch.zeros(len(generators), dtype=torch.long)
     if mode != "mustangs":
         raise ValueError(f"unknown loss mode {mode!r}")

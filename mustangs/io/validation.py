@@ -84,6 +84,8 @@ class NetworkModel(Strict):
     arch: str = Field(min_length=1, max_length=64)
     latent_dim: int = Field(ge=1, le=MAX_LATENT_DIM)
     sample_shape: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(min_length=1, max_length=4)
+    classes: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(default=None, min_length=2,
+                                                                                     max_length=1000)  # conditional: class names
 
 
 def describe(exc: ValidationError, limit: int = 3) -> str:
