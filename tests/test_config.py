@@ -37,7 +37,7 @@ def test_dry_run_applies_overrides_after_options(capsys):
 
 @pytest.mark.parametrize("override,words", [
     ("grid.height=0", "grid.height"),
-    ("coevolution.loss=wgan", "legal values: bce, mustangs"),
+    ("coevolution.loss=hinge", "legal values: bce, mustangs, wgan, wgan-gp"),
     ("coevolution.tournament_size=4", "tournament_size=4 is larger than the sub-population (3"),
     ("coevolution.betas=[0.5]", "coevolution.betas"),
     ("network.arch=dcgan64", "set network.arch="),

@@ -325,8 +325,8 @@ class Coevolution:
         g_train = block.rng_train
 
         # ---------------------------------------------------------------- exchange
-        G_all, D_all = self.world.gather_centres(block.G, block.D)
-        lin = self.world.gather_tensors({"g": block.lineage_g, "d": block.lineage_d})
+        G_all, D_all = self.world.gather_centres(block.G, block.D, block)
+        lin_all_g, lin_all_d = self.world.gather_lineages(block.lineage_g, block.lineage_d)
         subG = _weights(G_all, nbr.reshape(-1))             # [C·S] neighbourhood generators
         subD = _weights(D_all, nbr.reshape(-1))             # [C·S] neighbourhood discriminators
 
@@ -426,7 +426,7 @@ class Coevolution:
         else:
             take_g = take_d = torch.ones(C, dtype=torch.bool, device=self.device)
             fit_centre_g, fit_centre_d = fit_g[:, 0], fit_d[:, 0]
-        lin_g, lin_d = lin["g"][nbr[ar, win_g]], lin["d"][nbr[ar, win_d]]   # lineages of the trained copies
+        lin_g, lin_d = lin_all_g[nbr[ar, win_g]], lin_all_d[nbr[ar, win_d]]   # lineages of the trained copies
         if co.foreign_replacement < 1.0:   # a copy of another lineage may replace the centre only by chance
             u = torch.stack([torch.rand(2, generator=g, dtype=torch.float64) for g in g_train])
             take_g &= ((lin_g == block.lineage_g) | (u[:, 0] < co.foreign_replacement)).to(take_g.device)

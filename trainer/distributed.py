@@ -272,7 +272,7 @@ class DistWorld(World):
         step = gather_tensor_rows(state.step, workers)
         return NetState(params, buffers, {}, {}, step)
 
-    def gather_centres(self, G, D):
+    def gather_centres(self, G, D, block=None):
         return self.gather_state(G), self.gather_state(D)
 
     def gather_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -320,6 +320,7 @@ class AsyncWorld(DistWorld):
         self.generation = 0
         self.lags: dict[int, int] = {}       # remote cell -> generations its last copy lagged
         self.exchange = None
+        self.lineages: tuple[torch.Tensor, torch.Tensor] | None = None  # of the centres last gathered live
 
     def start(self, block) -> None:
         """Publish the block's centres, wait until every rank has (a collective: set-up), go live."""
@@ -334,8 +335,14 @@ class AsyncWorld(DistWorld):
     def published(self, block) -> None:
         """Publish the block's centres (after each generation); its generation becomes the clock."""
         self.generation = block.generation
-        self.exchange.publish("centres", block.generation, {**{f"G.{k}": t for k, t in block.G.tensors().items()},
-                                                           **{f"D.{k}": t for k, t in block.D.tensors().items()}})
+        self.exchange.publish("centres", block.generation, self._centre_rows(block.G, block.D, block))
+
+    @staticmethod
+    def _centre_rows(G, D, block) -> dict:
+        """What a rank publishes per generation: the centres and their founder lineages (one payload,
+        so a neighbour's lineage always belongs to the copy of its weights that was read)."""
+        return {**{f"G.{k}": t for k, t in G.tensors().items()}, **{f"D.{k}": t for k, t in D.tensors().items()},
+                "L.g": block.lineage_g, "L.d": block.lineage_d}
 
     def finish(self) -> float:
         """This rank is done; wait (no timeout) for every rank, then act as a :class:`DistWorld`."""
@@ -349,15 +356,29 @@ class AsyncWorld(DistWorld):
         """For one neighbourhood: how many generations old each member's copy was (0: this rank's own)."""
         return [int(self.lags.get(int(c), 0)) for c in cells]
 
-    def gather_centres(self, G, D):
+    def gather_centres(self, G, D, block=None):
         if not self.live:
             return super().gather_centres(G, D)
         from trainer.batched import NetState
 
         rows = {**{f"G.{k}": t for k, t in G.tensors().items()}, **{f"D.{k}": t for k, t in D.tensors().items()}}
+        if block is not None:
+            rows = self._centre_rows(G, D, block)
         full, self.lags = self.exchange.gather("centres", self.generation, rows, self.max_staleness)
+        self.lineages = (full["L.g"], full["L.d"]) if "L.g" in full else None
         part = lambda p: NetState.from_tensors({k[2:]: t for k, t in full.items() if k.startswith(p)})  # noqa: E731
         return part("G."), part("D.")
+
+    def gather_lineages(self, lineage_g, lineage_d):
+        if not self.live:
+            return super().gather_lineages(lineage_g, lineage_d)
+        if self.lineages is None:
+            raise RuntimeError("gather_centres(..., block) must come before gather_lineages in an async run")
+        return self.lineages
+
+    def lineage_weights(self, state):
+        """Live, a rank measures the genome distance over its own cells (no rank waits for another)."""
+        return state if self.live else super().lineage_weights(state)
 
     def gather_stats(self, stats):
         if not self.live:

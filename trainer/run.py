@@ -317,7 +317,7 @@ class Run:
                 best = _best(records)
                 from trainer.lineage import lineage_summary
 
-                lineages = lineage_summary(records, self.world.gather_weights(self.block.G).params)
+                lineages = lineage_summary(records, self.world.lineage_weights(self.block.G).params)
                 line = {"generation": gen, "seconds": round(time.perf_counter() - t0, 3), "cells": records,
                         "best": best, "lineages": lineages}
                 comm = self.world.take_comm_stats()

@@ -34,8 +34,11 @@ class World:
         """The contiguous block of global cell indices this process owns."""
         return range(num_cells)
 
-    def gather_centres(self, G: NetState, D: NetState) -> tuple[NetState, NetState]:
-        """All cells' centre G and D (with Adam state), in global cell order. Identity here."""
+    def gather_centres(self, G: NetState, D: NetState, block=None) -> tuple[NetState, NetState]:
+        """All cells' centre G and D (with Adam state), in global cell order. Identity here.
+
+        ``block`` (the caller's :class:`~trainer.coevolution.Block`) lets an async world read the
+        neighbours' lineages from the same copies as their weights."""
         return G, D
 
     def gather_weights(self, state: NetState) -> NetState:
@@ -57,6 +60,15 @@ class World:
     def gather_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-cell tensors (cell axis first) of all cells, in global cell order. Identity here."""
         return tensors
+
+    def gather_lineages(self, lineage_g: torch.Tensor, lineage_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All cells' founder lineages (G, D), matching the centres of the last :meth:`gather_centres`."""
+        out = self.gather_tensors({"g": lineage_g, "d": lineage_d})
+        return out["g"], out["d"]
+
+    def lineage_weights(self, state: NetState) -> NetState:
+        """The centres the per-generation genome distance is measured on: all cells' weights."""
+        return self.gather_weights(state)
 
     def barrier(self) -> None:
         """Wait for every process. Nothing to wait for here."""
