@@ -297,7 +297,10 @@ def readable_error(body: dict) -> dict:
         if not isinstance(d, dict):
             continue
         loc = ".".join(str(p) for p in d.get("loc") or []) or "body"
-        problems.append(f"{loc}: {d.get('msg', 'invalid')}")
+        msg = d.get('msg', 'invalid')
+        if loc == "n" and d.get("type") == "less_than_equal":
+            msg += " (this server's limit; start it with serving serve --max-n N to allow more)"
+        problems.append(f"{loc}: {msg}")
     return {**body, "error": "invalid request: " + "; ".join(problems)} if problems else body
 
 
