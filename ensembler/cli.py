@@ -281,9 +281,10 @@ def cmd_evaluate(args) -> int:
           f"{', FORCED' if clf.get('forced') else ''})")
     keys = [k for k in rows[0] if k not in ("name", "kind")]
     width = max(len(r["name"]) for r in rows) + 2
-    print(f"{'':{width}}" + "".join(f"{k:>14}" for k in keys))
+    col = max([14] + [len(k) + 2 for k in keys])   # a column is wider than its name: headers never run together
+    print(f"{'':{width}}" + "".join(f"{k:>{col}}" for k in keys))
     for r in rows:
-        print(f"{r['name']:{width}}" + "".join(f"{r[k]:>14.4f}" for k in keys))
+        print(f"{r['name']:{width}}" + "".join(f"{r[k]:>{col}.4f}" for k in keys))
     return 0
 
 
