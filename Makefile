@@ -1,6 +1,6 @@
 # Mustangs: two commands do all the set-up on a fresh Debian/Ubuntu machine (Python >= 3.10).
 #   make quickstart   train a small grid -> optimize an ensemble -> export ONNX -> sample
-#   make test         the whole test suite (what CI runs)
+#   make test         the whole test suite (what CI runs), with the docs extra (mkdocs build --strict is a test)
 # On a GPU host: make quickstart EXTRAS=gpu,serve,dev  (onnxruntime-gpu instead of onnxruntime)
 # On a host without a GPU, a CPU-only torch is ~5x smaller and faster to install:
 #   make quickstart TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -16,7 +16,7 @@ RUN    ?= runs/quickstart
 # project's install (torch>=2.4 is satisfied).
 TORCH_INDEX ?=
 
-.PHONY: setup data quickstart serve test test-fast clean
+.PHONY: setup data quickstart serve test test-fast docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed data
+
+# The docs extra (mkdocs, mkdocs-material, mkdocstrings): what tests/test_docs.py builds the site with.
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[$(EXTRAS),docs]"
+	touch $@
 
 # Fashion-MNIST from Debian's package when we are root and it is missing (no download at run time).
 data:
@@ -41,11 +46,15 @@ PORT ?= 3000
 serve: setup
 	$(VENV)/bin/serving serve $(RUN)/ensemble.onnx --port $(PORT)
 
-test: setup
+test: setup $(VENV)/.docs-installed
 	$(PY) -m pytest -q -ra
+
+# The documentation site (docs/, mkdocs.yml) in site/; `$(VENV)/bin/mkdocs serve` to read it locally.
+docs: $(VENV)/.docs-installed
+	$(VENV)/bin/mkdocs build --strict
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

@@ -99,7 +99,7 @@ def cmd_optimize(args) -> int:
                            seed=args.seed, max_size=args.max_size, param=args.param, samples=args.samples,
                            stats_seed=args.stats_seed, verify_samples=args.verify_samples,
                            batch_size=args.batch_size, popsize=args.popsize,
-                           diversity_samples=args.diversity_samples)
+                           diversity_samples=args.diversity_samples, held_out=args.held_out)
     check_options(opts)
     out = Path(args.out)
     if out.is_dir():
@@ -131,9 +131,11 @@ def cmd_optimize(args) -> int:
          f"{', FORCED' if clf.get('forced') else ''})")
     _log(f"wrote {out}: {count(len(ensemble.members), 'generator')}, weights "
          + ", ".join(f"{m.id}={w:.3f}" for m, w in zip(ensemble.members, ensemble.weights)))
-    for kind in ("estimated", "verified"):
+    labels = {"estimated": "estimated on the search's samples", "estimated_held_out": "held-out",
+              "verified": "verified"}
+    for kind, label in labels.items():
         if metrics.get(kind):
-            _log(f"{kind:>9}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics[kind].items()))
+            _log(f"{label:>9}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics[kind].items()))
     _log(f"time: {ensemble.meta['seconds']:.1f} s ({ensemble.meta['timings']})")
     return 0
 
@@ -279,9 +281,10 @@ def cmd_evaluate(args) -> int:
           f"{', FORCED' if clf.get('forced') else ''})")
     keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("name", "kind")))  # a row may lack one
     width = max(len(r["name"]) for r in rows) + 2
-    print(f"{'':{width}}" + "".join(f"{k:>14}" for k in keys))
+    col = max([14] + [len(k) + 2 for k in keys])   # a column is wider than its name: headers never run together
+    print(f"{'':{width}}" + "".join(f"{k:>{col}}" for k in keys))
     for r in rows:
-        print(f"{r['name']:{width}}" + "".join(f"{r[k]:>14.4f}" if k in r else f"{'-':>14}" for k in keys))
+        print(f"{r['name']:{width}}" + "".join(f"{r[k]:>{col}.4f}" if k in r else f"{'-':>{col}}" for k in keys))
     return 0
 
 
@@ -419,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fresh samples of the final ensemble for the verified metrics (0: skip)")
     _scoring_args(p, "feature samples per generator (and real) for precision/recall/density/coverage/kid and "
                      "the recall/coverage objectives (0: skip; reported only when the real split is there)")
+    p.add_argument("--held-out", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score the chosen weights on fresh statistics of every generator (as many samples, "
+                        "another latent seed) that the search never saw: metrics.estimated_held_out, without the "
+                        "search's optimism; --no-held-out skips them")
     p.add_argument("--out", default="ensemble.json", help="ensemble file to write")
     p.add_argument("--plot", default=None, help="write the convergence curve to this PNG")
     p.add_argument("--report", action="store_true",

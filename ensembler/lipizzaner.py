@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -89,8 +90,17 @@ def to_mlp_state(state: dict[str, torch.Tensor], source: str = "") -> tuple[dict
     return {k: v.to(expected[k].dtype).contiguous() for k, v in mapped.items()}, spec
 
 
-def import_lipizzaner(folder: str | Path, out: str | Path, dataset: str = "mnist") -> Pool:
-    """Convert every ``*.pkl|*.pt|*.pth`` state dict in ``folder`` into a pool at ``out``."""
+def is_discriminator(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a Lipizzaner state dict is a discriminator's: its last weight matrix has one output (a
+    generator's has 784), and its first reads an image. Reference output folders hold both kinds."""
+    mats = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return bool(mats) and int(mats[-1].shape[0]) == 1 and int(mats[0].shape[1]) == 28 * 28
+
+
+def import_lipizzaner(folder: str | Path, out: str | Path, dataset: str = "mnist",
+                      log: Callable[[str], None] = print) -> Pool:
+    """Convert every generator ``*.pkl|*.pt|*.pth`` state dict in ``folder`` into a pool at ``out``;
+    discriminator files (the reference writes them beside the generators) are skipped with one line."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
@@ -98,8 +108,13 @@ def import_lipizzaner(folder: str | Path, out: str | Path, dataset: str = "mnist
     if not files:
         raise UserError(f"no generator files ({', '.join('*' + s for s in SUFFIXES)}) in {folder}")
     gens, spec0, used = [], None, set()
+    skipped = []
     for path in files:
-        state, spec = to_mlp_state(load_state_dict(path), str(path))
+        raw = load_state_dict(path)
+        if is_discriminator(raw):
+            skipped.append(path.name)
+            continue
+        state, spec = to_mlp_state(raw, str(path))
         if spec0 is not None and spec != spec0:
             raise UserError(f"{path} has latent size {spec.latent_dim} but {files[0]} has {spec0.latent_dim}")
         spec0 = spec
@@ -111,7 +126,12 @@ def import_lipizzaner(folder: str | Path, out: str | Path, dataset: str = "mnist
         used.add(gid)
         origin = {"source": "lipizzaner", "file": path.name, "file_sha256": sha256_file(path)}
         gens.append((gid, model.eval(), {"origin": origin}))
+    if skipped:
+        log(f"skipped {len(skipped)} discriminator file(s): {', '.join(skipped[:5])}{' …' if len(skipped) > 5 else ''}")
+    if not gens:
+        raise UserError(f"{folder} holds only discriminator files ({', '.join(skipped[:3])}); point at the folder with "
+                        "the generator state dicts")
     return write_pool(out, spec0, dataset, gens, extra={"imported_from": str(folder.resolve())})
 
 
-__all__ = ["import_lipizzaner", "load_state_dict", "to_mlp_state", "SUFFIXES"]
+__all__ = ["import_lipizzaner", "is_discriminator", "load_state_dict", "to_mlp_state", "SUFFIXES"]

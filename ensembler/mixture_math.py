@@ -85,7 +85,8 @@ class FidTerms:
         mu: feature means ``[K, d]``.
         second: feature second moments ``[K, d, d]`` (E[f fᵀ]).
         n: samples behind each generator's statistics ``[K]`` (for the unbiased covariance).
-        mu_real, sigma_real: the real data's feature mean ``[d]`` and covariance ``[d, d]``.
+        mu_real: the real data's feature mean ``[d]``.
+        sigma_real: the real data's feature covariance ``[d, d]``.
     """
 
     def __init__(self, mu: np.ndarray, second: np.ndarray, n: np.ndarray, mu_real: np.ndarray,

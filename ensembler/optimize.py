@@ -23,7 +23,7 @@ from ensembler.ensemble import Ensemble
 from ensembler.methods import METHODS, Method, decode, make_method
 from ensembler.objectives import MixtureObjective, describe, parse_objective, single_threaded_blas
 from ensembler.pools import PoolSet, open_pools
-from ensembler.stats import Evaluator, Source, StatsCache, pool_stats, sample_stats
+from ensembler.stats import Evaluator, Source, StatsCache, held_out_seed, pool_stats, sample_stats
 
 
 @dataclass
@@ -168,6 +168,9 @@ class OptimizeOptions:
     popsize: int | None = None        # CMA-ES population (None: cma's default 4 + 3 ln K)
     diversity_samples: int = 1000     # feature samples per generator (and real) for precision/recall/density/
                                       # coverage/KID and the recall/coverage objectives; 0: skip them
+    held_out: bool = True             # True: also score the chosen weights on fresh statistics (seed
+                                      # held_out_seed(stats_seed)) the search never saw -> metrics.estimated_held_out;
+                                      # False: only the search's own, optimistic estimate (the old behaviour)
 
 
 def check_options(opts: OptimizeOptions) -> None:
@@ -310,13 +313,36 @@ def optimize(pool_paths: Sequence[str], opts: OptimizeOptions, evaluator_fn: Cal
         verified, noise = verify(ensemble, evaluator, opts.verify_samples, opts.seed + 1_000_003, target,
                                  opts.batch_size, progress=progress, diversity=diversity)
     t_verify = time.perf_counter() - t
+    t = time.perf_counter()
+    held_out = held_out_estimate(pools, evaluator, opts, terms, target, weights, diversity is not None, cache,
+                                 progress, log) if opts.held_out else {}
+    t_held_out = time.perf_counter() - t
     ensemble.meta["metrics"] = {"estimated": estimated, "verified": verified, "verified_std": noise}
+    if opts.held_out:
+        ensemble.meta["metrics"]["estimated_held_out"] = held_out
     ensemble.meta["seconds"] = round(time.perf_counter() - t0, 3)
     ensemble.meta["timings"] = {"statistics": round(t_stats, 3), "search": round(result.seconds, 3),
-                                "verify": round(t_verify, 3)}
+                                "verify": round(t_verify, 3), "held_out": round(t_held_out, 3)}
     ensemble.meta["history"] = [[int(e), float(f)] for e, f in result.history]
     ensemble.to("cpu")
     return ensemble, result
+
+
+def held_out_estimate(pools: PoolSet, evaluator: Evaluator, opts: OptimizeOptions, terms, target: np.ndarray,
+                      weights: np.ndarray, with_diversity: bool, cache: StatsCache | None, progress,
+                      log: Callable[[str], None]) -> dict[str, float]:
+    """The chosen weights scored on statistics the search never saw (same sample counts, latent seed
+    :func:`~ensembler.stats.held_out_seed`): an estimate without the search's selection bias."""
+    seed = held_out_seed(opts.stats_seed)
+    stats = pool_stats(sources_of(pools), evaluator, opts.samples, seed, opts.batch_size, cache,
+                       progress=progress, log=lambda line: log(line.replace("statistics:", "held-out statistics:", 1)))
+    diversity = None
+    if with_diversity:
+        from ensembler.diversity import mixture_diversity
+
+        diversity = mixture_diversity(sources_of(pools), evaluator, opts.diversity_samples, seed, opts.batch_size,
+                                      cache, progress=progress, log=None)
+    return MixtureObjective(stats, evaluator.real, terms, target, diversity=diversity).report(weights)
 
 
 def plot_history(history: Sequence[Sequence[float]], path, title: str = "") -> None:

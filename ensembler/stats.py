@@ -258,6 +258,19 @@ class Source:
     load: Callable[[], nn.Module]
 
 
+HELD_OUT_OFFSET = 7_919  # the held-out statistics' latent seed is the search's + this (see held_out_seed)
+
+
+def held_out_seed(seed: int) -> int:
+    """The latent seed of the held-out statistics for a search on ``seed``: samples the search never saw.
+
+    ``ensembler optimize`` reports its estimates on them (the search's own samples flatter the weights it
+    chose), and ``serving export`` measures its statistics with ``held_out_seed(0)`` by default, so the
+    served estimates of an optimised ensemble are held-out too and reuse the same cache entries.
+    """
+    return (int(seed) + HELD_OUT_OFFSET) % (2**63)
+
+
 def pool_stats(sources: Sequence[Source], evaluator: Evaluator, n: int = 10_000, seed: int = 0,
                batch_size: int = 1000, cache: StatsCache | None = None, progress=None,
                log: Callable[[str], None] | None = None) -> list[FeatureStats]:

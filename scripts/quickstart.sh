@@ -5,17 +5,20 @@
 set -euo pipefail
 RUN=${1:-runs/quickstart}
 BIN=${BIN:-.venv/bin}
+# Extra arguments per step (empty by default; tests/test_docs.py uses them for a small, fast run), e.g.
+#   TRAIN_ARGS="coevolution.generations=2 threads=1" bash scripts/quickstart.sh runs/tiny
+TRAIN_ARGS=${TRAIN_ARGS:-} OPTIMIZE_ARGS=${OPTIMIZE_ARGS:-} EVALUATE_ARGS=${EVALUATE_ARGS:-} EXPORT_ARGS=${EXPORT_ARGS:-}
 
 echo "== 1/4 train a 2x2 grid of GANs (Mustangs) on Fashion-MNIST -> $RUN/pool"
-$BIN/trainer train configs/quickstart.yaml --out "$RUN" --resume
+$BIN/trainer train configs/quickstart.yaml --out "$RUN" --resume $TRAIN_ARGS
 
 echo "== 2/4 re-purpose the pool: CMA-ES over mixture weights for class diversity (tvd)"
 $BIN/ensembler optimize "$RUN/pool" --objective tvd --method cma --budget 2000 --seed 0 \
-    --out "$RUN/ensemble.json" --plot "$RUN/ensemble-curve.png" --report
-$BIN/ensembler evaluate "$RUN/ensemble.json" -n 5000
+    --out "$RUN/ensemble.json" --plot "$RUN/ensemble-curve.png" --report $OPTIMIZE_ARGS
+$BIN/ensembler evaluate "$RUN/ensemble.json" -n 5000 $EVALUATE_ARGS
 
 echo "== 3/4 export the ensemble to one ONNX graph (parity-checked against torch)"
-$BIN/serving export "$RUN/ensemble.json" --out "$RUN/ensemble.onnx"
+$BIN/serving export "$RUN/ensemble.json" --out "$RUN/ensemble.onnx" $EXPORT_ARGS
 
 echo "== 4/4 sample 64 images from the ONNX model"
 $BIN/serving sample "$RUN/ensemble.onnx" -n 64 --seed 1 --out "$RUN/samples.png"

@@ -343,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
-    p = sub.add_parser("export", help="export ensemble.json to one ONNX graph", formatter_class=HelpFormatter,
-                       description="Export the ensemble's generators into one self-contained ONNX file with inputs "
+    p = sub.add_parser("export", help="export an ensemble.json, a front.json point or whole pools to one ONNX graph", formatter_class=HelpFormatter,
+                       description="Export an ensemble's generators (an ensemble.json, a front.json with --point, or every generator of "
+                                   "one or more pool folders) into one self-contained ONNX file with inputs "
                                    "z [N, latent] float32 and k [N] int64 and output samples [N, C, H, W]; the "
                                    "mixture weights and shapes travel in its metadata.")
     p.add_argument("sources", nargs="+", metavar="POOL_OR_ENSEMBLE",
@@ -357,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "so requests can re-aim the mixture at a class target")
     p.add_argument("--stats-samples", type=int_range(2, 10_000_000), default=10_000,
                    help="samples per generator for those statistics")
-    p.add_argument("--stats-seed", type=seed_type, default=0, help="latent seed of the statistics samples")
+    p.add_argument("--stats-seed", type=seed_type, default=7_919,
+                   help="latent seed of the statistics samples; the default is ensembler.stats.held_out_seed(0), "
+                        "samples 'ensembler optimize' did not search on, so the served estimates are held-out")
     p.add_argument("--device", default="auto", help="device for the statistics: auto | cpu | cuda[:i]")
     p.add_argument("--cache-dir", default=None, help="statistics cache (None: $MUSTANGS_CACHE/ensembler-stats)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,

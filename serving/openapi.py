@@ -10,7 +10,8 @@ response the service really sends (PNG, ``.npy``, JSON, 400, 415, 500) on ``/sam
 and ``/info``.
 
 :class:`ApiPage` is an ASGI middleware that serves that spec at ``/docs.json``, makes ``/docs``
-show the same Swagger page as ``/`` (with our title), and rewrites BentoML's 400 body, whose
+show the same Swagger page as ``/`` (with our title, without BentoML's Google Tag Manager script and
+with Swagger UI's validator badge off, so the page loads nothing from the internet), and rewrites BentoML's 400 body, whose
 ``error`` names an internal class ("1 validation error for SampleRequestIODescriptor"), into a
 sentence that names the offending fields (the service's own 400s for targets and weights
 already say what to fix and pass through unchanged). Plain numpy-free Python: it runs inside the Bento.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Callable
 
 from mustangs import __version__
@@ -133,12 +135,15 @@ _HEADERS = {
         "description": "where the mixture weights came from: default, weights or target",
         "schema": {"type": "string", "enum": ["default", "weights", "target"]}},
     "X-Mustangs-Estimated-TVD": {
-        "description": "with a target: the estimated total variation distance between the draw's class "
-                       "histogram and the target (0 = exact)",
+        "description": "the estimated total variation distance between the draw's class histogram and the "
+                       "target (0 = exact): the request's target, or for a plain request (or explicit weights) "
+                       "the ensemble's own target (uniform unless it was optimised for another); models "
+                       "exported with class statistics",
         "schema": {"type": "string", "example": "0.012500"}},
     "X-Mustangs-Estimated-FID": {
-        "description": "with a target, when the model carries the real data's statistics: the estimated "
-                       "Fréchet distance to the real data in the classifier's feature space",
+        "description": "on every response from a model that carries the real data's statistics (exported "
+                       "with the test split readable): the estimated Fréchet distance of the mixture that drew "
+                       "the samples to the real data, in the classifier's feature space",
         "schema": {"type": "string", "example": "12.3456"}},
     "Content-Disposition": {
         "description": "format npy: attachment; filename=\"samples.npy\"",
@@ -292,7 +297,10 @@ def readable_error(body: dict) -> dict:
         if not isinstance(d, dict):
             continue
         loc = ".".join(str(p) for p in d.get("loc") or []) or "body"
-        problems.append(f"{loc}: {d.get('msg', 'invalid')}")
+        msg = d.get('msg', 'invalid')
+        if loc == "n" and d.get("type") == "less_than_equal":
+            msg += " (this server's limit; start it with serving serve --max-n N to allow more)"
+        problems.append(f"{loc}: {msg}")
     return {**body, "error": "invalid request: " + "; ".join(problems)} if problems else body
 
 
@@ -321,6 +329,8 @@ class ApiPage:
             if self._spec is None:
                 self._spec = json.dumps(user_spec(self._spec_source(), self.max_n)).encode()
             await _send_bytes(send, 200, self._spec, JSON)
+        elif path == "/static_content/swagger-initializer.js" and method == "GET":
+            await _send_bytes(send, 200, SWAGGER_INITIALIZER, "application/javascript")
         elif path in ("/", "/docs") and method == "GET":
             await self._rewritten(dict(scope, path="/", raw_path=b"/"), receive, send, 200, _retitle)
         elif path in self.api_paths:
@@ -361,10 +371,38 @@ async def _send_bytes(send, status: int, body: bytes, media: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# BentoML's page embeds a Google Tag Manager script (even with BENTOML_DO_NOT_TRACK=true); a model served
+# inside a closed network must not call out, so the page is served without it.
+_TRACKERS = (re.compile(rb"<!--\s*Google Tag Manager.*?End Google Tag Manager[^>]*-->", re.S),
+             re.compile(rb"<script[^>]*>[^<]*googletagmanager[^<]*</script>", re.S | re.I),
+             re.compile(rb"<noscript>\s*<iframe[^>]*googletagmanager.*?</noscript>", re.S | re.I))
+
+# Swagger UI's initializer, with the spec validator off: its default badge fetches validator.swagger.io.
+SWAGGER_INITIALIZER = b"""window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "./docs.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    plugins: [SwaggerUIBundle.plugins.DownloadUrl],
+    layout: "StandaloneLayout",
+  });
+};
+"""
+
+
+def offline_page(body: bytes) -> bytes:
+    """BentoML's Swagger page with our title and without its Google Tag Manager script and iframe."""
+    for pattern in _TRACKERS:
+        body = pattern.sub(b"", body)
+    return body.replace(b"<title>BentoML Prediction Service</title>", f"<title>{TITLE}</title>".encode())
+
+
 def _retitle(headers: dict, body: bytes) -> bytes:
     if not headers.get(b"content-type", b"").startswith(b"text/html"):
         return body
-    return body.replace(b"<title>BentoML Prediction Service</title>", f"<title>{TITLE}</title>".encode())
+    return offline_page(body)
 
 
 def _readable_400(headers: dict, body: bytes) -> bytes:

@@ -396,7 +396,10 @@ class Repurposer:
                         solution.seconds * 1e3 if not cached else (time.perf_counter() - start) * 1e3,
                         {"iterations": solution.iterations})
         w = self.default_weights if weights is None else resolve_weights(weights, self.stats.K)
-        return Plan(w, "default" if weights is None else "weights", None, None, self.estimate_fid(w))
+        # A plain request's class mix is known too: its TVD to uniform (the X-Mustangs-Estimated-TVD header).
+        uniform = np.full(len(self.class_names), 1.0 / len(self.class_names))
+        return Plan(w, "default" if weights is None else "weights", None, self.estimate_tvd(w, uniform),
+                    self.estimate_fid(w))
 
     def estimate_fid(self, weights: np.ndarray) -> float | None:
         """The mixture's estimated FID (classifier features) from the stored moments; None without real statistics."""

@@ -12,6 +12,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 
@@ -22,6 +23,10 @@ from mustangs.io.images import png_bytes as png_encode
 from mustangs.io.images import scatter_pixels as scatter_uint8
 
 from serving.repurpose import Plan, Repurposer, decode_payload, resolve_weights
+
+# What a request may give (see :meth:`OnnxSampler.plan`): a class target, explicit weights, or None.
+TargetSpec = Union[Mapping[str, float], Sequence[float], str, None]
+WeightsSpec = Union[Sequence[float], np.ndarray, None]
 
 #: Kept in step with :data:`serving.export.META_KEYS` (not imported: that module needs torch).
 _FORMAT = "mustangs-onnx/1"
@@ -78,7 +83,8 @@ class OnnxSampler:
     """
 
     def __init__(self, path: str | os.PathLike, *, providers: list[str] | None = None, threads: int | None = None,
-                 batch_size: int = 4096, target=None, weights=None, fid_weight: float = 0.0):
+                 batch_size: int = 4096, target: TargetSpec = None, weights: WeightsSpec = None,
+                 fid_weight: float = 0.0):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -127,7 +133,7 @@ class OnnxSampler:
                             f"{len(self.generator_ids)} generator ids")
         self.default_plan = self.plan(target, weights, fid_weight)
 
-    def plan(self, target=None, weights=None, fid_weight: float = 0.0) -> Plan:
+    def plan(self, target: TargetSpec = None, weights: WeightsSpec = None, fid_weight: float = 0.0) -> Plan:
         """The mixture weights for a draw: solved for ``target``, the given ``weights``, or the defaults.
 
         Args:
@@ -175,14 +181,17 @@ class OnnxSampler:
                  for i in range(0, n, self.batch_size)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def sample(self, n: int, seed: int | np.random.Generator | None = None, *, target=None, weights=None,
+    def sample(self, n: int, seed: int | np.random.Generator | None = None, *, target: TargetSpec = None,
+               weights: WeightsSpec = None,
                fid_weight: float = 0.0, plan: Plan | None = None) -> np.ndarray:
         """Draw ``n`` samples, float32 ``[n, *sample_shape]`` in [-1, 1].
 
         Args:
             n: number of samples (≥ 0).
             seed: an int (reproducible), a ``numpy.random.Generator``, or ``None`` (fresh entropy).
-            target, weights, fid_weight: re-aim this draw (see :meth:`plan`); default: the sampler's.
+            target: re-aim this draw at a class distribution (see :meth:`plan`); default: the sampler's.
+            weights: explicit per-generator weights for this draw (instead of ``target``).
+            fid_weight: λ in the solved ``tvd + λ·fid`` (with ``target``).
             plan: a plan from :meth:`plan` (instead of target / weights).
 
         The same seed and the same target (or weights) give the same samples.

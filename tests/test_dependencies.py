@@ -36,6 +36,8 @@ NOT_IMPORTED = {
     "pytest-timeout": "a pytest plugin (@pytest.mark.timeout)",
     "onnxruntime-gpu": "provides the same module as onnxruntime (the gpu extra replaces the cpu one)",
     "schemathesis": "benchmarks/bench_serving.py runs it as a command",
+    "mkdocs-material": "the docs site's theme (mkdocs.yml: theme.name material); mkdocs loads it",
+    "mkdocstrings-python": "mkdocstrings' Python handler (mkdocs.yml: default_handler python); mkdocs loads it",
 }
 
 

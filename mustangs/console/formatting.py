@@ -29,6 +29,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     def _expand_help(self, action) -> str:
         return plain_text(super()._expand_help(action))
 
+    def _get_help_string(self, action) -> str:
+        """argparse's help with ``(default: …)``, unless the text already says what the default is."""
+        text = action.help or ""
+        if "(default:" in text:
+            return text
+        return super()._get_help_string(action)
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that exits with code 2 and one line on bad usage (as argparse does), plus a hint."""
