@@ -23,6 +23,8 @@ ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
 DEVICES = ("auto", "cpu", "cuda")
 BATCHING = ("auto", "bmm", "vmap", "loop")
 ADAM_KERNELS = ("fused", "ops")
+REPLACEMENTS = ("elitist", "crowding")  # how a trained copy may replace the centre (docs/lineages.md)
+POOL_MEMBERS = ("centres", "centres+lineage-best", "centres+snapshots", "all")  # what pool/ keeps (docs/lineages.md)
 EXCHANGES = ("sync", "async")         # how ranks exchange centres (docs/scale-out.md)
 
 
@@ -74,6 +76,7 @@ class CoevolutionConfig:
     fitness_samples: int | None = option(None, ge=1)       # real and fake samples per fitness evaluation (None = data.batch_size; the reference's fitness_sample_size is 1000); >= 1
     migration_every: int = option(1, ge=1)                 # exchange with the neighbours only on every k-th generation (the others: the cell alone, as with exchange=false); 1 = every generation (reference); >= 1
     foreign_replacement: float = option(1.0, ge=0.0, le=1.0)  # chance that a trained copy of another lineage may replace the centre (the elitist test still applies); 1.0 = always (reference); [0, 1]
+    replacement: str = option("elitist", choices=REPLACEMENTS)  # elitist (reference: the trained copy replaces the centre when its fitness is better) | crowding (as elitist, but a copy of another lineage is refused while its lineage holds a strict majority of the neighbourhood's centres)
 
 
 @dataclass
@@ -106,6 +109,8 @@ class OutputConfig:
     sample_every: int | None = option(1, ge=1)  # PNG sample grid every n generations (None = only the last); >= 1
     samples_per_cell: int = option(8, ge=1, le=64)  # samples per cell in each grid (one row per cell); 1 ..= 64
     report: bool = True                       # write report.html + PNGs at the end
+    pool_members: str = option("centres", choices=POOL_MEMBERS)  # what pool/ holds: centres (the final centre generators) | centres+lineage-best (+ the best-scoring generator each lineage ever produced) | centres+snapshots (+ every centre every output.snapshot_every generations) | all (both)
+    snapshot_every: int = option(10, ge=1)    # with centres+snapshots or all: keep every centre generator every n generations (held in memory and in checkpoints); >= 1
     tensorboard: bool | None = None           # TensorBoard event files in <run>/tensorboard/: None = when the tensorboard package is installed | true = required | false = never
 
 
