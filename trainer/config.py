@@ -206,9 +206,38 @@ class TrainConfig:
                               f"wasserstein.n_critic critic steps per generator step; set coevolution.d_skip_every=null")
         if recipe is not None and co.lr_min > min(recipe.lr_g, recipe.lr_d):
             raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the {co.loss} learning rates; lower it")
+        self._validate_pool_members()
         if self.batching == "bmm" and self.network.arch not in ("mlp", "rings-mlp"):
             raise ConfigError(f"batching=bmm runs MLP networks only, not network.arch={self.network.arch}; "
                               f"set batching=auto (or vmap)")
+
+    def _validate_pool_members(self) -> None:
+        """``output.pool_members``: refuse what the async exchange cannot gather, and a pool that
+        remembers more generators than a pool may list or than :data:`REMEMBERED_LIMIT` bytes."""
+        from mustangs.io.safety import human_bytes
+        from mustangs.io.validation import MAX_GENERATORS
+        from trainer.remember import remembered_bytes, remembered_count
+
+        out = self.output
+        if out.pool_members == "centres":
+            return
+        if self.distribution.exchange == "async":
+            raise ConfigError(f"output.pool_members={out.pool_members} remembers generators of the whole grid every "
+                              "generation, which the async exchange does not gather; set distribution.exchange=sync "
+                              "or output.pool_members=centres")
+        n = self.num_cells + remembered_count(self.num_cells, self.coevolution.generations, out.pool_members,
+                                              out.snapshot_every)
+        size = remembered_bytes(self)
+        if n > MAX_GENERATORS or size > REMEMBERED_LIMIT:
+            raise ConfigError(f"output.pool_members={out.pool_members} would keep {n:,} generators "
+                              f"({human_bytes(size)} in memory, in every checkpoint and in the pool; the limits are "
+                              f"{MAX_GENERATORS:,} and {human_bytes(REMEMBERED_LIMIT)}); raise output.snapshot_every "
+                              "or set output.pool_members=centres+lineage-best")
+
+
+#: Most bytes of remembered generators (``output.pool_members``) a run may keep: they sit in memory
+#: and are rewritten with every checkpoint.
+REMEMBERED_LIMIT = 4 << 30
 
 
 def load_train_config(path: str | Path | None, overrides: Iterable[str] = ()) -> TrainConfig:
