@@ -144,3 +144,14 @@ def test_replacement_default_is_elitist_and_draws_nothing_extra():
 
     with pytest.raises(ConfigError):
         load_train_config(None, ["coevolution.replacement=takeover"])
+
+
+def test_dry_run_shows_the_issue_19_keys(tmp_path, capsys):
+    from trainer.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("# test\n")
+    assert main(["train", str(cfg), "--dry-run", "coevolution.replacement=crowding", "output.pool_members=all"]) == 0
+    text = capsys.readouterr()
+    text = text.out + text.err
+    assert "replacement: crowding" in text and "pool_members: all" in text and "snapshot_every: 10" in text
