@@ -451,11 +451,12 @@ class Coevolution:
             take_d &= ((lin_d == block.lineage_d) | (u[:, 1] < co.foreign_replacement)).to(take_d.device)
         crowded_g = crowded_d = torch.zeros(C, dtype=torch.bool)
         if co.replacement == "crowding":   # no random draws: the reference stream is untouched
-            crowd_g = crowded(lin["g"], self.nbr[torch.tensor(block.cells)], lin_g, block.lineage_g)
-            crowd_d = crowded(lin["d"], self.nbr[torch.tensor(block.cells)], lin_d, block.lineage_d)
+            hood = self.nbr[torch.tensor(block.cells)]   # the whole neighbourhood, migrating or not
+            crowd_g = crowded(lin["g"], hood, lin_g, block.lineage_g)
+            crowd_d = crowded(lin["d"], hood, lin_d, block.lineage_d)
             crowded_g, crowded_d = take_g.cpu() & crowd_g, take_d.cpu() & crowd_d
-            take_g &= ~crowd_g.to(take_g.device)
-            take_d &= ~crowd_d.to(take_d.device)
+            take_g = take_g & ~crowd_g.to(take_g.device)   # not in place: take_g may be take_d
+            take_d = take_d & ~crowd_d.to(take_d.device)
         block.lineage_g = torch.where(take_g.cpu(), lin_g, block.lineage_g)
         block.lineage_d = torch.where(take_d.cpu(), lin_d, block.lineage_d)
         block.G = G_tr.where(take_g, block.G)
