@@ -155,3 +155,15 @@ def test_all_members_resume_and_ensembler_optimize(tmp_path):
     assert ensembler(["optimize", str(tmp_path / "a" / "pool"), str(old / "pool"), "--objective", "tvd",
                       "--method", "es", "--budget", "20", "--samples", "200", "--verify-samples", "0",
                       "--diversity-samples", "0", "--out", str(tmp_path / "m.json")]) == 0
+
+
+def test_a_damaged_remembered_list_is_one_line():
+    from mustangs.errors import UserError
+
+    mem = PoolMemory("all", snapshot_every=1)
+    for bad in ([{"id": "x", "role": "centre", "lineage": [0, 0], "cell": [0, 0], "generation": 1}],
+                [{"id": "x", "role": "snapshot"}], {"id": "x"},
+                [{"id": "../snap-g000001-r0c0", "role": "snapshot", "lineage": [0, 0], "cell": [0, 0], "generation": 1}],
+                [{"id": "x", "role": "snapshot", "lineage": [0, 0], "cell": [0, 0], "generation": 1}]):
+        with pytest.raises(UserError):
+            mem.restore(bad, {})

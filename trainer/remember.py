@@ -19,15 +19,29 @@ in ``origin`` (see :mod:`mustangs.pool.manifest`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 from mustangs.errors import UserError
+from mustangs.io.validation import Ident, Strict, validate
+from mustangs.pool.manifest import Cell
 
 #: Checkpoint tensor names of remembered generators start with this.
 PREFIX = "remember."
 ROLES = ("centre", "lineage-best", "snapshot")
+
+
+class RememberedDoc(Strict):
+    """One entry of a checkpoint's ``remembered`` list (schema-checked on resume)."""
+
+    id: Ident = Field(pattern=r"^(best-r\d+c\d+|snap-g\d+-r\d+c\d+)$")   # also a pool file name: no paths
+    role: Literal["lineage-best", "snapshot"]
+    lineage: Cell
+    cell: Cell
+    generation: int = Field(ge=0)
+    score: dict[str, float] = Field(default_factory=dict)
 
 
 @dataclass
@@ -118,20 +132,19 @@ class PoolMemory:
         """Load what :meth:`meta`/:meth:`tensors` wrote. Roles this run no longer keeps (the output
         settings may change on ``--resume``) are dropped."""
         self.items = {}
-        for doc in meta:
-            if not isinstance(doc, dict) or doc.get("role") not in ROLES[1:]:
-                raise UserError("checkpoint: 'remembered' holds an entry that is not a remembered generator; "
-                                "resume from another checkpoint or start the run over")
-            if (doc["role"] == "lineage-best" and not self.lineage_best) or \
-                    (doc["role"] == "snapshot" and not self.snapshots):
+        if not isinstance(meta, list):
+            raise UserError("checkpoint: 'remembered' is not a list; resume from another checkpoint or start over")
+        for j, raw in enumerate(meta):
+            doc = validate(RememberedDoc, raw, f"checkpoint remembered.{j}")
+            if (doc.role == "lineage-best" and not self.lineage_best) or (doc.role == "snapshot" and not self.snapshots):
                 continue
-            head = f"{PREFIX}{doc['id']}."
+            head = f"{PREFIX}{doc.id}."
             w = {k[len(head):]: t.clone() for k, t in tensors.items() if k.startswith(head)}
             if not w:
-                raise UserError(f"checkpoint: remembered generator '{doc['id']}' has no tensors; "
+                raise UserError(f"checkpoint: remembered generator '{doc.id}' has no tensors; "
                                 "resume from another checkpoint or start the run over")
-            self.items[doc["id"]] = Remembered(doc["id"], doc["role"], list(doc["lineage"]), list(doc["cell"]),
-                                               int(doc["generation"]), dict(doc.get("score", {})), w)
+            self.items[doc.id] = Remembered(doc.id, doc.role, list(doc.lineage), list(doc.cell), doc.generation,
+                                            dict(doc.score), w)
 
 
 def split_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
