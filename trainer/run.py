@@ -7,6 +7,7 @@ checkpoints, the final pool and the report.
     runs/<name>/samples/         gen-000001.png … (one row per cell)
     runs/<name>/checkpoints/     latest + previous verified checkpoints
     runs/<name>/pool/            one safetensors per distinct final centre generator + manifest.json
+                                 (+ remembered generators with output.pool_members, trainer/remember.py)
     runs/<name>/report.html      heatmaps, curves, loss-choice counts, sample grids (PNGs in report/)
     runs/<name>/tensorboard/     TensorBoard event files (when tensorboard is installed)
 """
