@@ -67,6 +67,8 @@ VARIANTS = {
     # (h) on a 5x5 torus at the same total compute as 3x3 (9/25 of the steps per network: set --batches accordingly)
     "j-slow-5x5": ["coevolution.loss=bce", "coevolution.migration_every=4", "coevolution.foreign_replacement=0.3",
                    "grid.height=5", "grid.width=5"],
+    # (d) with the crowding replacement rule (issue 19): no lineage may take a neighbourhood majority by replacement
+    "k-crowding": ["coevolution.loss=bce", "coevolution.replacement=crowding"],
 }
 DEFAULT_VARIANTS = ["a-single", "b-isolated", "c-no-selection", "d-lipizzaner", "e-mustangs"]
 CONFIGS = {"rings": "configs/rings-3x3.yaml", "grid25": "configs/grid25-3x3.yaml"}

@@ -105,3 +105,53 @@ def test_rings_run_records_lineages_resumes_and_draws_them(tmp_path):
     assert all(1 <= l["lineages"]["distinct_g"] <= 4 and l["lineages"]["genome_distance_g"] >= 0 for l in lines)
     assert (tmp_path / "b" / "report" / "lineages.png").stat().st_size > 1000
     assert "Lineages" in (tmp_path / "b" / "report.html").read_text()
+
+
+def test_crowding_blocks_a_majority_lineage_and_not_a_minority_one():
+    from trainer.coevolution import crowded
+    from trainer.grid import Grid
+
+    nbr = Grid(3, 3).neighbour_table(True)                   # [9, 5]; cell 4 = (1, 1): cells 1, 3, 4, 5, 7
+    assert sorted(nbr[4].tolist()) == [1, 3, 4, 5, 7]
+    lineage = torch.arange(9)
+    lineage[[1, 3, 7]] = 7                                   # lineage 7 holds 3 of the 5 centres around cell 4
+    cells = torch.tensor([4, 4, 4, 3])
+    copy = torch.tensor([7, 5, 4, 7])     # majority lineage, minority lineage, the centre's own, own (cell 3 is 7)
+    got = crowded(lineage, nbr[cells], copy, lineage[cells]).tolist()
+    assert got == [True, False, False, False]
+    lineage[7] = 8                                           # now 2 of 5: no longer a majority
+    assert crowded(lineage, nbr[cells], copy, lineage[cells]).tolist() == [False] * 4
+    nbr22 = Grid(2, 2).neighbour_table(True)                 # 3 distinct cells: 2 of 3 is a majority
+    lin22 = torch.tensor([0, 1, 1, 3])
+    assert crowded(lin22, nbr22[[0]], torch.tensor([1]), lin22[[0]]).tolist() == [True]
+
+
+def test_crowding_blocks_in_a_run_and_records_it():
+    _, r0 = _run(["coevolution.replacement=elitist"], gens=6)
+    _, r1 = _run(["coevolution.replacement=crowding"], gens=6)
+    assert not any(c["crowded_g"] or c["crowded_d"] for gen in r0 for c in gen)
+    blocked = [(c, k) for gen in r1 for c in gen for k in "gd" if c[f"crowded_{k}"]]
+    assert blocked and all(not c[f"replaced_{k}"] for c, k in blocked)
+
+
+def test_replacement_default_is_elitist_and_draws_nothing_extra():
+    b1, _ = _run()
+    b2, _ = _run(["coevolution.replacement=elitist"])
+    for k in b1.G.params:
+        assert torch.equal(b1.G.params[k], b2.G.params[k])
+    assert all(torch.equal(g1.get_state(), g2.get_state()) for g1, g2 in zip(b1.rng_train, b2.rng_train))
+    from mustangs.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        load_train_config(None, ["coevolution.replacement=takeover"])
+
+
+def test_dry_run_shows_the_issue_19_keys(tmp_path, capsys):
+    from trainer.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("# test\n")
+    assert main(["train", str(cfg), "--dry-run", "coevolution.replacement=crowding", "output.pool_members=all"]) == 0
+    text = capsys.readouterr()
+    text = text.out + text.err
+    assert "replacement: crowding" in text and "pool_members: all" in text and "snapshot_every: 10" in text

@@ -29,7 +29,9 @@ Choices where design.md §3 leaves room (each keeps its promises):
   the reference's defender population is the whole neighbourhood, so its faithful counterpart
   is ``neighbour``; with ``selected`` and no selection no two cells interact in training.
 * Replacement compares the trained G (D) with the centre against the generation-start
-  sub-population on the same batch and latents used for fitness.
+  sub-population on the same batch and latents used for fitness. ``replacement: crowding``
+  (issue 19) adds one test after it: a copy of another lineage may not replace the centre while
+  its lineage holds a strict majority of the neighbourhood's centres (:func:`crowded`).
 * With ``exchange: false`` the neighbourhood is the cell alone (isolated GANs, "PaGAN"). Every random draw comes from
 the cell's own ``torch.Generator``s (never the global RNG, never a per-process stream), so
 results do not depend on how cells are split over processes.
@@ -124,6 +126,22 @@ def tournament(fitness: torch.Tensor, size: int, generators: list[torch.Generato
         contestants = torch.randperm(fit.shape[1], generator=g)[:size]
         out.append(contestants[torch.argmin(fit[c, contestants])])
     return torch.stack(out)
+
+
+def crowded(lineage: torch.Tensor, neighbourhoods: torch.Tensor, copy: torch.Tensor,
+            centre: torch.Tensor) -> torch.Tensor:
+    """Crowding (``coevolution.replacement: crowding``): per cell, whether the trained copy must not
+    replace the centre because it is of another lineage than the centre and its lineage already
+    holds a strict majority of the cell's neighbourhood.
+
+    ``lineage [N]`` holds every cell's centre lineage at the start of the generation,
+    ``neighbourhoods [C, S]`` the global ids of each cell's neighbourhood (duplicates already
+    removed), ``copy [C]`` the lineage of each cell's trained copy and ``centre [C]`` the centre's.
+    A copy of the centre's own lineage never changes the lineage counts, so it is never blocked.
+    Returns ``[C]`` bool (CPU).
+    """
+    held = (lineage[neighbourhoods] == copy.view(-1, 1)).sum(1)       # [C] centres of the copy's lineage
+    return (copy != centre) & (2 * held > neighbourhoods.shape[1])
 
 
 class Coevolution:
@@ -431,6 +449,14 @@ class Coevolution:
             u = torch.stack([torch.rand(2, generator=g, dtype=torch.float64) for g in g_train])
             take_g &= ((lin_g == block.lineage_g) | (u[:, 0] < co.foreign_replacement)).to(take_g.device)
             take_d &= ((lin_d == block.lineage_d) | (u[:, 1] < co.foreign_replacement)).to(take_d.device)
+        crowded_g = crowded_d = torch.zeros(C, dtype=torch.bool)
+        if co.replacement == "crowding":   # no random draws: the reference stream is untouched
+            hood = self.nbr[torch.tensor(block.cells)]   # the whole neighbourhood, migrating or not
+            crowd_g = crowded(lin["g"], hood, lin_g, block.lineage_g)
+            crowd_d = crowded(lin["d"], hood, lin_d, block.lineage_d)
+            crowded_g, crowded_d = take_g.cpu() & crowd_g, take_d.cpu() & crowd_d
+            take_g = take_g & ~crowd_g.to(take_g.device)   # not in place: take_g may be take_d
+            take_d = take_d & ~crowd_d.to(take_d.device)
         block.lineage_g = torch.where(take_g.cpu(), lin_g, block.lineage_g)
         block.lineage_d = torch.where(take_d.cpu(), lin_d, block.lineage_d)
         block.G = G_tr.where(take_g, block.G)
@@ -448,6 +474,7 @@ class Coevolution:
                 "selected_g": self.grid.coords(int(nbr[c, win_g[c]])),
                 "selected_d": self.grid.coords(int(nbr[c, win_d[c]])),
                 "replaced_g": bool(take_g[c]), "replaced_d": bool(take_d[c]),
+                "crowded_g": bool(crowded_g[c]), "crowded_d": bool(crowded_d[c]),
                 "lineage_g": self.grid.coords(int(block.lineage_g[c])),
                 "lineage_d": self.grid.coords(int(block.lineage_d[c])),
                 "migrated": S == self.S,

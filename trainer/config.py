@@ -23,6 +23,8 @@ ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
 DEVICES = ("auto", "cpu", "cuda")
 BATCHING = ("auto", "bmm", "vmap", "loop")
 ADAM_KERNELS = ("fused", "ops")
+REPLACEMENTS = ("elitist", "crowding")  # how a trained copy may replace the centre (docs/lineages.md)
+POOL_MEMBERS = ("centres", "centres+lineage-best", "centres+snapshots", "all")  # what pool/ keeps (docs/lineages.md)
 EXCHANGES = ("sync", "async")         # how ranks exchange centres (docs/scale-out.md)
 
 
@@ -74,6 +76,7 @@ class CoevolutionConfig:
     fitness_samples: int | None = option(None, ge=1)       # real and fake samples per fitness evaluation (None = data.batch_size; the reference's fitness_sample_size is 1000); >= 1
     migration_every: int = option(1, ge=1)                 # exchange with the neighbours only on every k-th generation (the others: the cell alone, as with exchange=false); 1 = every generation (reference); >= 1
     foreign_replacement: float = option(1.0, ge=0.0, le=1.0)  # chance that a trained copy of another lineage may replace the centre (the elitist test still applies); 1.0 = always (reference); [0, 1]
+    replacement: str = option("elitist", choices=REPLACEMENTS)  # elitist (reference: the trained copy replaces the centre when its fitness is better) | crowding (as elitist, but a copy of another lineage is refused while its lineage holds a strict majority of the neighbourhood's centres)
 
 
 @dataclass
@@ -106,6 +109,8 @@ class OutputConfig:
     sample_every: int | None = option(1, ge=1)  # PNG sample grid every n generations (None = only the last); >= 1
     samples_per_cell: int = option(8, ge=1, le=64)  # samples per cell in each grid (one row per cell); 1 ..= 64
     report: bool = True                       # write report.html + PNGs at the end
+    pool_members: str = option("centres", choices=POOL_MEMBERS)  # what pool/ holds: centres (the final centre generators) | centres+lineage-best (+ the best-scoring generator each lineage ever produced) | centres+snapshots (+ every centre every output.snapshot_every generations) | all (both)
+    snapshot_every: int = option(10, ge=1)    # with centres+snapshots or all: keep every centre generator every n generations (held in memory and in checkpoints); >= 1
     tensorboard: bool | None = None           # TensorBoard event files in <run>/tensorboard/: None = when the tensorboard package is installed | true = required | false = never
 
 
@@ -201,9 +206,38 @@ class TrainConfig:
                               f"wasserstein.n_critic critic steps per generator step; set coevolution.d_skip_every=null")
         if recipe is not None and co.lr_min > min(recipe.lr_g, recipe.lr_d):
             raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the {co.loss} learning rates; lower it")
+        self._validate_pool_members()
         if self.batching == "bmm" and self.network.arch not in ("mlp", "rings-mlp"):
             raise ConfigError(f"batching=bmm runs MLP networks only, not network.arch={self.network.arch}; "
                               f"set batching=auto (or vmap)")
+
+    def _validate_pool_members(self) -> None:
+        """``output.pool_members``: refuse what the async exchange cannot gather, and a pool that
+        remembers more generators than a pool may list or than :data:`REMEMBERED_LIMIT` bytes."""
+        from mustangs.io.safety import human_bytes
+        from mustangs.io.validation import MAX_GENERATORS
+        from trainer.remember import remembered_bytes, remembered_count
+
+        out = self.output
+        if out.pool_members == "centres":
+            return
+        if self.distribution.exchange == "async":
+            raise ConfigError(f"output.pool_members={out.pool_members} remembers generators of the whole grid every "
+                              "generation, which the async exchange does not gather; set distribution.exchange=sync "
+                              "or output.pool_members=centres")
+        n = self.num_cells + remembered_count(self.num_cells, self.coevolution.generations, out.pool_members,
+                                              out.snapshot_every)
+        size = remembered_bytes(self)
+        if n > MAX_GENERATORS or size > REMEMBERED_LIMIT:
+            raise ConfigError(f"output.pool_members={out.pool_members} would keep {n:,} generators "
+                              f"({human_bytes(size)} in memory, in every checkpoint and in the pool; the limits are "
+                              f"{MAX_GENERATORS:,} and {human_bytes(REMEMBERED_LIMIT)}); raise output.snapshot_every "
+                              "or set output.pool_members=centres+lineage-best")
+
+
+#: Most bytes of remembered generators (``output.pool_members``) a run may keep: they sit in memory
+#: and are rewritten with every checkpoint.
+REMEMBERED_LIMIT = 4 << 30
 
 
 def load_train_config(path: str | Path | None, overrides: Iterable[str] = ()) -> TrainConfig:

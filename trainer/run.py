@@ -7,6 +7,7 @@ checkpoints, the final pool and the report.
     runs/<name>/samples/         gen-000001.png … (one row per cell)
     runs/<name>/checkpoints/     latest + previous verified checkpoints
     runs/<name>/pool/            one safetensors per distinct final centre generator + manifest.json
+                                 (+ remembered generators with output.pool_members, trainer/remember.py)
     runs/<name>/report.html      heatmaps, curves, loss-choice counts, sample grids (PNGs in report/)
     runs/<name>/tensorboard/     TensorBoard event files (when tensorboard is installed)
 """
@@ -33,6 +34,7 @@ from trainer.checkpoint import block_tensors, has_checkpoint, load_checkpoint, r
 from trainer.coevolution import STREAM_FINAL, STREAM_SAMPLES, Coevolution, cell_generator
 from trainer.config import TrainConfig
 from trainer.configio import to_dict, to_yaml
+from trainer.remember import PoolMemory, split_tensors
 from trainer.run_folder import config_changes, foreign_files, remove_run_files
 from trainer.scoring import Scorer, load_scorer
 from trainer.straggler import straggle
@@ -165,9 +167,13 @@ class Run:
             self.scorer = self._scorer_arg
         self.coev = Coevolution(cfg, dataset, self.device, self.world, self.scorer)
         self.block = self.coev.init_block()
+        self.memory = PoolMemory(cfg.output.pool_members, cfg.output.snapshot_every)
         self.metrics_bytes = 0
         if found is not None:
             meta, tensors = found
+            tensors, remembered = split_tensors(tensors)
+            if self.world.is_writer:   # only the writer remembers (it writes checkpoints and the pool)
+                self.memory.restore(meta.get("remembered", []), remembered)
             restore_block(self.block, _rows_for_cells(tensors, self.block.cells, meta.get("cells")), self.device)
             self.block.generation = int(meta["generation"])
             self.block.last_fid = {int(k): v for k, v in meta.get("last_fid", {}).items()}
@@ -231,6 +237,9 @@ class Run:
             return
         meta = {"config": to_dict(self.cfg), "metrics_bytes": self.metrics_bytes,
                 "last_fid": {str(c): v for c, v in last_fid}, "cells": list(range(self.coev.grid.size))}
+        if self.memory.enabled:   # the remembered generators, so --resume keeps them
+            tensors = {**tensors, **self.memory.tensors()}
+            meta["remembered"] = self.memory.meta()
         save_checkpoint(self.out / "checkpoints", self.block.generation, tensors, meta)
 
     def _write_metrics(self, line: dict) -> None:
@@ -317,7 +326,11 @@ class Run:
                 best = _best(records)
                 from trainer.lineage import lineage_summary
 
-                lineages = lineage_summary(records, self.world.lineage_weights(self.block.G).params)
+                centres = self.world.lineage_weights(self.block.G)
+                lineages = lineage_summary(records, centres.params)
+                if self.world.is_writer:   # output.pool_members: lineage-best, snapshots (sync runs only)
+                    self.memory.observe(gen, records, centres.params, centres.buffers)
+                del centres
                 line = {"generation": gen, "seconds": round(time.perf_counter() - t0, 3), "cells": records,
                         "best": best, "lineages": lineages}
                 comm = self.world.take_comm_stats()
@@ -470,6 +483,7 @@ class Run:
         ids = [f"r{r}c{c}" for r, c in (grid.coords(i) for i in range(grid.size))]
         G_all = self.world.gather_state(self.block.G)   # every rank's centre generators
         states = [G_all.member_state_dict(i) for i in range(grid.size)]
+        lineage_g = self.world.gather_tensors({"g": self.block.lineage_g})["g"].tolist()
         if not self.world.is_writer:
             return {}
         incep = self.inception_scores(states, mix_w_all)
@@ -488,8 +502,10 @@ class Run:
             m = build_generator(self.coev.spec)
             m.load_state_dict(sd)
             origin = {"cell": list(grid.coords(i)), "generation": self.block.generation, "seed": cfg.seed,
-                      "run": self.out.name, "loss": cfg.coevolution.loss}
+                      "run": self.out.name, "loss": cfg.coevolution.loss, "lineage": list(grid.coords(lineage_g[i])),
+                      "roles": ["centre"]}
             gens.append((ids[i], m, {"origin": origin, "scores": gen_scores[i]}))
+        gens += self._remembered(seen, {gid: info["origin"] for gid, _, info in gens})
         nbr = self.coev.nbr
         mixtures = []
         for c in range(grid.size):
@@ -529,6 +545,30 @@ class Run:
         for line in self._summary_lines(summary):
             self.log(line)
         return summary
+
+    def _remembered(self, seen: dict[str, str], origins: dict[str, dict]) -> list[tuple]:
+        """Pool entries of the remembered generators (``output.pool_members``). One whose weights are
+        already in the pool is not written twice: its role joins that entry's ``origin.roles``."""
+        from mustangs.pool.networks import build_generator
+
+        cfg, out = self.cfg, []
+        for mem in self.memory.members():
+            digest = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in mem.weights.values())).hexdigest()
+            if digest in seen:
+                roles = origins[seen[digest]]["roles"]
+                if mem.role not in roles:
+                    roles.append(mem.role)
+                continue
+            seen[digest] = mem.id
+            m = build_generator(self.coev.spec)
+            m.load_state_dict(mem.weights)
+            origin = {"cell": mem.cell, "generation": mem.generation, "seed": cfg.seed, "run": self.out.name,
+                      "loss": cfg.coevolution.loss, "lineage": mem.lineage, "roles": [mem.role]}
+            if mem.score:
+                origin["score"] = dict(mem.score)   # the per-generation score it was kept for
+            origins[mem.id] = origin
+            out.append((mem.id, m, {"origin": origin}))
+        return out
 
     @staticmethod
     def _summary(ids, gen_scores, mix_scores) -> dict:

@@ -25,6 +25,7 @@ def train_bytes(cfg) -> tuple[int, dict[str, int]]:
     """Estimated peak bytes of ``trainer train`` for ``cfg`` on one process, and its parts."""
     from mustangs.pool.networks import NetSpec, network_numels
     from trainer.grid import Grid
+    from trainer.remember import remembered_bytes
 
     spec = NetSpec(cfg.network.arch, cfg.network.latent_dim, tuple(cfg.sample_shape()))
     n = network_numels(spec)
@@ -49,6 +50,8 @@ def train_bytes(cfg) -> tuple[int, dict[str, int]]:
         "mixture scoring samples": C * cfg.mixture.eval_samples * (spec.latent_dim + 2 * numel) * F32,
         "final scoring samples": cfg.eval.fid_samples * (spec.latent_dim + 2 * numel + 2 * 256) * F32,
         "sample grids": C * cfg.output.samples_per_cell * (spec.latent_dim + 2 * numel) * F32,
+        # output.pool_members: remembered generators on the CPU, twice while a checkpoint is serialised
+        "remembered generators": 2 * remembered_bytes(cfg),
     }
     return sum(parts.values()), parts
 

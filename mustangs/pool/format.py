@@ -179,7 +179,8 @@ def read_pool(root: str | Path) -> Pool:
     doc = validate(PoolManifest, data, str(manifest_path))
     spec = NetSpec.from_json(doc.network.model_dump())
     check_network_memory(spec, str(manifest_path))
-    entries = [PoolEntry(g.id, g.file, g.sha256, dict(g.origin), dict(g.scores)) for g in doc.generators]
+    entries = [PoolEntry(g.id, g.file, g.sha256, g.origin.model_dump(exclude_unset=True), dict(g.scores))
+               for g in doc.generators]
     ids = [e.id for e in entries]
     dup = next((i for i, n in Counter(ids).items() if n > 1), None)
     if dup is not None:

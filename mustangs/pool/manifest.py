@@ -1,7 +1,10 @@
 """``pool/manifest.json`` (format ``mustangs-pool/1``): every field a reader uses, typed and bounded.
 
 Unknown top-level keys are kept (runs add provenance such as ``summary``); unknown keys inside
-entries are refused (see :mod:`mustangs.io.validation`).
+entries are refused (see :mod:`mustangs.io.validation`), except in a generator's ``origin``, which
+is free provenance whose known keys are typed (:class:`PoolOrigin`). The keys a trainer pool that
+remembers (``output.pool_members``, docs/lineages.md) adds, ``lineage`` and ``roles``, are optional:
+pools written before them load unchanged.
 """
 
 from __future__ import annotations
@@ -13,13 +16,28 @@ from pydantic import Field
 from mustangs.io.validation import MAX_GENERATORS, Ident, NetworkModel, Open, SafeName, Sha256, Strict, Weight
 
 
+Cell = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]
+#: Why a trainer kept a generator: a final centre, the best of its lineage, a snapshot.
+Role = Literal["centre", "lineage-best", "snapshot"]
+
+
+class PoolOrigin(Open):
+    """Where a generator came from. Every key is optional and other keys are kept (imported pools
+    record e.g. ``source`` and ``file``)."""
+
+    cell: Cell | None = None              # grid cell [row, col] the generator was a centre of
+    generation: int | None = Field(None, ge=0)  # generation it was taken at
+    lineage: Cell | None = None           # founder cell [row, col] of its lineage (issue 19)
+    roles: list[Role] | None = Field(None, min_length=1, max_length=3)  # why the pool holds it
+
+
 class PoolGenerator(Strict):
     """One generator of a pool manifest."""
 
     id: Ident
     file: SafeName
     sha256: Sha256
-    origin: dict[str, Any] = Field(default_factory=dict)
+    origin: PoolOrigin = Field(default_factory=PoolOrigin)
     scores: dict[str, float | None] = Field(default_factory=dict)
 
 
@@ -41,4 +59,4 @@ class PoolManifest(Open):
     mixtures: list[PoolMixture] = Field(default_factory=list)
 
 
-__all__ = ["PoolManifest", "PoolGenerator", "PoolMixture"]
+__all__ = ["PoolManifest", "PoolGenerator", "PoolMixture", "PoolOrigin"]
