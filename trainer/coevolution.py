@@ -452,8 +452,8 @@ class Coevolution:
         crowded_g = crowded_d = torch.zeros(C, dtype=torch.bool)
         if co.replacement == "crowding":   # no random draws: the reference stream is untouched
             hood = self.nbr[torch.tensor(block.cells)]   # the whole neighbourhood, migrating or not
-            crowd_g = crowded(lin["g"], hood, lin_g, block.lineage_g)
-            crowd_d = crowded(lin["d"], hood, lin_d, block.lineage_d)
+            crowd_g = crowded(lin_all_g, hood, lin_g, block.lineage_g)
+            crowd_d = crowded(lin_all_d, hood, lin_d, block.lineage_d)
             crowded_g, crowded_d = take_g.cpu() & crowd_g, take_d.cpu() & crowd_d
             take_g = take_g & ~crowd_g.to(take_g.device)   # not in place: take_g may be take_d
             take_d = take_d & ~crowd_d.to(take_d.device)

@@ -25,7 +25,7 @@ class PoolOrigin(Open):
     """Where a generator came from. Every key is optional and other keys are kept (imported pools
     record e.g. ``source`` and ``file``)."""
 
-    cell: Cell | None = None              # grid cell [row, col] the generator was a centre of
+    cell: Cell | Annotated[int, Field(ge=0)] | None = None  # grid cell [row, col] it was a centre of (a flat index in hand-made pools)
     generation: int | None = Field(None, ge=0)  # generation it was taken at
     lineage: Cell | None = None           # founder cell [row, col] of its lineage (issue 19)
     roles: list[Role] | None = Field(None, min_length=1, max_length=3)  # why the pool holds it
