@@ -10,6 +10,19 @@ from __future__ import annotations
 #: Datasets the evaluation CNN can be trained on, with their input shape ``(channels, height, width)``.
 TRAINABLE = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
 
+#: The 2-D toy datasets (point clouds whose classes are their modes).
+POINT_DATASETS = ("rings", "grid25")
+
+
+def default_cache_dir():
+    """Where downloads, real-data statistics and trained classifiers go: ``$MUSTANGS_CACHE`` or
+    ``~/.cache/mustangs`` (here, free of torch, so listing classifiers answers at once)."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("MUSTANGS_CACHE", Path.home() / ".cache" / "mustangs"))
+
+
 #: What ``trainer score --fake`` (and every other sample source) accepts, for help and errors.
 SOURCE_HELP = ("a dataset split (e.g. fashion-mnist:train), an .npy array of images (uint8 0..255 or float "
                "in [-1, 1]; [N,H,W], [N,C,H,W] or [N,H,W,C]), a folder of PNGs, or 'noise'")

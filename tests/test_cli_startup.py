@@ -114,3 +114,15 @@ def test_dry_run_names_a_missing_classifier_once(tmp_path, capsys):
     scoring = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("# scoring:"))
     if "no evaluation classifier" in scoring:  # unless someone trained one for mnist
         assert scoring.count("no evaluation classifier") == 1 and "trainer classifier train" in scoring
+
+
+def test_classifier_list_imports_no_heavy_module():
+    """``trainer classifier list`` only reads JSON files; it once took 7-9 s importing torch."""
+    probe = PROBE.format(cli="trainer")
+    proc = subprocess.run([sys.executable, "-c", probe, json.dumps([["classifier", "list"], ["classifier", "list",
+                                                                                            "--json"]])],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["codes"] == [0, 0] and result["heavy"] == []
+    assert "fashion-mnist" in result["out"] and "rings" in result["out"]

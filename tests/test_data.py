@@ -101,3 +101,41 @@ def test_fashion_mnist_from_debian_package():
     ds = load_dataset("fashion-mnist", "test")
     assert len(ds) == 10000
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
+
+
+def _digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+
+def test_digits_as_keras_npz_or_npy_files(tmp_path, monkeypatch):
+    """A user with digits in Keras' mnist.npz (or four .npy files) needs no IDX files."""
+    monkeypatch.setenv("MUSTANGS_OFFLINE", "1")
+    (xtr, ytr), (xte, yte) = _digits(12, 0), _digits(5, 1)
+    np.savez(tmp_path / "mnist.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    train, test = load_dataset("mnist", "train", data_dir=tmp_path), load_dataset("mnist", "test", data_dir=tmp_path)
+    assert train.data.shape == (12, 1, 28, 28) and torch.equal(train.data[:, 0], torch.from_numpy(xtr))
+    assert torch.equal(test.labels, torch.from_numpy(yte)) and test.num_classes == 10
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    for k, v in {"x_train": xtr, "y_train": ytr, "x_test": xte[:, None], "y_test": yte}.items():
+        np.save(npy / f"{k}.npy", v)
+    assert torch.equal(load_dataset("mnist", "test", data_dir=npy).data[:, 0], torch.from_numpy(xte))
+
+
+@pytest.mark.parametrize("arrays, words", [
+    ({"x_train": np.zeros((3, 28, 28), np.uint8), "y_train": np.zeros(4, np.int64)}, "3 images but 4 labels"),
+    ({"x_train": np.zeros((3, 32, 32), np.uint8), "y_train": np.zeros(3, np.int64)}, "shape [N, 28, 28]"),
+    ({"x_train": np.full((3, 28, 28), 300), "y_train": np.zeros(3, np.int64)}, "uint8"),
+    ({"x_train": np.zeros((3, 28, 28), np.uint8), "y_train": np.full(3, 11)}, "integers 0..9"),
+    ({"x_train": np.zeros((3, 28, 28), np.uint8)}, "lacks y_train"),
+])
+def test_bad_digit_arrays_are_refused_in_one_line(tmp_path, monkeypatch, arrays, words):
+    monkeypatch.setenv("MUSTANGS_OFFLINE", "1")
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    with pytest.raises(UserError, match=words.replace("[", r"\[").replace("]", r"\]")) as err:
+        load_dataset("mnist", "train", data_dir=tmp_path)
+    assert "\n" not in str(err.value)
+    (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(UserError, match="cannot read the mnist arrays"):
+        load_dataset("mnist", "train", data_dir=tmp_path)

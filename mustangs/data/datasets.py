@@ -22,7 +22,7 @@ from mustangs.errors import UserError
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "image-folder", "rings", "grid25")
 #: 2-D toy datasets made of Gaussian modes (mode-coverage metrics apply; see :func:`point_modes`).
-POINT_DATASETS = ("rings", "grid25")
+from mustangs.names import POINT_DATASETS, default_cache_dir  # noqa: E402,F401 (re-exported)
 SPLITS = ("train", "test")
 
 #: Where Debian's dataset packages put their files (apt-get install dataset-fashion-mnist).
@@ -36,8 +36,9 @@ HOW_TO_GET = {
     "fashion-mnist": "on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist; or put the four "
     "*-ubyte(.gz) files of https://github.com/zalandoresearch/fashion-mnist in a folder and pass "
     "--data-dir DIR (or set MUSTANGS_DATA)",
-    "mnist": "put the four MNIST *-ubyte(.gz) files in a folder and pass --data-dir DIR (or set "
-    "MUSTANGS_DATA), or run once with internet access so torchvision can download them",
+    "mnist": "put the four MNIST *-ubyte(.gz) files (or Keras' mnist.npz, or x_train/y_train/x_test/y_test.npy) "
+    "in a folder and pass --data-dir DIR (or set MUSTANGS_DATA), or run once with internet access so "
+    "torchvision can download them",
     "cifar10": "unpack cifar-10-binary.tar.gz (the binary release) into a folder and pass --data-dir "
     "DIR (or set MUSTANGS_DATA), or run once with internet access",
 }
@@ -108,11 +109,6 @@ def _candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]
     return dirs
 
 
-def default_cache_dir() -> Path:
-    """Where downloads go: ``$MUSTANGS_CACHE`` or ``~/.cache/mustangs``."""
-    return Path(os.environ.get("MUSTANGS_CACHE", Path.home() / ".cache" / "mustangs"))
-
-
 def _offline() -> bool:
     return os.environ.get("MUSTANGS_OFFLINE", "").lower() in ("1", "true", "yes")
 
@@ -150,11 +146,72 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
 
 
+def _array_files(folder: Path, name: str, split: str) -> tuple[Path, str, str] | tuple[Path, Path] | None:
+    """Digits kept as numpy arrays instead of IDX files: Keras' ``mnist.npz`` layout (``NAME.npz``
+    holding ``x_train, y_train, x_test, y_test``) or the same four names as ``.npy`` files."""
+    x, y = ("x_train", "y_train") if split == "train" else ("x_test", "y_test")
+    npz = folder / f"{name}.npz"
+    if npz.is_file():
+        return npz, x, y
+    if (folder / f"{x}.npy").is_file() and (folder / f"{y}.npy").is_file():
+        return folder / f"{x}.npy", folder / f"{y}.npy"
+    return None
+
+
+def _checked_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``[N, 28, 28]`` (or ``[N, 1, 28, 28]``) of 0..255 and labels ``[N]`` of 0..9, or one line."""
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise UserError(f"{where}: images must have shape [N, 28, 28], got {list(images.shape)}")
+    if images.dtype != np.uint8:
+        if images.dtype.kind not in "iu" or images.size and (images.min() < 0 or images.max() > 255):
+            raise UserError(f"{where}: images must be uint8 (0..255), got {images.dtype}")
+        images = images.astype(np.uint8)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise UserError(f"{where}: labels must be integers 0..9 of shape [N], got {labels.dtype} {list(labels.shape)}")
+    if images.shape[0] != labels.shape[0]:
+        raise UserError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images, labels
+
+
+def _read_arrays(found, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read what :func:`_array_files` found, without pickle and within the size bound."""
+    import io as _io
+    import zipfile
+
+    from mustangs.io.loaders import read_bounded
+
+    limit = 1 << 30
+    try:
+        if len(found) == 3:
+            path, x, y = found
+            with np.load(_io.BytesIO(read_bounded(path, limit, f"{name} arrays")), allow_pickle=False) as z:
+                missing = [k for k in (x, y) if k not in z.files]
+                if missing:
+                    raise UserError(f"{path} lacks {', '.join(missing)} (expected Keras' layout: "
+                                    f"x_train, y_train, x_test, y_test)")
+                images, labels, where = z[x], z[y], f"{path} [{x}, {y}]"
+        else:
+            img, lbl = found
+            images = np.load(_io.BytesIO(read_bounded(img, limit, f"{name} images")), allow_pickle=False)
+            labels = np.load(_io.BytesIO(read_bounded(lbl, limit, f"{name} labels")), allow_pickle=False)
+            where = f"{img} and {lbl}"
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot read the {name} arrays in {found[0]}: {str(exc).splitlines()[0]}") from None
+    return _checked_arrays(images, labels, where)
+
+
 def _load_idx_dataset(name: str, split: str, data_dir) -> ArrayDataset:
     img_stem, lbl_stem = _IDX_FILES[split]
     looked: list[Path] = []
     for folder in _candidate_dirs(name, data_dir):
         looked.append(folder)
+        arrays = _array_files(folder, name, split)
+        if arrays is not None:
+            images, labels = _read_arrays(arrays, name)
+            return ArrayDataset(name, torch.from_numpy(images.copy()).unsqueeze(1),
+                                torch.from_numpy(labels.astype(np.int64)), 10)
         img, lbl = _find_file(folder, img_stem), _find_file(folder, lbl_stem)
         if img and lbl:
             images, labels = read_idx(img), read_idx(lbl)

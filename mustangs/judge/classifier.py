@@ -24,14 +24,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-
-#: Folder of the shipped classifier weights (``classifier-<dataset>.safetensors`` + ``.json``).
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-
-#: Hash that keys caches for the analytic ``rings`` classifier (bump when its definition changes).
-RINGS_HASH = "analytic-rings-v1-std0.02"
-#: Cache keys of the analytic classifiers of the 2-D toys.
-POINT_HASHES = {"rings": RINGS_HASH, "grid25": "analytic-grid25-v1-std0.0125"}
+# the shipped weights' folder, the analytic classifiers' keys and asset paths (re-exported)
+from mustangs.judge.classifier_assets import ASSETS_DIR, POINT_HASHES, RINGS_HASH, asset_paths  # noqa: F401
 
 
 # --------------------------------------------------------------------------- networks
@@ -119,12 +113,6 @@ class RingsClassifier(PointModesClassifier):
 
 
 # --------------------------------------------------------------------------- shipped weights
-
-def asset_paths(dataset: str, folder: str | Path | None = None) -> tuple[Path, Path]:
-    """Paths of the weights and JSON of the classifier for ``dataset`` (in ``folder`` or the assets)."""
-    folder = Path(folder) if folder is not None else ASSETS_DIR
-    return folder / f"classifier-{dataset}.safetensors", folder / f"classifier-{dataset}.json"
-
 
 def build_from_info(info: dict) -> EvalClassifier:
     """An untrained :class:`EvalClassifier` with the architecture recorded in ``info``."""

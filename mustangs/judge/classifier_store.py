@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from mustangs.errors import UserError
-from mustangs.judge.classifier import POINT_HASHES, asset_paths
+from mustangs.judge.classifier_assets import POINT_HASHES, asset_paths
 from mustangs.names import TRAINABLE
+
+if TYPE_CHECKING:   # annotations only: listing and resolving classifiers never imports torch
+    import torch
+    from torch import nn
 
 #: Sub-folder of ``$MUSTANGS_CACHE`` that holds user-trained classifiers, one folder per name.
 CACHE_SUBDIR = "classifiers"
@@ -37,14 +40,14 @@ CACHE_SUBDIR = "classifiers"
 
 def shipped_dir() -> Path:
     """The package's folder of shipped classifiers (read-only: nothing is written there)."""
-    from mustangs.judge.classifier import ASSETS_DIR
+    from mustangs.judge.classifier_assets import ASSETS_DIR
 
     return ASSETS_DIR
 
 
 def cache_root() -> Path:
     """``$MUSTANGS_CACHE/classifiers`` (``~/.cache/mustangs/classifiers`` by default)."""
-    from mustangs.data.datasets import default_cache_dir
+    from mustangs.names import default_cache_dir
 
     return default_cache_dir() / CACHE_SUBDIR
 
@@ -141,7 +144,7 @@ def available() -> list[str]:
     if root.is_dir():
         names += sorted(p.name for p in root.iterdir() if p.is_dir() and _safe_meta(p) is not None)
     names += sorted(p.name[len("classifier-"):-len(".json")] for p in shipped_dir().glob("classifier-*.json"))
-    from mustangs.data.datasets import POINT_DATASETS
+    from mustangs.names import POINT_DATASETS
 
     return list(dict.fromkeys(names + list(POINT_DATASETS)))
 
@@ -154,7 +157,7 @@ def _safe_meta(folder: Path) -> Path | None:
 
 
 def _by_name(name: str) -> ClassifierRef | None:
-    from mustangs.data.datasets import POINT_DATASETS
+    from mustangs.names import POINT_DATASETS
 
     if name in POINT_DATASETS:
         return _analytic(name)
