@@ -193,6 +193,7 @@ class Run:
                                        self.block.generation if found is not None else None, self.log)
         if self._async:
             self.world.barrier()   # the writer has (re)made the folder
+            clean_temp_files(self._checkpoint_dir())   # this rank's own checkpoints: what a killed write left
         if self.world.is_writer or self._async:
             mpath = self._metrics_path()
             mpath.parent.mkdir(parents=True, exist_ok=True)

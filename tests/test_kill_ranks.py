@@ -1,0 +1,108 @@
+"""A rank killed while another writes its checkpoint, and an async rank killed mid-run (issues 22, 23).
+
+Two gloo ranks under ``torchrun``. ``MUSTANGS_TEST_HOLD_AT`` (mustangs/io/faults.py) holds rank 0
+inside its checkpoint write (the tensors in their temporary file, not yet renamed); the test
+SIGKILLs rank 1 at that moment. torchrun's agent then stops rank 0 mid-write (SIGTERM), which
+is what a real crash of a neighbour does to a rank that is writing. The folder must
+``--resume`` to completion without a temporary file left behind: to the pool of an
+uninterrupted run (sync), or to a complete, loadable pool (async, where timing decides the
+result).
+
+The kill-and-rejoin test documents what torchrun does with an async run when a rank dies: its
+elastic agent restarts *every* rank (the survivor too), and each resumes from its own last
+per-rank checkpoint. docs/scale-out.md gives the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from mustangs.io.faults import HOLD_ENV
+from mustangs.pool.format import read_pool
+from test_distributed import _assert_same_pool, _env, _run, _torchrun, _train_cmd
+from trainer.distributed import free_port
+
+pytestmark = pytest.mark.slow
+
+GENS = ["coevolution.generations=3", "batching=loop"]
+ASYNC = ["distribution.exchange=async"]
+
+
+def _temp_files(run: Path) -> list[str]:
+    return sorted(str(p.relative_to(run)) for p in run.rglob(".*"))
+
+
+def _workers(agent: subprocess.Popen) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True,
+                                           text=True).stdout.split()]
+
+
+def _wait_for(test, what: str, agent: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not test():
+        if agent.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {agent.communicate()[0][-3000:]}")
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+def _kill_rank1_while_rank0_writes(run: Path, hold: Path, extra: list[str]) -> tuple[str, list[str]]:
+    """torchrun, 2 ranks, no restarts: hold rank 0 in its 2nd checkpoint write, SIGKILL rank 1.
+
+    Returns the launcher's output and the temporary files seen while rank 0 was held."""
+    env = dict(_env(), **{HOLD_ENV: f"checkpoint-tmp:2@0={hold}"})
+    agent = subprocess.Popen([*_torchrun(), "--nproc-per-node", "2", "--max-restarts", "0", "--master-port",
+                              str(free_port()), *_train_cmd(run, *GENS, *extra)],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: hold.is_file() and hold.read_text().endswith("\n"), "hold at checkpoint-tmp", agent)
+        pid, rank = hold.read_text().split()
+        assert rank == "0"
+        inside = _temp_files(run)   # rank 0 is inside its checkpoint write: its tensors in a temp file
+        others = [p for p in _workers(agent) if p != int(pid)]
+        assert len(others) == 1, others
+        os.kill(others[0], signal.SIGKILL)
+        out, _ = agent.communicate(timeout=180)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode != 0, out[-3000:]
+    assert "exitcode: -9" in out, out[-3000:]
+    return out, inside
+
+
+def test_rank_killed_while_rank0_writes_its_sync_checkpoint_resumes_to_the_same_pool(tmp_path):
+    reference = tmp_path / "reference"
+    _run([sys.executable, *_train_cmd(reference, *GENS)])
+    run = tmp_path / "run"
+    _out, inside = _kill_rank1_while_rank0_writes(run, tmp_path / "hold", [])
+    assert any(re.fullmatch(r"checkpoints/\.gen-000002\.safetensors\..*\.tmp", p) for p in inside), inside
+    index = json.loads((run / "checkpoints" / "index.json").read_text())
+    assert index["latest"]["generation"] == 1   # the interrupted write did not replace the good checkpoint
+    res = _run([sys.executable, *_train_cmd(run, *GENS), "--workers", "2", "--resume"])
+    assert "resuming" in res.stderr and "Traceback" not in res.stderr
+    assert _temp_files(run) == []
+    _assert_same_pool(reference, run)
+
+
+def test_rank_killed_while_rank0_writes_its_async_checkpoint_resumes_to_a_complete_pool(tmp_path):
+    run = tmp_path / "run"
+    _out, inside = _kill_rank1_while_rank0_writes(run, tmp_path / "hold", ASYNC)
+    assert any(re.fullmatch(r"checkpoints/rank-0/\.gen-000002\.safetensors\..*\.tmp", p) for p in inside), inside
+    res = _run([sys.executable, *_train_cmd(run, *GENS, *ASYNC), "--workers", "2", "--resume"])
+    assert "Traceback" not in res.stderr
+    assert _temp_files(run) == []
+    pool = read_pool(run / "pool")
+    assert len(pool.load_generators()) >= 1 and pool.extra["run"]["generations"] == 3
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["generation"] for x in lines] == [1, 2, 3] and all(len(x["cells"]) == 4 for x in lines)
