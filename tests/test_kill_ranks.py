@@ -106,3 +106,61 @@ def test_rank_killed_while_rank0_writes_its_async_checkpoint_resumes_to_a_comple
     assert len(pool.load_generators()) >= 1 and pool.extra["run"]["generations"] == 3
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["generation"] for x in lines] == [1, 2, 3] and all(len(x["cells"]) == 4 for x in lines)
+
+
+# --------------------------------------------------------------------------- async: kill one rank mid-run
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None)
+
+
+def _generations(path: Path) -> int:
+    try:
+        return len(path.read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def test_async_rank_killed_mid_run_under_torchrun_restarts_the_group_and_each_rank_resumes(tmp_path):
+    """What torchrun --max-restarts 1 does with an async run when one rank dies (measured, see
+    docs/scale-out.md): the agent stops the survivor too and restarts both; each rank resumes from
+    its own last checkpoint, so the survivor loses the generations after its last checkpoint."""
+    run = tmp_path / "run"
+    longer = ["coevolution.generations=6", "coevolution.batches_per_generation=20", "batching=loop", *ASYNC]
+    agent = subprocess.Popen([*_torchrun(), "--nproc-per-node", "2", "--max-restarts", "1", "--master-port",
+                              str(free_port()), *_train_cmd(run, *longer), "--resume"],
+                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    m0, m1 = run / "metrics" / "rank-0.jsonl", run / "metrics" / "rank-1.jsonl"
+    try:
+        _wait_for(lambda: _generations(m1) >= 2, "generation 2 of rank 1", agent)
+        pids = {_rank_of(p): p for p in _workers(agent)}
+        assert set(pids) == {0, 1}, pids
+        t_kill, gen0_at_kill = time.monotonic(), _generations(m0)
+        os.kill(pids[1], signal.SIGKILL)
+        # Does rank 0 keep training while rank 1 is down?
+        while Path(f"/proc/{pids[0]}").exists() and time.monotonic() - t_kill < 60:
+            gen0_at_stop = _generations(m0)
+            time.sleep(0.02)
+        survived_s = time.monotonic() - t_kill
+        out, _ = agent.communicate(timeout=240)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 0, out[-3000:]
+    print(f"rank 0 at generation {gen0_at_kill} when rank 1 was killed; stopped by the agent {survived_s:.2f} s "
+          f"later at generation {gen0_at_stop}")
+    assert not Path(f"/proc/{pids[0]}").exists()          # the survivor was stopped too ...
+    resumed0 = re.search(r"resuming \S+ from the checkpoint of generation (\d+)", out)
+    resumed1 = re.search(r"rank 1 resumes its cells from its checkpoint of generation (\d+)", out)
+    assert resumed0 and resumed1, out[-3000:]               # ... and both resumed from their own checkpoints
+    assert int(resumed1.group(1)) >= 2 and int(resumed0.group(1)) >= gen0_at_stop - 1
+    print(f"resumed: rank 0 from generation {resumed0.group(1)}, rank 1 from generation {resumed1.group(1)}")
+    assert _temp_files(run) == []
+    pool = read_pool(run / "pool")
+    assert len(pool.load_generators()) >= 1 and pool.extra["run"]["generations"] == 6
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["generation"] for x in lines] == [1, 2, 3, 4, 5, 6] and all(len(x["cells"]) == 4 for x in lines)
