@@ -331,8 +331,8 @@ def mutated_metadata(draw, props: list[tuple[str, str]]) -> list[tuple[str, str]
         elif op == "duplicate":
             props.append((key, draw(st.text(max_size=8))))
         elif op == "add":
-            props.append((draw(st.sampled_from(["mustangs.", "mustangs.x", "", "\U0001f4a5"])) + draw(st.text(max_size=4)),
-                          draw(HOSTILE.map(str))))
+            key = draw(st.sampled_from(["mustangs.", "mustangs.x", "", "\U0001f4a5"])) + draw(st.text(max_size=4))
+            props.append((key, draw(HOSTILE.map(str))))
         else:
             meta = dict(props)
             try:   # absent, or already cut by an earlier step of this case: nothing to flip
