@@ -133,42 +133,73 @@ def _checkpointed(folder: Path) -> int:
         return 0
 
 
-def test_async_rank_killed_mid_run_under_torchrun_restarts_the_group_and_each_rank_resumes(tmp_path):
-    """What torchrun --max-restarts 1 does with an async run when one rank dies (measured, see
-    docs/scale-out.md): the agent stops the survivor too and restarts both; each rank resumes from
-    its own last checkpoint, so the survivor loses the generations after its last checkpoint."""
-    run = tmp_path / "run"
-    longer = ["coevolution.generations=6", "coevolution.batches_per_generation=20", "batching=loop", *ASYNC]
+def _kill_rank1_mid_run(run: Path, extra: list[str], env: dict, ready) -> tuple[str, dict]:
+    """torchrun --max-restarts 1, async, 2 ranks: SIGKILL rank 1 once ``ready()``; (output, figures).
+
+    Figures: rank 0's generation and checkpoint at the kill, how long it went on (seconds, and its
+    generation when the agent stopped it)."""
     agent = subprocess.Popen([*_torchrun(), "--nproc-per-node", "2", "--max-restarts", "1", "--master-port",
-                              str(free_port()), *_train_cmd(run, *longer), "--resume"],
-                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              str(free_port()), *_train_cmd(run, *extra, *ASYNC), "--resume"],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     m0 = run / "metrics" / "rank-0.jsonl"
     try:
-        _wait_for(lambda: _checkpointed(run / "checkpoints" / "rank-1") >= 2, "rank 1's checkpoint 2", agent)
+        _wait_for(ready, "the moment to kill rank 1", agent)
         pids = {_rank_of(p): p for p in _workers(agent)}
         assert set(pids) == {0, 1}, pids
-        t_kill, gen0_at_kill = time.monotonic(), _generations(m0)
+        t_kill = time.monotonic()
+        fig = {"gen0": _generations(m0), "ckpt0": _checkpointed(run / "checkpoints" / "rank-0"),
+               "ckpt1": _checkpointed(run / "checkpoints" / "rank-1")}
         os.kill(pids[1], signal.SIGKILL)
-        # Does rank 0 keep training while rank 1 is down?
-        while Path(f"/proc/{pids[0]}").exists() and time.monotonic() - t_kill < 60:
-            gen0_at_stop = _generations(m0)
+        while Path(f"/proc/{pids[0]}").exists() and time.monotonic() - t_kill < 60:   # rank 0 goes on?
+            fig["gen0_at_stop"] = _generations(m0)
             time.sleep(0.02)
-        survived_s = time.monotonic() - t_kill
+        fig["survived_s"] = round(time.monotonic() - t_kill, 2)
         out, _ = agent.communicate(timeout=240)
     finally:
         if agent.poll() is None:
             agent.kill()
     assert agent.returncode == 0, out[-3000:]
-    print(f"rank 0 at generation {gen0_at_kill} when rank 1 was killed; stopped by the agent {survived_s:.2f} s "
-          f"later at generation {gen0_at_stop}")
-    assert not Path(f"/proc/{pids[0]}").exists()          # the survivor was stopped too ...
-    resumed0 = re.search(r"resuming \S+ from the checkpoint of generation (\d+)", out)
-    resumed1 = re.search(r"rank 1 resumes its cells from its checkpoint of generation (\d+)", out)
-    assert resumed0 and resumed1, out[-3000:]               # ... and both resumed from their own checkpoints
-    assert int(resumed1.group(1)) >= 2 and int(resumed0.group(1)) >= gen0_at_stop - 1
-    print(f"resumed: rank 0 from generation {resumed0.group(1)}, rank 1 from generation {resumed1.group(1)}")
+    assert not Path(f"/proc/{pids[0]}").exists()   # the survivor was stopped and restarted too
+    print(fig)
+    return out, fig
+
+
+def _complete(run: Path, generations: int) -> None:
     assert _temp_files(run) == []
     pool = read_pool(run / "pool")
-    assert len(pool.load_generators()) >= 1 and pool.extra["run"]["generations"] == 6
+    assert len(pool.load_generators()) >= 1 and pool.extra["run"]["generations"] == generations
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [x["generation"] for x in lines] == [1, 2, 3, 4, 5, 6] and all(len(x["cells"]) == 4 for x in lines)
+    assert [x["generation"] for x in lines] == list(range(1, generations + 1))
+    assert all(len(x["cells"]) == 4 for x in lines)
+
+
+def test_async_rank_killed_mid_run_under_torchrun_restarts_the_group_and_each_rank_resumes(tmp_path):
+    """What torchrun --max-restarts 1 does with an async run when one rank dies (measured, see
+    docs/scale-out.md): the agent stops the survivor too and restarts both; each rank resumes from
+    its own last checkpoint, so the survivor loses the generations after its last checkpoint."""
+    run = tmp_path / "run"
+    longer = ["coevolution.generations=6", "coevolution.batches_per_generation=20", "batching=loop"]
+    out, fig = _kill_rank1_mid_run(run, longer, _env(), lambda: _checkpointed(run / "checkpoints" / "rank-1") >= 2)
+    resumed0 = re.search(r"resuming \S+ from the checkpoint of generation (\d+)", out)
+    resumed1 = re.search(r"rank 1 resumes its cells from its checkpoint of generation (\d+)", out)
+    assert resumed0 and resumed1, out[-3000:]        # both resumed, each from its own checkpoint
+    assert int(resumed1.group(1)) >= 2 and int(resumed0.group(1)) >= fig["gen0_at_stop"] - 1
+    _complete(run, 6)
+
+
+def test_async_rank_killed_before_its_first_checkpoint_starts_over_beside_a_resumed_rank(tmp_path):
+    """Rank 1 (slowed 3x) dies before its first checkpoint while rank 0 has one: rank 0 resumes,
+    rank 1 starts its cells over, and the run completes. Their tensors then sit in different
+    orders (checkpoint file vs network), which once paired different tensors in the final
+    gathers (a gloo abort); the gathers now run in sorted key order."""
+    from trainer.straggler import ENV
+
+    run = tmp_path / "run"
+    extra = ["coevolution.generations=6", "coevolution.batches_per_generation=20", "batching=loop",
+             "output.checkpoint_every=3"]
+    m0 = run / "metrics" / "rank-0.jsonl"
+    out, fig = _kill_rank1_mid_run(run, extra, dict(_env(), **{ENV: "1:slow=3"}), lambda: _generations(m0) >= 4)
+    assert fig["ckpt0"] == 3 and fig["ckpt1"] == 0, fig
+    assert "rank 1 of" in out and "has no checkpoint yet; its cells start from generation 0" in out
+    assert re.search(r"resuming \S+ from the checkpoint of generation 3", out), out[-3000:]
+    _complete(run, 6)
