@@ -50,8 +50,9 @@ def exit_on_user_error(main: F) -> F:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (user text may hold newlines)."""
-    return " ".join(str(exc).split("\n")).strip() or type(exc).__name__
+    """The exception's message on one line (user text may hold newlines, and ``\\r``, ``\\x85``, ``\\u2028``…
+    that end a line as well: whatever ``str.splitlines`` splits on)."""
+    return " ".join(str(exc).splitlines()).strip() or type(exc).__name__
 
 
 def environment_message(exc: BaseException) -> str:

@@ -24,6 +24,8 @@ import json
 import math
 import threading
 import time
+import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,7 +148,8 @@ def decode_payload(meta: dict[str, str], where: str = "model") -> RepurposeStats
         arrays = (hist, mu, second) + ((stats.real_mu, stats.real_sigma, stats.real_hist) if has_real else ())
         if not all(np.all(np.isfinite(a)) for a in arrays) or np.any(hist < 0) or np.any(stats.n < 2):
             raise ValueError("non-finite or negative values")
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+    except (KeyError, TypeError, ValueError, OSError, EOFError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error) as exc:   # the .npz is a zip: a damaged one fails in zipfile/zlib's own types
         raise UserError(f"{where}: malformed re-purposing statistics ({exc}); export the model again") from None
     return stats
 

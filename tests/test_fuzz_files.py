@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import event, given, strategies as st  # noqa: E402
 
 from mustangs.errors import exit_on_user_error  # noqa: E402
 
@@ -234,3 +234,146 @@ def test_npy_samples(dtype, shape, fill, cut):
         if cut is not None:
             path.write_bytes(path.read_bytes()[:cut])
         outcome(lambda: read_npy_samples(path, (1, 28, 28), 2), path)
+
+
+# --------------------------------------------------------------------------- front.json (ensembler front)
+
+@pytest.fixture(scope="module")
+def front_file(tmp_path_factory) -> Path:
+    """A real ``front.json`` of ``ensembler front`` over a rings pool (members relative to its folder)."""
+    from conftest import rings_pool
+    from ensembler.cli import main as ensembler_main
+
+    d = tmp_path_factory.mktemp("front")
+    pool = rings_pool(d / "pool")
+    argv = ["front", str(pool), "--objectives", "tvd,fid", "--classifier", "rings", "--scalarisations", "2",
+            "--budget", "20", "--samples", "500", "--diversity-samples", "0", "--device", "cpu",
+            "--out", str(d / "front.json")]
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert ensembler_main(argv) == 0
+    return d / "front.json"
+
+
+@given(st.data())
+def test_fronts(front_file, data):
+    """A mutated ``front.json`` beside the real one (so member paths still resolve): reading it and
+    loading a point (what ``serving export front.json --point I`` does) succeeds or says why."""
+    from ensembler.front import load_front_point
+
+    doc = json.loads(front_file.read_text())
+    text = as_text(data.draw, data.draw(mutated(doc)))
+    index = data.draw(st.sampled_from([0, len(doc["points"]) - 1, len(doc["points"]), -1]))
+    path = front_file.with_name("case.json")
+    path.write_text(text)
+    try:
+        code, _ = outcome(lambda: load_front_point(path, index).generators, path,
+                          *front_file.parent.joinpath("pool").iterdir())
+        event(f"exit {code}")   # --hypothesis-show-statistics: how many cases load, how many are refused
+    finally:
+        path.unlink()
+
+
+# --------------------------------------------------------------------------- ONNX metadata (serving)
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory) -> Path:
+    """An exported rings ensemble with re-purposing statistics and served scores in its metadata."""
+    from conftest import rings_pool
+    from ensembler.ensemble import Ensemble
+    from mustangs.pool.format import read_pool
+    from serving.cli import main as serving_main
+
+    d = tmp_path_factory.mktemp("onnx")
+    Ensemble.from_pool(read_pool(rings_pool(d / "pool")), [0.5, 0.3, 0.2]).save(d / "e.json")
+    argv = ["export", str(d / "e.json"), "--out", str(d / "m.onnx"), "--classifier", "rings", "--stats-samples", "500",
+            "--score-samples", "500", "--device", "cpu", "--no-check", "--threads", "1"]
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert serving_main(argv) == 0
+    return d / "m.onnx"
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+@st.composite
+def mutated_metadata(draw, props: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``metadata_props`` with 1-3 of: a value replaced by a hostile one (another JSON type, mutated
+    JSON, cut short), an entry deleted, duplicated or added, or the re-purposing payload's bytes
+    cut or flipped with its sha256 recomputed (so the decoder itself is reached)."""
+    import base64
+    import hashlib
+
+    from serving.repurpose import META_PAYLOAD, META_SHA256
+
+    props = list(props)
+    for _ in range(draw(st.integers(1, 3))):
+        if not props:
+            break
+        i = draw(st.integers(0, len(props) - 1))
+        key, value = props[i]
+        op = draw(st.sampled_from(["hostile", "json", "cut", "delete", "duplicate", "add", "payload"]))
+        if op == "hostile":
+            props[i] = (key, draw(st.one_of(HOSTILE.map(lambda v: json.dumps(v, allow_nan=True)), HOSTILE.map(str))))
+        elif op == "json":
+            doc = _json_or_none(value)
+            if isinstance(doc, (dict, list)) and doc:
+                props[i] = (key, as_text(draw, draw(mutated(doc))))
+            else:
+                props[i] = (key, json.dumps(draw(HOSTILE), allow_nan=True))
+        elif op == "cut":
+            props[i] = (key, value[:draw(st.integers(0, max(0, len(value) - 1)))])
+        elif op == "delete":
+            del props[i]
+        elif op == "duplicate":
+            props.append((key, draw(st.text(max_size=8))))
+        elif op == "add":
+            key = draw(st.sampled_from(["mustangs.", "mustangs.x", "", "\U0001f4a5"])) + draw(st.text(max_size=4))
+            props.append((key, draw(HOSTILE.map(str))))
+        else:
+            meta = dict(props)
+            try:   # absent, or already cut by an earlier step of this case: nothing to flip
+                raw = bytearray(base64.b64decode(meta[META_PAYLOAD], validate=True))
+            except (KeyError, ValueError):
+                continue
+            if not raw:
+                continue
+            if draw(st.booleans()):
+                raw = raw[:draw(st.integers(0, len(raw) - 1))]
+            else:
+                for _ in range(draw(st.integers(1, 8))):
+                    j = draw(st.integers(0, len(raw) - 1))
+                    raw[j] ^= draw(st.integers(1, 255))
+            meta[META_PAYLOAD] = base64.b64encode(bytes(raw)).decode("ascii")
+            meta[META_SHA256] = hashlib.sha256(bytes(raw)).hexdigest()
+            props = list(meta.items())
+    return props
+
+
+@given(st.data())
+def test_onnx_metadata(onnx_model, data):
+    """A model whose ``metadata_props`` were edited: loading it (``serving info``/``sample``, the service)
+    gives its info and samples, or one line, exit 2."""
+    import onnx
+
+    from serving.sampler import OnnxSampler
+
+    model = onnx.load(str(onnx_model))
+    props = data.draw(mutated_metadata([(p.key, p.value) for p in model.metadata_props]))
+    del model.metadata_props[:]
+    for key, value in props:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, "m.onnx")
+        onnx.save(model, str(path))
+
+        def load():
+            sampler = OnnxSampler(path, threads=1)
+            json.dumps(sampler.info())
+            sampler.sample(4, seed=0)
+
+        event(f"exit {outcome(load, path)[0]}")

@@ -135,6 +135,18 @@ def gather_tensor_rows(local: torch.Tensor, workers: Workers) -> torch.Tensor:
     return gather_rows(local.to(dev), workers).to(local.device)
 
 
+def gather_dict(tensors: dict[str, torch.Tensor], workers: Workers) -> dict[str, torch.Tensor]:
+    """:func:`gather_tensor_rows` of every tensor of ``tensors``, in the same key order on every rank.
+
+    The collectives run in sorted key order: a rank restored from a checkpoint holds its tensors
+    in the file's order, a fresh one in the network's, and an async run can mix both (one rank
+    resumes, another starts over); gathering in dict order would pair different tensors (a gloo
+    abort). The result keeps ``tensors``' own order.
+    """
+    gathered = {k: gather_tensor_rows(tensors[k], workers) for k in sorted(tensors)}
+    return {k: gathered[k] for k in tensors}
+
+
 def gather_json(items: list, workers: Workers) -> list:
     """Concatenate every rank's list of JSON-able items in rank (= cell) order.
 
@@ -260,15 +272,15 @@ class DistWorld(World):
     def gather_state(self, state):
         from trainer.batched import NetState
 
-        return NetState.from_tensors({k: gather_tensor_rows(t, self.workers) for k, t in state.tensors().items()})
+        return NetState.from_tensors(gather_dict(state.tensors(), self.workers))
 
     def gather_weights(self, state):
         """Params and buffers of every cell (no Adam moments): a third of the bytes of a full state."""
         from trainer.batched import NetState
 
         workers = self.workers
-        params = {k: gather_tensor_rows(t, workers) for k, t in state.params.items()}
-        buffers = {k: gather_tensor_rows(t, workers) for k, t in state.buffers.items()}
+        params = gather_dict(state.params, workers)
+        buffers = gather_dict(state.buffers, workers)
         step = gather_tensor_rows(state.step, workers)
         return NetState(params, buffers, {}, {}, step)
 
@@ -277,7 +289,7 @@ class DistWorld(World):
 
     def gather_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every per-cell tensor (cell axis first) of all ranks, in cell order."""
-        return {k: gather_tensor_rows(t, self.workers) for k, t in tensors.items()}
+        return gather_dict(tensors, self.workers)
 
     def gather_stats(self, stats):
         workers = self.workers

@@ -179,6 +179,9 @@ class Run:
             self.block.last_fid = {int(k): v for k, v in meta.get("last_fid", {}).items()}
             self.metrics_bytes = int(meta.get("metrics_bytes", 0))
             self.log(f"resuming {self.out} from the checkpoint of generation {self.block.generation}")
+            if self._async and not self.world.is_writer:   # ranks resume at their own generations: say which
+                print(f"note: rank {self.world.rank} resumes its cells from its checkpoint of generation "
+                      f"{self.block.generation}", file=sys.stderr, flush=True)
         self.board = None
         if self.world.is_writer:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -193,6 +196,7 @@ class Run:
                                        self.block.generation if found is not None else None, self.log)
         if self._async:
             self.world.barrier()   # the writer has (re)made the folder
+            clean_temp_files(self._checkpoint_dir())   # this rank's own checkpoints: what a killed write left
         if self.world.is_writer or self._async:
             mpath = self._metrics_path()
             mpath.parent.mkdir(parents=True, exist_ok=True)

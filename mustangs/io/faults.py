@@ -15,6 +15,13 @@ Points, in the order a run passes them:
 - ``pool-tmp``: the pool is complete in its temporary folder, not yet renamed
 - ``report``: the pool is in place, the report is not written
 
+``MUSTANGS_TEST_HOLD_AT=POINT[:N][@RANK]=PATH`` holds the process at a point instead, so a test can
+act on *another* process at that moment (SIGKILL rank 1 while rank 0 is inside its checkpoint
+write): the N-th pass of ``POINT`` (in the process whose ``RANK``, as torchrun sets it, is
+``RANK``, if given) creates ``PATH`` holding ``"PID RANK"`` and waits until the test writes ``go``
+into it (or 600 s pass). Only the process that creates ``PATH`` holds: a restarted process, or
+another rank, finds it there and goes on.
+
 ``MUSTANGS_TEST_WRITE_FAULT=ERRNO:nth=N`` makes the N-th file write of the process fail, and
 ``ERRNO:after=K`` every write that takes the process past byte K (ERRNO is ``ENOSPC`` or ``EIO``).
 Every file Mustangs writes passes through :mod:`mustangs.io.atomic` (one atomic write per file
@@ -30,6 +37,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 from pathlib import Path
 
 ENV = "MUSTANGS_TEST_KILL_AT"
@@ -38,7 +46,10 @@ _hits: dict[str, int] = {}
 
 
 def kill_point(name: str) -> None:
-    """SIGKILL this process if ``MUSTANGS_TEST_KILL_AT`` names ``name`` and this is its N-th pass."""
+    """SIGKILL this process if ``MUSTANGS_TEST_KILL_AT`` names ``name`` and this is its N-th pass
+    (first hold here if ``MUSTANGS_TEST_HOLD_AT`` asks for it)."""
+    if os.environ.get(HOLD_ENV):
+        _hold(name, os.environ[HOLD_ENV])
     spec = os.environ.get(ENV)
     if not spec:
         return
@@ -48,6 +59,33 @@ def kill_point(name: str) -> None:
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+HOLD_ENV = "MUSTANGS_TEST_HOLD_AT"
+_held: dict[str, int] = {}
+
+
+def _hold(name: str, spec: str) -> None:
+    """Wait at point ``name`` until the test writes ``go`` into the file ``spec`` names (see the module doc)."""
+    where, sep, path = spec.partition("=")
+    if not sep or not path:
+        raise ValueError(f"{HOLD_ENV}={spec!r}: expected POINT[:N][@RANK]=PATH")
+    where, _, rank = where.partition("@")
+    point, _, nth = where.partition(":")
+    if point != name or (rank and os.environ.get("RANK") != rank):
+        return
+    _held[name] = _held.get(name, 0) + 1
+    if _held[name] != int(nth or 1):
+        return
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return
+    os.write(fd, f"{os.getpid()} {os.environ.get('RANK', '')}\n".encode())
+    os.close(fd)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not Path(path).read_text().rstrip().endswith("go"):
+        time.sleep(0.05)
 
 
 WRITE_ENV = "MUSTANGS_TEST_WRITE_FAULT"

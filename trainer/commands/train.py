@@ -294,7 +294,9 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
             on_finished()
     except UserError as exc:
         if workers.is_writer:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            from mustangs.errors import _one_line
+
+            print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)   # one line, as exit_on_user_error
         return 2
     except (OSError, MemoryError) as exc:  # disk full, read-only folder, ...: one line, like the CLI
         from mustangs.errors import environment_message
