@@ -1,0 +1,132 @@
+"""Class-conditional grids (``network.conditional``, issue 21): training with labels, the pool,
+the ONNX graph with a ``labels`` input, ``POST /sample`` with labels and ``cond_acc_cls10k``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mustangs.data.datasets import ArrayDataset
+from mustangs.errors import ConfigError
+from trainer.coevolution import Coevolution
+from trainer.config import load_train_config
+
+from conftest import needs_fashion
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def labelled_images(n=300, seed=0) -> ArrayDataset:
+    g = torch.Generator().manual_seed(seed)
+    return ArrayDataset("fashion-mnist", torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8),
+                        torch.randint(0, 10, (n,), generator=g), 10)
+
+
+def make(overrides=(), engine=None, data=None) -> Coevolution:
+    cfg = load_train_config(None, ["grid.height=2", "grid.width=2", "data.batch_size=16", "network.conditional=true",
+                                   "coevolution.batches_per_generation=2", *overrides])
+    return Coevolution(cfg, data or labelled_images(), "cpu", engine=engine)
+
+
+@pytest.mark.parametrize("over,words", [
+    (["data.dataset=rings", "network.arch=rings-mlp"], "has no class labels"),
+    (["coevolution.loss=wgan-gp"], "coevolution.loss=wgan"),
+])
+def test_conditional_refuses_what_it_cannot_train(over, words):
+    with pytest.raises(ConfigError, match=words) as exc:
+        load_train_config(None, ["network.conditional=true", *over])
+    assert "\n" not in str(exc.value) and "network.conditional=false" in str(exc.value)
+
+
+def test_real_batches_carry_their_labels_and_fakes_the_drawn_ones():
+    data = labelled_images()
+    co = make(data=data)
+    idx = torch.tensor([[0, 5, 7], [1, 2, 3]])
+    x = co.real_batch(idx)
+    assert x.shape == (2, 3, 784 + 10)
+    assert torch.equal(x[..., 784:].argmax(-1), data.labels[idx])
+    assert torch.allclose(x[..., :784], data.batch(idx.reshape(-1)).view(2, 3, 784))
+    z = co.latents([torch.Generator().manual_seed(s) for s in range(4)], 500)
+    assert z.shape == (4, 500, 64 + 10) and torch.all(z[..., 64:].sum(-1) == 1)
+    counts = torch.bincount(z[..., 64:].argmax(-1).reshape(-1), minlength=10)
+    assert counts.min() > 150   # uniform labels: ~200 of each
+    fake = co.Gnet.apply(*_params(co), z, train=False)
+    packed = co.d_input(fake, z)
+    assert torch.equal(packed[..., 784:], z[..., 64:])
+
+
+def _params(co):
+    b = co.init_block()
+    return b.G.params, b.G.buffers
+
+
+@pytest.mark.parametrize("engine", ["bmm", "vmap"])
+def test_conditional_mlp_generation_batched_equals_loop(engine):
+    blocks = []
+    for eng in (engine, "loop"):
+        co = make(["coevolution.adversary=neighbour"], engine=eng)
+        b = co.init_block()
+        co.step(b, score=False)
+        blocks.append(b)
+    b1, b2 = blocks
+    for part in ("G", "D"):
+        for k, t in getattr(b1, part).params.items():
+            assert torch.allclose(t, getattr(b2, part).params[k], atol=1e-5), (part, k)
+
+
+def test_conditional_dcgan28_vmap_equals_loop_per_step():
+    # Over a whole generation the two differ by 2*lr in a few weights: the one-hot columns before
+    # BatchNorm sum to a constant (a bias direction with zero true gradient) and Adam's first
+    # steps turn the float noise there into +-lr; so the engines are compared on one step's
+    # outputs and gradients, from the same weights and inputs. Conv gradients summed in another
+    # order differ by up to ~0.5% of their largest entry under vmap, conditional or not.
+    outs = []
+    for eng in ("vmap", "loop"):
+        co = make(["network.arch=dcgan28"], engine=eng)
+        b = co.init_block()
+        z = co.latents([torch.Generator().manual_seed(s) for s in range(4)], 16)
+        gp = {k: t.detach().requires_grad_(True) for k, t in b.G.params.items()}
+        dp = {k: t.detach().requires_grad_(True) for k, t in b.D.params.items()}
+        real = co.real_batch(torch.arange(64).view(4, 16))
+        fake = co.d_input(co.Gnet.apply(gp, {k: v.clone() for k, v in b.G.buffers.items()}, z, train=True), z)
+        p = co.Dnet.apply(dp, b.D.buffers, torch.cat([real, fake], 1), train=True)
+        grads = torch.autograd.grad(p.log().sum(), [*gp.values(), *dp.values()])
+        outs.append((p.detach(), grads))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-6)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        assert (a - b).abs().max() <= 1e-2 * a.abs().max() + 1e-5   # + pre-BatchNorm biases: zero true gradient
+
+
+def test_unconditional_latents_are_what_they_were():
+    cfg = load_train_config(None, ["grid.height=2", "grid.width=2", "data.batch_size=16"])
+    co = Coevolution(cfg, labelled_images(), "cpu")
+    assert co.K == 0 and co.spec.classes is None and co.d_shape == (1, 28, 28)
+    z = co.latents([torch.Generator().manual_seed(3)], 5)
+    assert torch.equal(z[0], torch.randn(5, 64, generator=torch.Generator().manual_seed(3)))
+    assert co.with_balanced_labels(z) is z
+
+
+@needs_fashion
+def test_tiny_conditional_fashion_run_writes_a_loadable_conditional_pool(tmp_path):
+    from mustangs.pool.format import read_pool
+    from trainer.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("# test config\n")
+    over = ["threads=1", "network.conditional=true", "grid.height=2", "grid.width=2", "data.sampling_ratio=0.01",
+            "data.batch_size=50", "coevolution.batches_per_generation=3", "coevolution.generations=2",
+            "mixture.eval_samples=100", "eval.fid_samples=100", "eval.diversity_samples=null",
+            "output.report=false", "output.tensorboard=false"]
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--quiet", *over]) == 0
+    pool = read_pool(tmp_path / "run" / "pool")
+    assert pool.spec.classes[:2] == ("T-shirt/top", "Trouser") and len(pool.spec.classes) == 10
+    g = pool.load_generator(0)
+    y = torch.tensor([1, 7, 9])
+    x = g(torch.randn(3, 64), y)
+    assert x.shape == (3, 1, 28, 28) and x.abs().max() <= 1
