@@ -3,6 +3,8 @@ the ONNX graph with a ``labels`` input, ``POST /sample`` with labels and ``cond_
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -130,3 +132,81 @@ def test_tiny_conditional_fashion_run_writes_a_loadable_conditional_pool(tmp_pat
     y = torch.tensor([1, 7, 9])
     x = g(torch.randn(3, 64), y)
     assert x.shape == (3, 1, 28, 28) and x.abs().max() <= 1
+
+
+# ------------------------------------------------------------------------------ the ONNX graph
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def conditional_ensemble(folder, arch: str = "mlp", weights=(0.5, 0.3, 0.2)):
+    """A pool of randomly initialised conditional generators and an ensemble.json over it."""
+    from ensembler.ensemble import Ensemble
+    from mustangs.pool.format import write_pool
+    from mustangs.pool.networks import NetSpec, build_generator
+
+    spec = NetSpec(arch, 16, (1, 28, 28), CLASSES)
+    torch.manual_seed(0)
+    gens = []
+    for i in range(len(weights)):
+        g = build_generator(spec)
+        for m in g.modules():   # non-trivial BatchNorm statistics, so eval mode really matters
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+        gens.append((f"{arch}-c{i}", g, {"origin": {"cell": [0, i]}}))
+    pool = write_pool(folder / "pool", spec, "fashion-mnist", gens)
+    ens = Ensemble.from_pool(pool, list(weights), meta={"method": "pool"})
+    ens.save(folder / "ensemble.json")
+    return folder / "ensemble.json"
+
+
+@pytest.fixture(scope="module", params=["mlp", "dcgan28"])
+def cond_model(request, tmp_path_factory):
+    """(ensemble.json, model.onnx) of a conditional ensemble, exported with the parity check."""
+    from serving.export import export_ensemble
+
+    folder = tmp_path_factory.mktemp(f"cond-{request.param}")
+    ens = conditional_ensemble(folder, request.param)
+    res = export_ensemble(ens, folder / "m.onnx", check_parity=True)
+    assert res.max_abs_diff <= 1e-4
+    return ens, folder / "m.onnx"
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_conditional_graph_takes_labels_and_matches_torch(cond_model, n):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from ensembler.ensemble import Ensemble
+    from serving.export import META_KEYS
+
+    ens_path, path = cond_model
+    ens = Ensemble.load(ens_path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in sess.get_inputs()] == [
+        ("z", "tensor(float)"), ("k", "tensor(int64)"), ("labels", "tensor(int64)")]
+    g = torch.Generator().manual_seed(n)
+    z = torch.randn(n, 16, generator=g)
+    k = torch.tensor([2]) if n == 1 else torch.tensor([0, 2])[torch.randint(0, 2, (n,), generator=g)]  # 1: no rows
+    y = torch.randint(0, 10, (n,), generator=g)
+    want = ens.generate(z, k, y).numpy()
+    got = sess.run(["samples"], {"z": z.numpy(), "k": k.numpy(), "labels": y.numpy()})[0]
+    assert np.abs(got - want).max() <= 1e-4
+    if n == 300:   # the labels matter: other labels, other samples
+        other = sess.run(["samples"], {"z": z.numpy(), "k": k.numpy(), "labels": ((y + 1) % 10).numpy()})[0]
+        assert np.abs(other - got).max() > 1e-2
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta[META_KEYS["classes"]]) == list(CLASSES)
+
+
+def test_unconditional_metadata_has_no_classes(tmp_path):
+    from serving.export import ensemble_metadata
+    from ensembler.ensemble import Ensemble
+    from mustangs.pool.networks import NetSpec, build_generator
+
+    spec = NetSpec("mlp", 16, (1, 28, 28))
+    meta = ensemble_metadata(Ensemble(spec, [build_generator(spec)], [1.0]), "0" * 64)
+    assert "mustangs.classes" not in meta
+    with pytest.raises(Exception, match="not conditional"):
+        Ensemble(spec, [build_generator(spec)], [1.0]).sample(2, 0, labels=[0, 1])
