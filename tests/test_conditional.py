@@ -138,13 +138,14 @@ def test_tiny_conditional_fashion_run_writes_a_loadable_conditional_pool(tmp_pat
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
-def conditional_ensemble(folder, arch: str = "mlp", weights=(0.5, 0.3, 0.2)):
-    """A pool of randomly initialised conditional generators and an ensemble.json over it."""
+def conditional_ensemble(folder, arch: str = "mlp", weights=(0.5, 0.3, 0.2), classes=CLASSES):
+    """A pool of randomly initialised conditional generators (``classes=None``: unconditional ones)
+    and an ensemble.json over it."""
     from ensembler.ensemble import Ensemble
     from mustangs.pool.format import write_pool
     from mustangs.pool.networks import NetSpec, build_generator
 
-    spec = NetSpec(arch, 16, (1, 28, 28), CLASSES)
+    spec = NetSpec(arch, 16, (1, 28, 28), classes)
     torch.manual_seed(0)
     gens = []
     for i in range(len(weights)):
