@@ -64,6 +64,26 @@ def _check_member_file(ensemble_path: Path | str, member_id: str, file: Path, sh
         raise UserError(f"{where}: {file.name} with that sha256 is not a generator of the pool {file.parent}")
 
 
+def parse_labels(text: str, classes: tuple[str, ...] | None, n: int) -> list[int]:
+    """``--labels`` (comma-separated class names or indices) as ``n`` class indices, taken in turn.
+
+    Raises ``UserError`` for an unconditional ensemble, an unknown name (the classes are listed)
+    or an index out of range.
+    """
+    if not classes:
+        raise UserError("--labels needs a conditional ensemble (its pool has network.classes); this one is not")
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        if item in classes:
+            out.append(classes.index(item))
+        elif item.isdigit() and int(item) < len(classes):
+            out.append(int(item))
+        else:
+            raise UserError(f"--labels: unknown class '{item}'; classes are "
+                            f"{', '.join(repr(c) for c in classes)} (or indices 0..{len(classes) - 1})")
+    return [out[i % len(out)] for i in range(n)]
+
+
 class Ensemble:
     """A mixture of generators that samples like one generator.
 

@@ -114,8 +114,31 @@ def test_unconditional_latents_are_what_they_were():
     assert co.with_balanced_labels(z) is z
 
 
+class _ReadsTheLabel(torch.nn.Module):
+    """A stand-in judge: class = round(10 * mean pixel)."""
+
+    num_classes, feature_dim = 10, 1
+
+    def features_and_logits(self, x):
+        v = x.reshape(x.shape[0], -1).mean(1, keepdim=True)
+        return v, -(10 * v - torch.arange(10.0)) ** 2
+
+
+def test_cond_acc_counts_samples_the_judge_puts_in_their_class():
+    from mustangs.judge.conditional import cond_acc_key, conditional_accuracy
+
+    judge = _ReadsTheLabel()
+    obeys = lambda y: (y.float() / 10).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)   # noqa: E731
+    ignores = lambda y: torch.full((len(y), 1, 4, 4), 0.3)                     # noqa: E731
+    assert conditional_accuracy(judge, obeys, 1000, 10, batch_size=64) == 1.0
+    assert conditional_accuracy(judge, ignores, 1000, 10, batch_size=64) == pytest.approx(0.1)   # class 3 only
+    assert cond_acc_key(10_000) == "cond_acc_cls10k"
+    with pytest.raises(Exception, match="judge has 10 classes"):
+        conditional_accuracy(judge, obeys, 10, 8)
+
+
 @needs_fashion
-def test_tiny_conditional_fashion_run_writes_a_loadable_conditional_pool(tmp_path):
+def test_tiny_conditional_fashion_run_writes_a_loadable_conditional_pool(tmp_path, capsys):
     from mustangs.pool.format import read_pool
     from trainer.cli import main
 
@@ -132,6 +155,25 @@ def test_tiny_conditional_fashion_run_writes_a_loadable_conditional_pool(tmp_pat
     y = torch.tensor([1, 7, 9])
     x = g(torch.randn(3, 64), y)
     assert x.shape == (3, 1, 28, 28) and x.abs().max() <= 1
+    # ensembler evaluate reports cond_acc for a conditional pool; ensembler sample draws given labels
+    from ensembler.cli import main as ensembler
+
+    capsys.readouterr()
+    assert ensembler(["evaluate", str(tmp_path / "run" / "pool"), "-n", "100", "--json",
+                      "--diversity-samples", "0", "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out[out.index("{"):])["rows"]
+    assert [r["name"] for r in rows][-1] == "uniform" and all(0 <= r["cond_acc_cls100"] <= 1 for r in rows)
+    from ensembler.ensemble import Ensemble, parse_labels
+
+    ens = Ensemble.from_pool(pool, meta={"pools": [str(tmp_path / "run" / "pool")]})
+    ens.save(tmp_path / "e.json")
+    assert ensembler(["sample", str(tmp_path / "e.json"), "-n", "6", "--labels", "Bag,0",
+                      "--out", str(tmp_path / "bags.png")]) == 0
+    assert (tmp_path / "bags.png").stat().st_size > 100
+    assert parse_labels("Bag,0", pool.spec.classes, 5) == [8, 0, 8, 0, 8]
+    assert ensembler(["sample", str(tmp_path / "e.json"), "--labels", "Shoe", "--out", str(tmp_path / "x.png")]) == 2
+    assert "unknown class 'Shoe'; classes are 'T-shirt/top'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ the ONNX graph
