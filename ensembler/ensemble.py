@@ -207,7 +207,7 @@ class Ensemble:
         """The class names of a conditional ensemble (label i = classes[i]), None otherwise."""
         return self.spec.classes
 
-    def labels_tensor(self, labels, n: int) -> torch.Tensor | None:
+    def labels_tensor(self, labels: torch.Tensor | list[int] | None, n: int) -> torch.Tensor | None:
         """``labels`` (a sequence or tensor of n class indices) as a long tensor, checked; None for an
         unconditional ensemble given none; balanced labels for a conditional one given none."""
         if not self.classes:
@@ -247,7 +247,8 @@ class Ensemble:
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | int | None = None,
-               output: Literal["tensor", "numpy", "pil"] = "tensor", batch_size: int = 4096, labels=None):
+               output: Literal["tensor", "numpy", "pil"] = "tensor", batch_size: int = 4096,
+               labels: torch.Tensor | list[int] | None = None):
         """Draw ``n`` samples from the mixture.
 
         Args:
