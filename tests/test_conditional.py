@@ -105,6 +105,14 @@ def test_conditional_dcgan28_vmap_equals_loop_per_step():
         assert (a - b).abs().max() <= 1e-2 * a.abs().max() + 1e-5   # + pre-BatchNorm biases: zero true gradient
 
 
+def test_conditional_critic_trains_with_weight_clipping():
+    co = make(["coevolution.loss=wgan", "coevolution.batches_per_generation=5", "coevolution.selection=false"])
+    b = co.init_block()
+    recs = co.step(b, score=False)
+    assert all(r["loss_choice"] == "wgan" for r in recs)
+    assert max(float(t.abs().max()) for t in b.D.params.values()) <= 0.01 + 1e-7
+
+
 def test_unconditional_latents_are_what_they_were():
     cfg = load_train_config(None, ["grid.height=2", "grid.width=2", "data.batch_size=16"])
     co = Coevolution(cfg, labelled_images(), "cpu")
