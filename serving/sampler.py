@@ -188,7 +188,7 @@ class OnnxSampler:
             return np.arange(n, dtype=np.int64) % C
         if isinstance(labels, Mapping):
             items = list(labels.items())
-            bad = [c for c, v in items if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+            bad = [c for c, v in items if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
             if bad:
                 raise UserError(f"labels: the count of class '{bad[0]}' must be an integer >= 0")
             idx = [self._class_index(c) for c, _ in items]
@@ -202,9 +202,10 @@ class OnnxSampler:
     def _class_index(self, c) -> int:
         """A class given by index (int) or name (str) → its index; unknown names are listed back."""
         C = len(self.classes)
-        if isinstance(c, bool) or not isinstance(c, (int, str)):
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer, str)):
             raise UserError(f"labels: {c!r} is neither a class index nor a class name")
-        if isinstance(c, int):
+        if not isinstance(c, str):
+            c = int(c)
             if not 0 <= c < C:
                 raise UserError(f"labels: class index {c} is outside 0..{C - 1}")
             return c

@@ -50,6 +50,7 @@ def test_labels_as_indices_names_or_counts_give_those_classes(client, model):
     default = npy(client.post("/sample", json={"n": 4, "seed": 3, "format": "npy"}))
     assert np.array_equal(default, sampler.sample(4, seed=3, labels=[0, 1, 2, 3]))   # classes in turn
     assert not np.array_equal(default, want)
+    assert np.array_equal(sampler.sample(4, seed=3, labels=np.array([7, 8, 7, 0])), want)   # numpy ints too
     png = client.post("/sample", json={"n": 2, "seed": 1, "labels": ["Bag", "Bag"]})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
 
