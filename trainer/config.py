@@ -219,7 +219,7 @@ class TrainConfig:
         """``network.conditional``: labelled data, an arch with a conditional form, a loss whose
         every term is defined for (image, label) pairs."""
         net, ds = self.network, self.data.dataset
-        if ds not in LABELLED_DATASETS and net.arch not in CONDITIONAL_ARCHS:
+        if ds not in LABELLED_DATASETS or net.arch not in CONDITIONAL_ARCHS:
             what = "has no class labels to condition on" if ds in ("image-folder", "rings", "grid25") else \
                 f"needs network.arch={net.arch}, which has no conditional form"
             raise ConfigError(f"network.conditional=true: data.dataset={ds} {what}; conditional runs train "
