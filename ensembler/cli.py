@@ -305,9 +305,15 @@ def cmd_sample(args) -> int:
                  + [("pool", str(m.path.parent)) for m in ensemble.members])
     check_suffix(args.out, (".png",), what="a PNG grid")
     check_writable(args.out)
-    x = ensemble.sample(args.n, args.seed)
+    labels = None
+    if args.labels is not None:
+        from ensembler.ensemble import parse_labels
+
+        labels = parse_labels(args.labels, ensemble.classes, args.n)
+    x = ensemble.sample(args.n, args.seed, labels=labels)
     save_grid(x, args.out, nrow=args.nrow)
-    _log(f"wrote {args.out} ({args.n} samples, seed {args.seed})")
+    _log(f"wrote {args.out} ({args.n} samples, seed {args.seed}"
+         f"{', labels ' + args.labels if args.labels is not None else ''})")
     return 0
 
 
@@ -473,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int_range(1, 10_000), default=64, help="number of samples (1..10000)")
     p.add_argument("--seed", type=seed_type, default=0, help="sampling seed")
     p.add_argument("--nrow", type=int_range(1, 10_000), default=None, help="images per row (None: square)")
+    p.add_argument("--labels", default=None,
+                   help="conditional ensembles: comma-separated class names or indices, taken in turn for the n "
+                        "samples ('Sneaker' = all sneakers; '0,1,...,9' with --nrow 10 = one class per column); "
+                        "None: every class in turn")
     p.add_argument("--out", default="grid.png", help="PNG file to write")
     p.set_defaults(func=cmd_sample)
 

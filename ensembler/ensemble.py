@@ -21,7 +21,7 @@ from torch import nn
 from mustangs.errors import UserError
 from mustangs.io.atomic import write_text_atomic
 from mustangs.pool.format import Pool, load_generator_file
-from mustangs.pool.networks import NetSpec
+from mustangs.pool.networks import NetSpec, balanced_labels
 
 ENSEMBLE_FORMAT = "mustangs-ensemble/1"
 
@@ -64,11 +64,33 @@ def _check_member_file(ensemble_path: Path | str, member_id: str, file: Path, sh
         raise UserError(f"{where}: {file.name} with that sha256 is not a generator of the pool {file.parent}")
 
 
+def parse_labels(text: str, classes: tuple[str, ...] | None, n: int) -> list[int]:
+    """``--labels`` (comma-separated class names or indices) as ``n`` class indices, taken in turn.
+
+    Raises ``UserError`` for an unconditional ensemble, an unknown name (the classes are listed)
+    or an index out of range.
+    """
+    if not classes:
+        raise UserError("--labels needs a conditional ensemble (its pool has network.classes); this one is not")
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        if item in classes:
+            out.append(classes.index(item))
+        elif item.isdigit() and int(item) < len(classes):
+            out.append(int(item))
+        else:
+            raise UserError(f"--labels: unknown class '{item}'; classes are "
+                            f"{', '.join(repr(c) for c in classes)} (or indices 0..{len(classes) - 1})")
+    return [out[i % len(out)] for i in range(n)]
+
+
 class Ensemble:
     """A mixture of generators that samples like one generator.
 
     Each sample first draws its component ``k`` with probability ``weights[k]``, then runs
     generator ``k`` on a standard normal latent. Only generators that receive rows run.
+    Conditional generators (``spec.classes``) also take each sample's class label: given ones,
+    else ``0, 1, …, K−1, 0, …`` (balanced); one weight set serves every class.
     """
 
     def __init__(self, spec: NetSpec, generators: list[nn.Module], weights, members: list[Member] | None = None,
@@ -180,14 +202,40 @@ class Ensemble:
     def device(self) -> torch.device:
         return next(self.generators[0].parameters()).device
 
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """The class names of a conditional ensemble (label i = classes[i]), None otherwise."""
+        return self.spec.classes
+
+    def labels_tensor(self, labels: torch.Tensor | list[int] | None, n: int) -> torch.Tensor | None:
+        """``labels`` (a sequence or tensor of n class indices) as a long tensor, checked; None for an
+        unconditional ensemble given none; balanced labels for a conditional one given none."""
+        if not self.classes:
+            if labels is not None:
+                raise UserError("this ensemble's generators are not conditional (the pool has no "
+                                "network.classes); drop the labels")
+            return None
+        if labels is None:
+            return balanced_labels(n, len(self.classes))
+        y = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if y.numel() != n:
+            raise UserError(f"{y.numel()} labels for {n} samples; give one label per sample")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+            raise UserError(f"labels must be class indices 0..{len(self.classes) - 1}")
+        return y
+
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Run component ``k[i]`` on latent ``z[i]`` for every row; each generator sees only its rows."""
+    def generate(self, z: torch.Tensor, k: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Run component ``k[i]`` on latent ``z[i]`` (and, conditional, class ``labels[i]``; default
+        balanced) for every row; each generator sees only its rows."""
+        labels = self.labels_tensor(labels, z.shape[0])
+        if labels is not None:
+            labels = labels.to(z.device)
         out = torch.empty(z.shape[0], *self.sample_shape, device=z.device)
         for j, g in enumerate(self.generators):
             rows = (k == j).nonzero().squeeze(1)
             if rows.numel():
-                out[rows] = g(z[rows])
+                out[rows] = g(z[rows]) if labels is None else g(z[rows], labels[rows])
         return out
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +247,8 @@ class Ensemble:
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | int | None = None,
-               output: Literal["tensor", "numpy", "pil"] = "tensor", batch_size: int = 4096):
+               output: Literal["tensor", "numpy", "pil"] = "tensor", batch_size: int = 4096,
+               labels: torch.Tensor | list[int] | None = None):
         """Draw ``n`` samples from the mixture.
 
         Args:
@@ -208,12 +257,16 @@ class Ensemble:
             output: ``"tensor"`` (float in [-1, 1], ``[n, *sample_shape]``), ``"numpy"`` (same as
                 array) or ``"pil"`` (a list of PIL images; images only).
             batch_size: rows per forward pass, to bound memory.
+            labels: conditional ensembles only: the class index of each of the n samples
+                (default: ``0, 1, …, K−1, 0, …``). The draws of ``z`` and ``k`` do not depend on it.
         """
         if isinstance(generator, int):
             generator = torch.Generator().manual_seed(generator)
+        y = self.labels_tensor(labels, n)
         z, k = self.draw(n, generator)
         dev = self.device
-        parts = [self.generate(z[i:i + batch_size].to(dev), k[i:i + batch_size].to(dev)).cpu()
+        parts = [self.generate(z[i:i + batch_size].to(dev), k[i:i + batch_size].to(dev),
+                               None if y is None else y[i:i + batch_size]).cpu()
                  for i in range(0, n, batch_size)]
         x = torch.cat(parts) if parts else torch.empty(0, *self.sample_shape)
         if output == "tensor":

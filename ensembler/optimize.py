@@ -409,7 +409,33 @@ def evaluate_table(pools: PoolSet, evaluator: Evaluator, n: int, seed: int, targ
         m, _ = verify(ensemble, evaluator, n, seed + 1, target, batch_size, progress=progress, noise=False,
                       diversity=diversity)
         rows.append({"name": "ensemble", "kind": "ensemble", **m})
+    if pools.spec.classes:   # conditional pool: does each row draw the class it is asked for?
+        _add_cond_acc(rows, pools, evaluator, n, seed, uniform, ensemble, batch_size)
     return rows
+
+
+def _add_cond_acc(rows: list[dict], pools: PoolSet, evaluator: Evaluator, n: int, seed: int, uniform: Ensemble,
+                  ensemble: Ensemble | None, batch_size: int) -> None:
+    """``cond_acc_cls{n}`` (:mod:`mustangs.judge.conditional`) on every row: single generators on
+    latent seed ``seed``, mixtures on ``seed + 1`` (as the other metrics)."""
+    from mustangs.judge.conditional import cond_acc_key, conditional_accuracy
+
+    key, K, dev = cond_acc_key(n), pools.spec.num_classes, evaluator.device
+
+    def single(g):
+        rng = torch.Generator().manual_seed(seed)
+        return lambda y: g(torch.randn(len(y), pools.spec.latent_dim, generator=rng).to(dev), y.to(dev))
+
+    def mixture(ens):
+        rng = torch.Generator().manual_seed(seed + 1)
+        return lambda y: ens.sample(len(y), rng, labels=y)
+
+    fns = [single(pools.generator(i).to(dev).eval()) for i in range(len(pools))]
+    fns.append(mixture(uniform.to(dev)))
+    if ensemble is not None:
+        fns.append(mixture(ensemble.to(dev)))
+    for row, fn in zip(rows, fns):
+        row[key] = conditional_accuracy(evaluator.classifier, fn, n, K, batch_size)
 
 
 __all__ = ["search", "SearchResult", "verify", "needs_real", "moment_metrics", "bootstrap_std", "optimize", "OptimizeOptions", "check_options",

@@ -4,6 +4,9 @@
 ``ensemble.json`` (its members, its weights as defaults) or one point of a ``front.json``
 (:func:`load_source`). The graph takes a latent ``z [N, latent_dim]`` (float32) and the chosen
 component ``k [N]`` (int64) and returns samples ``[N, *sample_shape]`` (float32 in [-1, 1]).
+A conditional ensemble's graph (generators with ``network.classes``) takes a third input,
+``labels [N]`` (int64 class indices; a label outside ``[0, C)`` conditions on no class), and
+names its classes in ``mustangs.classes``.
 Components are drawn on the host from the mixture weights (see :mod:`serving.sampler`), so
 the graph itself is deterministic. Inside the graph every generator runs only on its own
 rows (``nonzero`` → ``index_select`` → generator; then one concat and one gather put the
@@ -38,7 +41,7 @@ from mustangs.names import count
 from mustangs.pool.format import sha256_file
 
 ONNX_FORMAT = "mustangs-onnx/1"
-INPUT_Z, INPUT_K, OUTPUT = "z", "k", "samples"
+INPUT_Z, INPUT_K, INPUT_LABELS, OUTPUT = "z", "k", "labels", "samples"
 
 #: metadata_props keys written by :func:`export_ensemble` (values are strings; JSON where noted).
 META_KEYS = {
@@ -51,6 +54,7 @@ META_KEYS = {
     "ensemble_sha256": "mustangs.ensemble_sha256",  # sha256 of the source file (pools: of their manifests)
     "ensemble_meta": "mustangs.ensemble_meta",    # JSON: method/objective/metrics from ensemble.json
     "source": "mustangs.source",                  # what was exported: pool | ensemble | front
+    "classes": "mustangs.classes",                # conditional graphs only: JSON list of class names (label i)
 }
 #: Re-purposing statistics (optional) travel under serving.repurpose.META_PAYLOAD / META_INFO / META_SHA256.
 
@@ -69,13 +73,16 @@ class EnsembleGraph(nn.Module):
     Its output is never read. Rows whose ``k`` is outside ``[0, K)`` read a zero row.
     """
 
-    def __init__(self, generators: list[nn.Module], sample_shape: tuple[int, ...]):
+    def __init__(self, generators: list[nn.Module], sample_shape: tuple[int, ...], num_classes: int = 0):
         super().__init__()
         self.generators = nn.ModuleList(generators)
         self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.num_classes = int(num_classes)   # > 0: conditional generators, forward takes labels
 
-    def forward(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, k: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         n = z.shape[0]
+        if self.num_classes:   # the generators' packed input [z, onehot(labels)] (mustangs.pool.networks)
+            z = torch.cat([z, (labels.unsqueeze(1) == torch.arange(self.num_classes)).to(z.dtype)], 1)
         z_ext = torch.cat([z, z.new_zeros(1, z.shape[1])])     # row n: the dummy latent
         dummy = torch.arange(n, n + 1)
         rows_all, outs = [], [z.new_zeros((1,) + self.sample_shape)]  # outs[0]: zeros for unknown k
@@ -128,6 +135,7 @@ def ensemble_metadata(ensemble, ensemble_sha256: str) -> dict[str, str]:
                                                or [f"g{i}" for i in range(len(ensemble.generators))]),
         META_KEYS["ensemble_sha256"]: ensemble_sha256,
         META_KEYS["ensemble_meta"]: json.dumps({k: v for k, v in meta.items() if v is not None}),
+        **({META_KEYS["classes"]: json.dumps(list(ensemble.spec.classes))} if ensemble.spec.classes else {}),
     }
 
 
@@ -136,10 +144,15 @@ def build_graph_model(ensemble, opset: int | None = None):
 
     The batch axis ``N`` is dynamic; weights are embedded (no side ``.onnx.data`` file).
     """
-    module = EnsembleGraph([g.cpu().eval() for g in ensemble.generators], ensemble.spec.sample_shape).eval()
+    C = ensemble.spec.num_classes
+    module = EnsembleGraph([g.cpu().eval() for g in ensemble.generators], ensemble.spec.sample_shape, C).eval()
     z = torch.randn(5, ensemble.spec.latent_dim, generator=torch.Generator().manual_seed(0))
     k = torch.arange(5, dtype=torch.int64) % len(ensemble.generators)
     batch = torch.export.Dim("N", min=1, max=1 << 24)
+    args, names, dims = (z, k), [INPUT_Z, INPUT_K], {"z": {0: batch}, "k": {0: batch}}
+    if C:
+        args, names = (z, k, torch.arange(5, dtype=torch.int64) % C), names + [INPUT_LABELS]
+        dims["labels"] = {0: batch}
     kwargs = {} if opset is None else {"opset_version": opset}
     # The exporter prints progress lines to stdout; keep the CLI's output ours.
     ir_logger = logging.getLogger("onnx_ir")  # warns about an empty attribute list it handles fine
@@ -148,9 +161,9 @@ def build_graph_model(ensemble, opset: int | None = None):
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, (z, k), dynamo=True, external_data=False,
-                                        input_names=[INPUT_Z, INPUT_K], output_names=[OUTPUT],
-                                        dynamic_shapes={"z": {0: batch}, "k": {0: batch}}, verbose=False, **kwargs)
+            program = torch.onnx.export(module, args, dynamo=True, external_data=False,
+                                        input_names=names, output_names=[OUTPUT],
+                                        dynamic_shapes=dims, verbose=False, **kwargs)
     finally:
         ir_logger.setLevel(level)
     return program.model_proto
@@ -160,7 +173,7 @@ def max_abs_diff(onnx_path: str | Path, ensemble, sizes=(1, 7, 1000), seed: int 
     """Largest |torch − onnxruntime| over fresh draws of ``sizes`` rows from the mixture.
 
     Components are drawn from the ensemble's weights, so rare components may get no rows —
-    which is exactly a case the graph must handle.
+    which is exactly a case the graph must handle. Conditional ensembles: labels drawn uniformly.
     """
     import onnxruntime as ort
 
@@ -169,8 +182,13 @@ def max_abs_diff(onnx_path: str | Path, ensemble, sizes=(1, 7, 1000), seed: int 
     worst = 0.0
     for n in sizes:
         z, k = ensemble.draw(int(n), gen)
-        want = ensemble.generate(z, k).numpy()
-        got = sess.run([OUTPUT], {INPUT_Z: z.numpy().astype(np.float32), INPUT_K: k.numpy().astype(np.int64)})[0]
+        feed = {INPUT_Z: z.numpy().astype(np.float32), INPUT_K: k.numpy().astype(np.int64)}
+        labels = None
+        if ensemble.spec.classes:
+            labels = torch.randint(ensemble.spec.num_classes, (int(n),), generator=gen)
+            feed[INPUT_LABELS] = labels.numpy().astype(np.int64)
+        want = ensemble.generate(z, k, labels).numpy()
+        got = sess.run([OUTPUT], feed)[0]
         if got.shape != want.shape:
             return math.inf
         worst = max(worst, float(np.abs(got - want).max()) if want.size else 0.0)

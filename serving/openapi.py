@@ -168,7 +168,10 @@ _INFO_SCHEMA = {
                                                            "export measured them"},
         "repurpose": {"type": "boolean", "description": "the model carries class statistics: target works"},
         "classes": {"type": "array", "items": {"type": "string"}, "nullable": True,
-                    "description": "class names a target may use (null without class statistics)"},
+                    "description": "class names a target (and, conditional models, labels) may use (null without "
+                                   "class statistics on an unconditional model)"},
+        "conditional": {"type": "boolean", "description": "the generators are class-conditional: POST /sample "
+                                                          "takes labels"},
         "classifier": {"type": "object", "description": "the classifier the class statistics were measured on"},
         "statistics": {"type": "object", "description": "samples per generator, seed, whether real statistics "
                                                         "are there (fid_weight and target 'real' need them)"},
@@ -187,6 +190,8 @@ _SAMPLE_EXAMPLES = {
                 "value": {"n": 64, "seed": 2, "format": "npy", "target": "uniform"}},
     "weights": {"summary": "explicit weights for a model of three generators",
                 "value": {"n": 16, "seed": 1, "weights": [0.5, 0.5, 0]}},
+    "labels": {"summary": "conditional models: 8 sneakers then 8 bags",
+               "value": {"n": 16, "seed": 1, "labels": {"Sneaker": 8, "Bag": 8}}},
 }
 _SOLVE_EXAMPLES = {
     "target": {"summary": "the weights for half sneakers, half bags",

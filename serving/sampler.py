@@ -34,8 +34,11 @@ _K = {
     "format": "mustangs.format", "weights": "mustangs.weights", "latent_dim": "mustangs.latent_dim",
     "sample_shape": "mustangs.sample_shape", "arch": "mustangs.arch", "generator_ids": "mustangs.generator_ids",
     "ensemble_sha256": "mustangs.ensemble_sha256", "ensemble_meta": "mustangs.ensemble_meta",
-    "source": "mustangs.source",
+    "source": "mustangs.source", "classes": "mustangs.classes",
 }
+#: What a request may give as ``labels`` (conditional models): one class (index or name) per sample,
+#: or a count per class name (``{"Sneaker": 3, "Bag": 5}``, samples in that order).
+LabelsSpec = Union[Sequence[Union[int, str]], Mapping[str, int], None]
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
@@ -112,6 +115,7 @@ class OnnxSampler:
         self.sample_shape = tuple(parsed.sample_shape)
         self.generator_ids = list(parsed.generator_ids)
         self.arch = parsed.arch
+        self.classes = list(parsed.classes) if parsed.classes else None   # conditional graph: class names
         self.ensemble_sha256 = parsed.ensemble_sha256
         self.ensemble_meta = parsed.ensemble_meta
         w = np.asarray(parsed.weights, dtype=np.float64)
@@ -171,19 +175,65 @@ class OnnxSampler:
         z = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
         return z, k
 
-    def run(self, z: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """The graph on given latents and components, in batches; ``[n, *sample_shape]`` float32."""
+    def resolve_labels(self, labels: LabelsSpec, n: int) -> np.ndarray | None:
+        """``labels`` as int64 class indices ``[n]`` (conditional models; default ``0, 1, …, C−1, 0, …``),
+        None for an unconditional model given none. Raises ``UserError`` (one line) naming the fix."""
+        if not self.classes:
+            if labels is not None:
+                raise UserError(f"{self.path.name} is not a conditional model (its generators take no labels); "
+                                "drop labels")
+            return None
+        C = len(self.classes)
+        if labels is None:
+            return np.arange(n, dtype=np.int64) % C
+        if isinstance(labels, Mapping):
+            items = list(labels.items())
+            bad = [c for c, v in items if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
+            if bad:
+                raise UserError(f"labels: the count of class '{bad[0]}' must be an integer >= 0")
+            idx = [self._class_index(c) for c, _ in items]
+            out = np.repeat(np.asarray(idx, np.int64), [v for _, v in items]).astype(np.int64)
+        else:
+            out = np.asarray([self._class_index(c) for c in labels], np.int64)
+        if out.shape[0] != n:
+            raise UserError(f"labels ask for {out.shape[0]} samples but n is {n}; send n={out.shape[0]}")
+        return out
+
+    def _class_index(self, c) -> int:
+        """A class given by index (int) or name (str) → its index; unknown names are listed back."""
+        C = len(self.classes)
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer, str)):
+            raise UserError(f"labels: {c!r} is neither a class index nor a class name")
+        if not isinstance(c, str):
+            c = int(c)
+            if not 0 <= c < C:
+                raise UserError(f"labels: class index {c} is outside 0..{C - 1}")
+            return c
+        if c in self.classes:
+            return self.classes.index(c)
+        shown = ", ".join(f"'{name}'" for name in self.classes[:20]) + (", ..." if C > 20 else "")
+        raise UserError(f"labels: unknown class '{c[:80]}'; classes are {shown}")
+
+    def run(self, z: np.ndarray, k: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """The graph on given latents and components (and, conditional, labels; default balanced), in
+        batches; ``[n, *sample_shape]`` float32."""
         n = int(z.shape[0])
         if n == 0:
             return np.empty((0, *self.sample_shape), np.float32)
-        parts = [self.session.run(None, {"z": np.ascontiguousarray(z[i:i + self.batch_size], np.float32),
-                                         "k": np.ascontiguousarray(k[i:i + self.batch_size], np.int64)})[0]
-                 for i in range(0, n, self.batch_size)]
+        if self.classes and labels is None:
+            labels = np.arange(n, dtype=np.int64) % len(self.classes)
+        parts = []
+        for i in range(0, n, self.batch_size):
+            feed = {"z": np.ascontiguousarray(z[i:i + self.batch_size], np.float32),
+                    "k": np.ascontiguousarray(k[i:i + self.batch_size], np.int64)}
+            if self.classes:
+                feed["labels"] = np.ascontiguousarray(labels[i:i + self.batch_size], np.int64)
+            parts.append(self.session.run(None, feed)[0])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def sample(self, n: int, seed: int | np.random.Generator | None = None, *, target: TargetSpec = None,
                weights: WeightsSpec = None,
-               fid_weight: float = 0.0, plan: Plan | None = None) -> np.ndarray:
+               fid_weight: float = 0.0, plan: Plan | None = None, labels: LabelsSpec = None) -> np.ndarray:
         """Draw ``n`` samples, float32 ``[n, *sample_shape]`` in [-1, 1].
 
         Args:
@@ -193,17 +243,20 @@ class OnnxSampler:
             weights: explicit per-generator weights for this draw (instead of ``target``).
             fid_weight: λ in the solved ``tvd + λ·fid`` (with ``target``).
             plan: a plan from :meth:`plan` (instead of target / weights).
+            labels: conditional models only: the class of each sample (see :meth:`resolve_labels`);
+                default ``0, 1, …, C−1, 0, …``. The latents and components drawn do not depend on it.
 
         The same seed and the same target (or weights) give the same samples.
         """
         if int(n) < 0:
             raise UserError(f"n must be >= 0, got {n}")
+        y = self.resolve_labels(labels, int(n))
         if plan is None:
             plan = self.default_plan if (target is None and weights is None and not fid_weight) else \
                 self.plan(target, weights, fid_weight)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         z, k = self.draw(int(n), rng, plan.weights)
-        return self.run(z, k)
+        return self.run(z, k, y)
 
     def sample_png(self, n: int, seed: int | np.random.Generator | None = None, nrow: int | None = None,
                    **plan_kw) -> bytes:
@@ -238,8 +291,10 @@ class OnnxSampler:
             "providers": list(self.active_providers),
             "model_sha256": self.model_sha256,
             "source": self.source,
+            "conditional": bool(self.classes),
             **({"served_scores": self.served_scores} if self.served_scores is not None else {}),
             **self.repurpose_info(),
+            **({"classes": list(self.classes)} if self.classes else {}),
         }
 
     def repurpose_info(self) -> dict:

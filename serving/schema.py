@@ -69,6 +69,14 @@ class OnnxMeta(Strict):
     source: Literal["pool", "ensemble", "front"] = "ensemble"   # what 'serving export' was given
     repurpose_info: RepurposeInfo | None = None
     repurpose_sha256: Sha256 | None = None
+    classes: list[str] | None = Field(None, min_length=2, max_length=100_000)   # conditional graphs: class names
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("class names must be distinct")
+        return v
 
     @field_validator("sample_shape")
     @classmethod
@@ -121,8 +129,10 @@ def check_graph(session, meta: OnnxMeta, where: str) -> None:
     """Refuse a model whose graph disagrees with its metadata (see the module docstring)."""
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = session.get_outputs()
-    if set(inputs) != {"z", "k"} or len(outputs) != 1:
-        raise UserError(f"{where}: the graph's inputs {sorted(inputs)} are not (z, k); not a Mustangs ensemble graph")
+    names = {"z", "k", "labels"} if meta.classes else {"z", "k"}
+    if set(inputs) != names or len(outputs) != 1:
+        raise UserError(f"{where}: the graph's inputs {sorted(inputs)} are not ({', '.join(sorted(names))}); "
+                        f"not a Mustangs ensemble graph{' for its mustangs.classes' if meta.classes else ''}")
     z_dims = _static_dims(inputs["z"])
     if len(z_dims) != 2 or (z_dims[1] is not None and z_dims[1] != meta.latent_dim):
         raise UserError(f"{where}: metadata says latent_dim {meta.latent_dim} but the graph's z input has shape "
@@ -135,8 +145,11 @@ def check_graph(session, meta: OnnxMeta, where: str) -> None:
     K = len(meta.weights)
     z = np.random.default_rng(0).standard_normal((K + 1, meta.latent_dim), dtype=np.float32)
     k = np.arange(K + 1, dtype=np.int64)
+    feed = {"z": z, "k": k}
+    if meta.classes:
+        feed["labels"] = np.arange(K + 1, dtype=np.int64) % len(meta.classes)
     try:
-        got = session.run(None, {"z": z, "k": k})[0]
+        got = session.run(None, feed)[0]
     except Exception as exc:  # onnxruntime's own error types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{where}: the graph fails on a probe of {K + 1} rows: {first[:200]}") from None

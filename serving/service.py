@@ -29,7 +29,7 @@ from typing import Annotated, Dict, List, Literal, Optional, Union
 
 import bentoml
 from bentoml.validators import ContentType
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from serving.openapi import ApiPage
@@ -153,6 +153,12 @@ TARGET_FIELD = Field(None, description="class distribution to re-aim the mixture
                      examples=[{"Sneaker": 0.5, "Bag": 0.5}, "uniform"])
 WEIGHTS_FIELD = Field(None, max_length=100_000, description="explicit mixture weights, one per generator (>= 0, "
                                                             "positive sum); instead of target")
+LabelsSpec = Union[List[Union[StrictInt, str]], Dict[str, StrictInt]]
+LABELS_FIELD = Field(None, description="conditional models only (POST /info says conditional: true and lists the "
+                                       "classes): the class of each sample, as a list of n class indices or names "
+                                       "([7, 7, \"Bag\"]), or counts per class name ({\"Sneaker\": 3, \"Bag\": "
+                                       "5}, summing to n); default: the classes in turn",
+                     examples=[{"Sneaker": 8, "Bag": 8}, [7, 8, 9]])
 FID_WEIGHT_FIELD = Field(0.0, ge=0, le=1e6, strict=True, allow_inf_nan=False,
                          description="lambda in the solved tvd + lambda * fid_cls (with target)")
 
@@ -171,6 +177,7 @@ class SampleRequest(BaseModel):
     target: Optional[TargetSpec] = TARGET_FIELD
     weights: Optional[WeightsSpec] = WEIGHTS_FIELD
     fid_weight: float = FID_WEIGHT_FIELD
+    labels: Optional[LabelsSpec] = LABELS_FIELD
 
 
 class SolveRequest(BaseModel):
@@ -235,24 +242,35 @@ class MustangsSampler:
 
     @bentoml.api(route="/sample", input_spec=SampleRequest)
     def sample(self, n: int = 16, seed: Optional[int] = None, format: str = "png", target=None, weights=None,
-               fid_weight: float = 0.0) -> Annotated[bytes, ContentType("image/png")]:
+               fid_weight: float = 0.0, labels=None) -> Annotated[bytes, ContentType("image/png")]:
         """Draw ``n`` samples; the same seed (and target or weights) always gives the same bytes.
 
         With ``target`` the mixture weights are solved for that class distribution (cached) and
         ``X-Mustangs-Estimated-TVD`` says how close the pool gets; with ``weights`` they are used
         as given. Returns a starlette ``Response`` (BentoML passes it through): image/png, or
         application/octet-stream for npy. The annotation only documents the PNG case in OpenAPI,
-        which has room for one response type per API.
+        which has room for one response type per API. ``labels`` (conditional models) fixes each
+        sample's class; it is refused on unconditional models and together with ``target``.
         """
+        from mustangs.errors import UserError
+
+        if labels is not None:
+            if target is not None:
+                return _bad_request("give labels or target, not both: labels already fix each sample's class", "")
+            try:
+                self.sampler.resolve_labels(labels, n)
+            except UserError as exc:
+                return _bad_request(str(exc), "labels")
         plan, error = _plan_or_400(self.sampler, target, weights, fid_weight)
         if error is not None:
             return error
         headers = _plan_headers(plan)
         if format == "npy":
             headers["content-disposition"] = 'attachment; filename="samples.npy"'
-            return Response(self.sampler.sample_npy(n, seed, plan=plan), media_type="application/octet-stream",
-                            headers=headers)
-        return Response(self.sampler.sample_png(n, seed, plan=plan), media_type="image/png", headers=headers)
+            return Response(self.sampler.sample_npy(n, seed, plan=plan, labels=labels),
+                            media_type="application/octet-stream", headers=headers)
+        return Response(self.sampler.sample_png(n, seed, plan=plan, labels=labels), media_type="image/png",
+                        headers=headers)
 
     @bentoml.api(route="/solve", input_spec=SolveRequest)
     def solve(self, target=None, weights=None, fid_weight: float = 0.0) -> dict:

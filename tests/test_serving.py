@@ -39,7 +39,7 @@ def make_ensemble(folder: Path, arch: str = "mlp", weights=WEIGHTS, seed: int = 
             if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 m.running_mean.normal_(0, 0.3)
                 m.running_var.uniform_(0.5, 2.0)
-        gens.append((f"{arch}-g{i}", g, {"origin": {"cell": i}}))
+        gens.append((f"{arch}-g{i}", g, {"origin": {"cell": [0, i]}}))
     pool = write_pool(folder / "pool", spec, "fashion-mnist", gens)
     ens = Ensemble.from_pool(pool, weights, meta={"method": "cma", "objective": "tvd", "pools": [str(folder)],
                                                   "history": [[1, 0.5]], "metrics": {"estimated": {"tvd_cls10k": 0.1}}})

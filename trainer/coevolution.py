@@ -48,7 +48,7 @@ import torch
 
 from mustangs.data.datasets import ArrayDataset
 from mustangs.judge.metrics import FeatureStats
-from mustangs.pool.networks import NetSpec, build_discriminator, build_generator
+from mustangs.pool.networks import NetSpec, balanced_labels, build_discriminator, build_generator
 from trainer import losses, wasserstein
 from trainer.batched import NetState, StackedNet, adam_step, bmm_supported
 from trainer.config import TrainConfig
@@ -115,6 +115,19 @@ def _as_adversary(state: NetState) -> tuple[dict, dict]:
     return dict(state.params), {k: t.clone() for k, t in state.buffers.items()}
 
 
+def conditional_classes(cfg: TrainConfig, dataset: ArrayDataset) -> tuple[str, ...] | None:
+    """The class names a conditional run trains on (``network.conditional``), None otherwise."""
+    if not cfg.network.conditional:
+        return None
+    from mustangs.data.class_names import class_names
+    from mustangs.errors import UserError
+
+    if dataset.labels is None or not dataset.num_classes:
+        raise UserError(f"network.conditional=true but dataset {dataset.name} was loaded without labels; "
+                        f"set network.conditional=false")
+    return tuple(class_names(cfg.data.dataset, int(dataset.num_classes)))
+
+
 def tournament(fitness: torch.Tensor, size: int, generators: list[torch.Generator]) -> torch.Tensor:
     """Per cell: ``size`` distinct contestants drawn from the cell's RNG; the lowest fitness wins.
 
@@ -155,9 +168,12 @@ class Coevolution:
         self.grid = Grid(cfg.grid.height, cfg.grid.width)
         self.nbr = self.grid.neighbour_table(cfg.coevolution.exchange)  # [N, S] global ids (CPU)
         self.S = int(self.nbr.shape[1])
-        self.spec = NetSpec(cfg.network.arch, cfg.network.latent_dim, tuple(dataset.sample_shape))
+        self.spec = NetSpec(cfg.network.arch, cfg.network.latent_dim, tuple(dataset.sample_shape),
+                            conditional_classes(cfg, dataset))
+        self.K = self.spec.num_classes   # 0 = unconditional; else G and D see packed inputs (module doc)
         self.dataset = dataset
         self.data = dataset.data.to(self.device)
+        self.labels = dataset.labels.to(self.device) if self.K else None
         engine = engine or cfg.batching
         if engine == "auto":   # stacked GEMMs where the arch allows (MLPs), vmap otherwise
             engine = "bmm" if bmm_supported(build_generator(self.spec)) and bmm_supported(
@@ -216,19 +232,64 @@ class Coevolution:
     # ------------------------------------------------------------------ helpers
     def real_batch(self, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Dataset samples ``idx [C, B]`` as float ``[C, B, *shape]`` in [-1, 1] on the device
-        (written into ``out`` when given, e.g. a slice of a discriminator's input)."""
+        (written into ``out`` when given, e.g. a slice of a discriminator's input). Conditional
+        runs: the discriminator's packed input ``[C, B, numel + K]``, the samples' own labels'
+        one-hot in the last K columns."""
+        if self.K:
+            return self._real_packed(idx, out)
         x = self.data[idx.to(self.device).reshape(-1)].view(*idx.shape, *self.data.shape[1:])
         if out is None:
             out = torch.empty(x.shape, dtype=torch.float32, device=self.device)
         out.copy_(x)
         return out.div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else out
 
+    def _real_packed(self, idx: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        idx = idx.to(self.device)
+        numel = self.d_shape[0] - self.K
+        if out is None:
+            out = torch.empty(*idx.shape, numel + self.K, dtype=torch.float32, device=self.device)
+        img = out[..., :numel]
+        x = self.data[idx.reshape(-1)].view(*idx.shape, numel)
+        img.copy_(x)
+        if x.dtype == torch.uint8:
+            img.div_(127.5).sub_(1.0)
+        out[..., numel:].copy_(torch.nn.functional.one_hot(self.labels[idx], self.K))
+        return out
+
+    @property
+    def d_shape(self) -> tuple[int, ...]:
+        """Shape of one discriminator input: the sample, or ``(numel + K,)`` packed with its label."""
+        return (math.prod(self.spec.sample_shape) + self.K,) if self.K else tuple(self.spec.sample_shape)
+
     def latents(self, generators: list[torch.Generator], n: int) -> torch.Tensor:
-        """``[C, n, latent_dim]`` standard normal latents, each cell from its own stream."""
+        """``[C, n, latent_dim]`` standard normal latents, each cell from its own stream.
+
+        Conditional runs: ``[C, n, latent_dim + K]``, the one-hot of labels drawn uniformly from
+        the same stream (after the latents) appended: the generator's packed input, whose last
+        K columns :meth:`d_input` hands the discriminator with the fakes."""
         z = torch.empty(len(generators), n, self.spec.latent_dim)
         for c, g in enumerate(generators):
             torch.randn(n, self.spec.latent_dim, generator=g, out=z[c])
+        if self.K:
+            y = torch.stack([torch.randint(self.K, (n,), generator=g) for g in generators])
+            z = torch.cat([z, torch.nn.functional.one_hot(y, self.K).to(z.dtype)], -1)
         return z.to(self.device)
+
+    def with_balanced_labels(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents ``[..., n, latent_dim]`` as the generators' input: unchanged for unconditional
+        nets, else with the one-hot of labels ``0, 1, …, K−1, 0, …`` along n appended (sample grids
+        and final scores: every class equally often, as ``G(z)`` draws them)."""
+        if not self.K:
+            return z
+        onehot = torch.nn.functional.one_hot(balanced_labels(z.shape[-2], self.K, z.device), self.K).to(z.dtype)
+        return torch.cat([z, onehot.expand(*z.shape[:-1], self.K)], -1)
+
+    def d_input(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Fakes ``[P, B, *shape]`` made from ``z`` as the discriminator's input: themselves, or
+        packed with the labels they were drawn for (conditional runs)."""
+        if not self.K:
+            return fake
+        return torch.cat([fake.reshape(*fake.shape[:2], -1), z[..., -self.K:]], -1)
 
     def uniforms(self, generators: list[torch.Generator], n: int) -> torch.Tensor:
         """``[C, n]`` uniform [0, 1) draws, each cell from its own stream (gradient-penalty weights)."""
@@ -248,7 +309,7 @@ class Coevolution:
         Sd = next(iter(Dw[0].values())).shape[0] // C
         with torch.no_grad():
             zz = z.unsqueeze(1).expand(C, Sg, *z.shape[1:]).reshape(C * Sg, *z.shape[1:])
-            fake = self.Gnet.apply(*Gw, zz, train=False).reshape(C, Sg * B, *real.shape[2:])
+            fake = self.d_input(self.Gnet.apply(*Gw, zz, train=False), zz).reshape(C, Sg * B, *real.shape[2:])
             x = torch.cat([fake, real], 1)
             x = x.unsqueeze(1).expand(C, Sd, *x.shape[1:]).reshape(C * Sd, *x.shape[1:])
             p = self.Dnet.apply(*Dw, x, train=False).reshape(C, Sd, Sg + 1, B)
@@ -273,7 +334,7 @@ class Coevolution:
         the generator loss chosen per cell by ``mask [C, 3]``; ``G`` is updated in place."""
         params = {k: t.detach().requires_grad_(True) for k, t in G.params.items()}
         fake = self.Gnet.apply(params, G.buffers, z, train=True)
-        out = self.Dnet.apply(*adv_D, fake, train=True)
+        out = self.Dnet.apply(*adv_D, self.d_input(fake, z), train=True)
         lg = wasserstein.generator_loss(out) if self.wgan else losses.generator_loss_masked(out, mask)
         grads = torch.autograd.grad(lg.sum(), list(params.values()))
         self._optimizer_step(G, dict(zip(params, grads)), lr)
@@ -295,13 +356,16 @@ class Coevolution:
         critic step of the recipe's optimiser on the critic loss, plus the gradient penalty on
         interpolates with weights ``eps [C, B]`` (wgan-gp), then weight clipping (wgan)."""
         C, B = real.shape[0], real.shape[1]
-        x = torch.empty(C, 2 * B, *self.spec.sample_shape, device=self.device)
+        x = torch.empty(C, 2 * B, *self.d_shape, device=self.device)
         if real.dtype == torch.long:
             self.real_batch(real, out=x[:, :B])
         else:
             x[:, :B].copy_(real)
         with torch.no_grad():
-            self.Gnet.apply(*adv_G, z, train=True, out=x[:, B:])
+            if self.K:   # packed: the fakes' images, then the labels they were drawn for
+                x[:, B:].copy_(self.d_input(self.Gnet.apply(*adv_G, z, train=True), z))
+            else:
+                self.Gnet.apply(*adv_G, z, train=True, out=x[:, B:])
         params = {k: t.detach().requires_grad_(True) for k, t in D.params.items()}
         p = self.Dnet.apply(params, D.buffers, x, train=True)
         if self.wgan is None:

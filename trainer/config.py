@@ -12,7 +12,7 @@ from typing import Iterable
 
 from mustangs.data.datasets import DATASETS
 from mustangs.errors import ConfigError
-from mustangs.pool.networks import ARCH_SHAPES, ARCHS
+from mustangs.pool.networks import ARCH_SHAPES, ARCHS, CONDITIONAL_ARCHS
 from trainer.configio import load_config, option
 from trainer.wgan_recipe import WassersteinConfig, resolve as resolve_wasserstein
 
@@ -26,6 +26,7 @@ ADAM_KERNELS = ("fused", "ops")
 REPLACEMENTS = ("elitist", "crowding")  # how a trained copy may replace the centre (docs/lineages.md)
 POOL_MEMBERS = ("centres", "centres+lineage-best", "centres+snapshots", "all")  # what pool/ keeps (docs/lineages.md)
 EXCHANGES = ("sync", "async")         # how ranks exchange centres (docs/scale-out.md)
+LABELLED_DATASETS = ("fashion-mnist", "mnist")  # datasets a conditional run may train on (labels + a shipped judge)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class NetworkConfig:
 
     arch: str = option("mlp", choices=ARCHS)  # mlp | dcgan28 (28x28x1) | dcgan64 (64x64x3) | rings-mlp (2-D points)
     latent_dim: int = option(64, ge=1)        # size of the generator's latent z; >= 1
+    conditional: bool = False                 # class-conditional G and D (labelled data: fashion-mnist | mnist; arch mlp | dcgan28; loss bce | mustangs | wgan); docs/wgan-and-conditional.md
 
 
 @dataclass
@@ -207,9 +209,26 @@ class TrainConfig:
         if recipe is not None and co.lr_min > min(recipe.lr_g, recipe.lr_d):
             raise ConfigError(f"coevolution.lr_min={co.lr_min} is above the {co.loss} learning rates; lower it")
         self._validate_pool_members()
+        if self.network.conditional:
+            self._validate_conditional()
         if self.batching == "bmm" and self.network.arch not in ("mlp", "rings-mlp"):
             raise ConfigError(f"batching=bmm runs MLP networks only, not network.arch={self.network.arch}; "
                               f"set batching=auto (or vmap)")
+
+    def _validate_conditional(self) -> None:
+        """``network.conditional``: labelled data, an arch with a conditional form, a loss whose
+        every term is defined for (image, label) pairs."""
+        net, ds = self.network, self.data.dataset
+        if ds not in LABELLED_DATASETS or net.arch not in CONDITIONAL_ARCHS:
+            what = "has no class labels to condition on" if ds in ("image-folder", "rings", "grid25") else \
+                f"needs network.arch={net.arch}, which has no conditional form"
+            raise ConfigError(f"network.conditional=true: data.dataset={ds} {what}; conditional runs train "
+                              f"{' or '.join(CONDITIONAL_ARCHS)} on {' or '.join(LABELLED_DATASETS)}; set "
+                              f"data.dataset=fashion-mnist network.arch=mlp or network.conditional=false")
+        if self.coevolution.loss == "wgan-gp":
+            raise ConfigError("coevolution.loss=wgan-gp interpolates real and fake inputs, which have different "
+                              "labels in a conditional run; set coevolution.loss=wgan (or bce, mustangs) or "
+                              "network.conditional=false")
 
     def _validate_pool_members(self) -> None:
         """``output.pool_members``: refuse what the async exchange cannot gather, and a pool that

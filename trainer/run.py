@@ -268,6 +268,7 @@ class Run:
         z = torch.stack([torch.randn(k, self.cfg.network.latent_dim,
                                      generator=cell_generator(self.cfg.seed, c, STREAM_SAMPLES))
                          for c in self.block.cells]).to(self.device)
+        z = self.coev.with_balanced_labels(z)   # conditional: each row shows the classes in turn
         x = self.world.gather_tensors({"x": self.coev.sample_centres(self.block, z)})["x"]
         x = x.reshape(-1, *x.shape[2:]).cpu()
         if self.world.is_writer:
@@ -406,7 +407,7 @@ class Run:
             points = (centres.numpy(), std)
         for i, c in enumerate(self.block.cells):
             g = cell_generator(self.cfg.seed, c, STREAM_FINAL)
-            z = torch.randn(n, self.cfg.network.latent_dim, generator=g).to(self.device)
+            z = self.coev.with_balanced_labels(torch.randn(n, self.cfg.network.latent_dim, generator=g).to(self.device))
             params = {k: t[i:i + 1] for k, t in self.block.G.params.items()}
             buffers = {k: t[i:i + 1] for k, t in self.block.G.buffers.items()}
             with torch.no_grad():
