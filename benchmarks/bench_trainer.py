@@ -243,7 +243,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid-sizes", type=int, nargs="*", default=None,
                     help="time these square grid sizes at equal work per cell (e.g. 1 2 3 4 5) and fit t = a + b*cells")
-    ap.add_argument("--engine", default=None, choices=("bmm", "vmap", "loop"),
+    ap.add_argument("--engine", default=None, choices=("bmm", "grouped", "vmap", "loop"),
                     help="with --grid-sizes/--adam: engine (default: what batching=auto picks)")
     ap.add_argument("--arch", default="mlp", choices=("mlp", "dcgan28"), help="network architecture")
     ap.add_argument("--batches", type=int, default=None, help="batches per generation (default: one epoch)")
