@@ -11,6 +11,9 @@
     # the matmul floor: CPU-s of one generation of the reference work (2x2 MLP, batch 400,
     # 150 batches, BCE) next to CPU-s of its bare GEMMs, 1 thread, alternating, 3 rounds
     python benchmarks/bench_trainer.py --floor --repeats 3
+    # the convolution floor (issue 20 item 3): a 3x3 dcgan28 generation (batching=grouped, batch 100)
+    # next to its bare grouped convolutions + Adam, and next to 9x one 1x1 cell; 1 thread, 3 rounds
+    python benchmarks/bench_trainer.py --floor --arch dcgan28 --batches 10 --repeats 3
     # busy machine: a quickstart generation idle, then with 3 busy-loop processes, then idle again
     python benchmarks/bench_trainer.py --busy --repeats 3
     # a finished run as Markdown: per-cell fid_cls over generations, final mixture vs best cell
@@ -160,6 +163,65 @@ def floor_compare(dataset, repeats: int, batches: int | None, overrides=(), log=
             "rounds": [[a, b] for a, b in zip(gen, flo)]}
 
 
+def conv_floor_compare(dataset, repeats: int, batches: int | None, size: int = 3, batch_size: int = 100,
+                       arch: str = "dcgan28", overrides=(), log=print) -> dict:
+    """CPU-seconds of one generation of a ``size``×``size`` DCGAN grid (``batching`` from
+    ``overrides``, else grouped) next to its bare grouped convolutions, GEMMs and Adam calls
+    (benchmarks/conv_floor.py), next to ``size²`` times one 1x1 cell's generation (a 1x1 cell has a
+    sub-population of 1, so its fitness work is far smaller than a 3x3 cell's 5 G x 5 D), and next
+    to the same grid on the ``loop`` engine (the same work, cell after cell), alternating ``repeats`` times at the current thread count."""
+    from conv_floor import ConvFloor, layers_of
+
+    from mustangs.pool.networks import build_discriminator, build_generator
+
+    def coev(n, engine="grouped"):
+        over = [f"grid.height={n}", f"grid.width={n}", f"network.arch={arch}", f"data.batch_size={batch_size}",
+                "data.sampling_ratio=1.0", "coevolution.adversary=selected", "device=cpu", f"batching={engine}",
+                *(["coevolution.batches_per_generation=%d" % batches] if batches else []),
+                *(["coevolution.tournament_size=1"] if n == 1 else []), *overrides]
+        cfg = load_train_config(None, over)
+        co = Coevolution(cfg, dataset, torch.device("cpu"))
+        block = co.init_block()
+        full = co.batches
+        co.batches = min(2, full)   # warm-up
+        co.step(block, score=False)
+        co.batches = full
+        return cfg, co, block
+
+    cfg, co, block = coev(size)
+    _, co1, block1 = coev(1)
+    _, col, blockl = coev(size, "loop")
+    full = co.batches
+    skip = cfg.coevolution.d_skip_every
+    d_steps = sum(1 for b in range(full) if skip is None or (b + 1) % skip != 0)
+    g_t, d_t = build_generator(co.spec), build_discriminator(co.spec)
+    g_layers = layers_of(g_t, torch.randn(2, co.spec.latent_dim))
+    d_layers = layers_of(d_t, torch.randn(2, *co.spec.sample_shape))
+    floor = ConvFloor(g_layers, d_layers, len(block), co.S, batch_size, full, d_steps, cfg.coevolution.selection)
+    floor.run()
+    gen, flo, one, loop = [], [], [], []
+    for r in range(repeats):
+        t0 = time.process_time()
+        co.step(block, score=False)
+        gen.append(time.process_time() - t0)
+        flo.append(floor.run())
+        t0 = time.process_time()
+        co1.step(block1, score=False)
+        one.append(time.process_time() - t0)
+        t0 = time.process_time()
+        col.step(blockl, score=False)
+        loop.append(time.process_time() - t0)
+        log(f"round {r + 1}/{repeats}: generation {gen[-1]:.2f} CPU-s, floor {flo[-1]:.2f} CPU-s, 1x1 {one[-1]:.2f} "
+            f"CPU-s, same grid on the loop engine {loop[-1]:.2f} CPU-s; generation / floor {gen[-1] / flo[-1]:.2f}, generation / ({len(block)} x 1x1) "
+            f"{gen[-1] / (len(block) * one[-1]):.2f} ({load_line()})")
+    g, f, o, lo = (statistics.median(x) for x in (gen, flo, one, loop))
+    return {"engine": co.engine, "engine_1x1": co1.engine, "arch": arch, "grid": f"{size}x{size}",
+            "cells": len(block), "adam": cfg.adam, "threads": torch.get_num_threads(), "batches": full,
+            "batch_size": batch_size, "d_steps": d_steps, "generation_cpu_s": g, "floor_cpu_s": f,
+            "one_cell_cpu_s": o, "loop_cpu_s": lo, "ratio": g / f, "ratio_vs_cells_one_by_one": g / (len(block) * o),
+            "ratio_vs_loop": g / lo, "rounds": [list(x) for x in zip(gen, flo, one, loop)]}
+
+
 BUSY_LOOP = "while True:\n    pass"
 
 
@@ -243,9 +305,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid-sizes", type=int, nargs="*", default=None,
                     help="time these square grid sizes at equal work per cell (e.g. 1 2 3 4 5) and fit t = a + b*cells")
-    ap.add_argument("--engine", default=None, choices=("bmm", "vmap", "loop"),
+    ap.add_argument("--engine", default=None, choices=("bmm", "grouped", "vmap", "loop"),
                     help="with --grid-sizes/--adam: engine (default: what batching=auto picks)")
-    ap.add_argument("--arch", default="mlp", choices=("mlp", "dcgan28"), help="network architecture")
+    ap.add_argument("--arch", default="mlp", choices=("mlp", "dcgan28", "dcgan64"), help="network architecture")
     ap.add_argument("--batches", type=int, default=None, help="batches per generation (default: one epoch)")
     ap.add_argument("--batch-size", type=int, default=100, help="mini-batch size")
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="device")
@@ -255,7 +317,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="timed generations (rounds) per setting")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--floor", action="store_true",
-                    help="reference work (2x2, batch 400, 150 batches, BCE) vs its bare GEMMs, 1 thread")
+                    help="reference work (2x2, batch 400, 150 batches, BCE) vs its bare GEMMs, 1 thread; with "
+                         "--arch dcgan28: a --size grid vs its bare grouped convolutions and vs size^2 x one 1x1 cell")
+    ap.add_argument("--size", type=int, default=3, help="with --floor --arch dcgan28: grid side")
     ap.add_argument("--busy", action="store_true",
                     help="quickstart generation idle, with 3 busy-loop processes, idle again; prints busy / idle")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -269,7 +333,18 @@ def main() -> None:
     torch.set_num_threads(args.threads or (1 if args.floor else auto_threads()))
     ds = load_dataset("fashion-mnist", "train")
     result: dict = {"machine": machine(), "load_before": load_line()}
-    if args.floor:
+    if args.floor and args.arch != "mlp":
+        r = conv_floor_compare(ds, args.repeats, args.batches, args.size, args.batch_size, args.arch, args.set)
+        print(f"machine: {machine()}; {load_line()}")
+        print(f"work: {r['grid']} {r['arch']}, batch {r['batch_size']}, {r['batches']} batches ({r['d_steps']} D steps), "
+              f"selected; engine {r['engine']} (1x1: {r['engine_1x1']}), adam {r['adam']}, {r['threads']} thread(s)")
+        print(f"generation: {r['generation_cpu_s']:.2f} CPU-s; conv floor: {r['floor_cpu_s']:.2f} CPU-s; "
+              f"1x1 generation: {r['one_cell_cpu_s']:.2f} CPU-s")
+        print(f"ratio generation / floor: {r['ratio']:.2f}")
+        print(f"ratio generation / ({r['cells']} x 1x1): {r['ratio_vs_cells_one_by_one']:.2f}")
+        print(f"ratio generation / same grid on the loop engine ({r['loop_cpu_s']:.2f} CPU-s): {r['ratio_vs_loop']:.2f}")
+        result.update(r)
+    elif args.floor:
         r = floor_compare(ds, args.repeats, args.batches, args.set)
         print(f"machine: {machine()}; {load_line()}")
         print(f"work: 2x2 MLP, batch 400, {r['batches']} batches ({r['d_steps']} D steps), BCE, selected; "
@@ -295,7 +370,7 @@ def main() -> None:
                 rows.append(time_generation(size, args.engine, args.batches, args.device, args.batch_size,
                                             args.repeats, ds, arch=args.arch))
         else:
-            for engine in ("bmm", "vmap", "loop") if args.arch == "mlp" else ("vmap", "loop"):
+            for engine in ("bmm", "vmap", "loop") if args.arch == "mlp" else ("grouped", "vmap", "loop"):
                 rows.append(time_generation(2, engine, args.batches, args.device, args.batch_size, args.repeats, ds,
                                             arch=args.arch))
         print(f"machine: {machine()}; {load_line()}")

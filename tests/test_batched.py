@@ -151,7 +151,7 @@ def test_batched_training_equals_per_cell_loop():
 
 @pytest.mark.parametrize("arch,engine,adversary", [
     ("mlp", "bmm", "selected"), ("mlp", "bmm", "neighbour"), ("mlp", "vmap", "neighbour"),
-    ("dcgan28", "vmap", "neighbour"), ("rings-mlp", "bmm", "selected")])
+    ("dcgan28", "vmap", "neighbour"), ("dcgan28", "grouped", "neighbour"), ("rings-mlp", "bmm", "selected")])
 def test_whole_generation_batched_equals_loop(arch, engine, adversary):
     # Batch 16: with 4 samples, BatchNorm over near-constant features turns float rounding into
     # 1e-4 differences within two batches, whichever engine or Adam kernel.

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-ENGINES = ("bmm", "vmap", "loop")
+ENGINES = ("bmm", "grouped", "vmap", "loop")
 
 
 @dataclass
@@ -111,6 +111,9 @@ class StackedNet:
     * ``bmm``  one batched GEMM per layer for all members (``torch.baddbmm`` over the stacked
       weights, bias folded into the GEMM, activation applied in place, hand-written backward
       that returns contiguous weight gradients); MLP architectures only (:func:`bmm_supported`).
+    * ``grouped`` one grouped convolution per layer for all members (trainer/grouped.py, HFTA's
+      horizontal fusion), BatchNorm per member, Linear as one batched GEMM; the unconditional
+      DCGANs only (:func:`trainer.grouped.grouped_supported`).
     * ``vmap`` ``torch.func.vmap`` over ``functional_call``: any architecture.
     * ``loop`` one member after the other: the reference the other two are tested against.
     """
@@ -121,6 +124,14 @@ class StackedNet:
         self._plan = _mlp_plan(template) if engine == "bmm" else None
         if engine == "bmm" and self._plan is None:
             raise ValueError(f"engine 'bmm' runs MLP networks only, not {type(template).__name__}; use 'vmap'")
+        self._conv = None
+        if engine == "grouped":
+            from trainer.grouped import conv_plan
+
+            self._conv = conv_plan(template)
+            if self._conv is None:
+                raise ValueError(f"engine 'grouped' runs the unconditional DCGAN networks only, "
+                                 f"not {type(template).__name__}; use 'vmap'")
         self.engine = engine
         base = copy.deepcopy(template).to("meta")
         self._train = base.train()
@@ -132,6 +143,9 @@ class StackedNet:
         autograd), the result is written there (the ``bmm`` engine's last GEMM writes it directly)."""
         if self._plan is not None:
             return self._plan.apply(params, x, out)
+        if self._conv is not None:
+            y = self._conv.apply(params, buffers, x, train)
+            return y if out is None else out.copy_(y)
         y = self._apply(params, buffers, x, train)
         return y if out is None else out.copy_(y)
 

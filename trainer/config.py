@@ -21,7 +21,7 @@ ADVERSARIES = ("selected", "neighbour")  # who each selected G/D trains against
 #: Retired names of the adversary values (they described the implementation, not the recipe).
 ADVERSARY_RENAMES = {"own": "selected", "random": "neighbour"}
 DEVICES = ("auto", "cpu", "cuda")
-BATCHING = ("auto", "bmm", "vmap", "loop")
+BATCHING = ("auto", "bmm", "grouped", "vmap", "loop")
 ADAM_KERNELS = ("fused", "ops")
 REPLACEMENTS = ("elitist", "crowding")  # how a trained copy may replace the centre (docs/lineages.md)
 POOL_MEMBERS = ("centres", "centres+lineage-best", "centres+snapshots", "all")  # what pool/ keeps (docs/lineages.md)
@@ -130,7 +130,7 @@ class TrainConfig:
 
     seed: int = option(0, ge=0, le=2**63 - 1)          # master seed; every cell derives its own streams from it; 0 ..= 2**63-1
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
-    batching: str = option("auto", choices=BATCHING)   # auto (bmm for MLP archs, else vmap) | bmm (one stacked GEMM per layer for all cells; MLP archs only) | vmap (all cells in one vmapped call; any arch) | loop (per-cell loop; same numbers, slower)
+    batching: str = option("auto", choices=BATCHING)   # auto (bmm for MLP archs, else vmap) | bmm (one stacked GEMM per layer for all cells; MLP archs only) | grouped (one grouped convolution per layer for all cells, HFTA-style; dcgan28/dcgan64 only) | vmap (all cells in one vmapped call; any arch) | loop (per-cell loop; same numbers, slower)
     adam: str = option("fused", choices=ADAM_KERNELS)    # fused (default: PyTorch's fused kernel per cell, one pass over memory; ops where the build lacks it) | ops (the same formula op by op, other rounding; reproduces runs recorded before fused became the default)
     threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run; None = every core this process may use (sched_getaffinity), shared between local ranks; OpenMP threads sleep when idle, so this stays fast on a busy machine (mustangs/threads.py); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
@@ -214,6 +214,9 @@ class TrainConfig:
         if self.batching == "bmm" and self.network.arch not in ("mlp", "rings-mlp"):
             raise ConfigError(f"batching=bmm runs MLP networks only, not network.arch={self.network.arch}; "
                               f"set batching=auto (or vmap)")
+        if self.batching == "grouped" and self.network.arch not in ("dcgan28", "dcgan64"):
+            raise ConfigError(f"batching=grouped runs the DCGAN networks (dcgan28, dcgan64) only, not "
+                              f"network.arch={self.network.arch}; set batching=auto (or vmap)")
 
     def _validate_conditional(self) -> None:
         """``network.conditional``: labelled data, an arch with a conditional form, a loss whose
