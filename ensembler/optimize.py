@@ -220,7 +220,7 @@ def checked_target(pools: PoolSet, evaluator: Evaluator, target_spec: str | None
         log(line)
     pools.check_all()
     if evaluator.real is None:
-        log(f"note: no real {pools.dataset} test split ({evaluator.missing_real}); {without_real}")
+        log(evaluator.no_real_note(without_real))
     return parse_target(target_spec, evaluator.num_classes, None if evaluator.real is None else evaluator.real.hist)
 
 

@@ -77,6 +77,15 @@ class Evaluator:
     missing_real: str | None = None                         # why ``real`` is None (the loader's message)
     real_features_fn: Callable[[int], np.ndarray] | None = None  # n -> [n, d] real features (prdc, kid)
 
+    def no_real_note(self, without: str) -> str:
+        """The one note a command prints when the real split is missing: what is skipped and the fix.
+
+        Short on purpose: the loader's full message (every folder it looked in) comes only with an
+        error that needs the split. A classifier trained with ``--data-dir`` does not remember it.
+        """
+        return (f"note: no real {self.dataset} test split found; {without} (pass --data-dir DIR again: "
+                f"a classifier does not remember the folder it was trained from)")
+
     @property
     def num_classes(self) -> int:
         return int(self.classifier.num_classes)

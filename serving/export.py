@@ -300,8 +300,7 @@ def repurpose_stats(ensemble, dataset: str, samples: int = 10_000, seed: int = 0
     evaluator = load_evaluator(dataset, device, classifier=classifier, force=force, data_dir=data_dir,
                                need_real=False, log=log)
     if evaluator.real is None and log is not None:
-        log(f"note: no real {dataset} test split ({evaluator.missing_real}); the model re-aims at class targets but "
-            "cannot weigh fid or serve target 'real' (pass --data-dir)")
+        log(evaluator.no_real_note("the model re-aims at class targets but cannot weigh fid or serve target 'real'"))
     sources = [Source(m.id, m.sha256, ensemble.spec, (lambda g=g: g))
                for m, g in zip(ensemble.members, ensemble.generators)]
     # progress None: a bar on a terminal, a plain line every 10 s in logs (K x 10k samples takes a while)

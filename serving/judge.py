@@ -48,7 +48,8 @@ def judge_model(model_path: str | Path, dataset: str, *, classifier: str | None 
     except UserError as exc:
         real = None
         if log is not None:
-            log(f"note: no real {dataset} test split ({exc}); scoring tvd and is only (pass --data-dir for more)")
+            log(f"note: no real {dataset} test split found; scoring tvd and is only (pass --data-dir DIR again: "
+                "a classifier does not remember the folder it was trained from)")
     if target is not None and len(target) != clf.num_classes:
         target = None  # the ensemble's target was over another classifier's classes (forced judge)
     metrics = score(stats, real, None if target is None else np.asarray(target, np.float64),
