@@ -24,9 +24,14 @@ TARGET = st.one_of(
     st.text(alphabet="0123456789:,.e-abc", max_size=20),
     st.dictionaries(st.sampled_from(["0", "1", "2", "x", "c0", "C0", "-1", "99"]), NUMBER, max_size=3),
     st.lists(NUMBER, max_size=4), NUMBER)
+LABEL = st.one_of(st.integers(-3, 12), st.sampled_from(["T-shirt/top", "Trouser", "Bag", "bag", "Nope", ""]), NUMBER)
+LABELS = st.one_of(
+    st.lists(LABEL, max_size=6),
+    st.dictionaries(st.sampled_from(["Trouser", "Bag", "0", "Nope", "-1"]), NUMBER, max_size=3),
+    st.text(max_size=12), NUMBER)
 BODY = st.fixed_dictionaries({}, optional={
     "n": NUMBER, "seed": NUMBER, "format": st.sampled_from(["png", "npy", "gif", 3]), "target": TARGET,
-    "weights": st.lists(NUMBER, max_size=4), "fid_weight": NUMBER, "typo": NUMBER})
+    "weights": st.lists(NUMBER, max_size=4), "fid_weight": NUMBER, "labels": LABELS, "typo": NUMBER})
 
 
 def _check(resp) -> None:
@@ -42,6 +47,27 @@ def test_sample(client, body):  # noqa: F811
         body["n"] = 64  # keep the valid draws small; the bound itself is tested in test_serving_http
     _check(client.post("/sample", content=json.dumps(body, allow_nan=True),
                        headers={"content-type": "application/json"}))
+
+
+@pytest.fixture(scope="module")
+def conditional_client(tmp_path_factory):
+    """The service on a small conditional model (issue 21): ``labels`` is a live field there."""
+    from serving.export import export_ensemble
+    from service_client import service_client
+    from test_conditional import conditional_ensemble
+
+    folder = tmp_path_factory.mktemp("fuzz-cond")
+    export_ensemble(conditional_ensemble(folder, "mlp"), folder / "c.onnx")
+    with service_client(folder / "c.onnx", tmp_path_factory.mktemp("bentoml-home")) as c:
+        yield c
+
+
+@given(BODY)
+def test_sample_conditional(conditional_client, body):
+    if isinstance(body.get("n"), int) and not isinstance(body["n"], bool) and body["n"] > 64:
+        body["n"] = 64
+    _check(conditional_client.post("/sample", content=json.dumps(body, allow_nan=True),
+                                   headers={"content-type": "application/json"}))
 
 
 @given(BODY)
