@@ -20,6 +20,15 @@ needs_fashion = pytest.mark.skipif(not (FASHION_DIR.is_dir() or os.environ.get("
                                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 
 
+@pytest.fixture
+def one_thread():
+    """Small tests run on one torch thread: no spinning when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def rings_pool(folder: Path, n: int = 3) -> Path:
     """A pool of ``n`` untrained rings generators (seeds 0..n-1) written to ``folder``; returns its root."""
     from mustangs.pool.format import write_pool

@@ -15,13 +15,7 @@ from trainer.coevolution import Coevolution, _weights
 from trainer.config import load_train_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests are small; one thread avoids spinning when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: small tests, one torch thread
 
 
 def fake_images(n=300, seed=0) -> ArrayDataset:

@@ -16,12 +16,7 @@ from trainer.config import load_train_config
 from conftest import needs_fashion
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: small tests, one torch thread
 
 
 def labelled_images(n=300, seed=0) -> ArrayDataset:

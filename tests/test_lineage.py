@@ -13,12 +13,7 @@ from trainer.config import load_train_config
 from trainer.lineage import genome_distance
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: small tests, one torch thread
 
 
 def _data():

@@ -18,12 +18,7 @@ from trainer.config import load_train_config
 from test_batched import fake_images, make
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: small tests, one torch thread
 
 
 def test_losses_on_known_inputs():
