@@ -373,9 +373,8 @@ class AsyncWorld(DistWorld):
             return super().gather_centres(G, D)
         from trainer.batched import NetState
 
-        rows = {**{f"G.{k}": t for k, t in G.tensors().items()}, **{f"D.{k}": t for k, t in D.tensors().items()}}
-        if block is not None:
-            rows = self._centre_rows(G, D, block)
+        rows = self._centre_rows(G, D, block) if block is not None else \
+            {**{f"G.{k}": t for k, t in G.tensors().items()}, **{f"D.{k}": t for k, t in D.tensors().items()}}
         full, self.lags = self.exchange.gather("centres", self.generation, rows, self.max_staleness)
         self.lineages = (full["L.g"], full["L.d"]) if "L.g" in full else None
         part = lambda p: NetState.from_tensors({k[2:]: t for k, t in full.items() if k.startswith(p)})  # noqa: E731
