@@ -171,6 +171,15 @@ def gather_json(items: list, workers: Workers) -> list:
     return merged
 
 
+def select_device(rank: int | None) -> bool:
+    """Give this rank its GPU (``LOCAL_RANK`` modulo the GPUs) when there are GPUs; whether it got one."""
+    use_cuda = torch.cuda.is_available() and os.environ.get("MUSTANGS_DEVICE", "auto") != "cpu"
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", rank or 0))
+        torch.cuda.set_device(local % torch.cuda.device_count())
+    return use_cuda
+
+
 def init_process_group(*, rank: int | None = None, world_size: int | None = None,
                        init_method: str | None = None) -> str:
     """Join the process group (gloo on CPU, NCCL with one GPU per rank); returns the backend.
@@ -180,11 +189,7 @@ def init_process_group(*, rank: int | None = None, world_size: int | None = None
     """
     from datetime import timedelta
 
-    use_cuda = torch.cuda.is_available() and os.environ.get("MUSTANGS_DEVICE", "auto") != "cpu"
-    backend = "nccl" if use_cuda else "gloo"
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", rank or 0))
-        torch.cuda.set_device(local % torch.cuda.device_count())
+    backend = "nccl" if select_device(rank) else "gloo"
     kwargs = {"backend": backend, "timeout": timedelta(minutes=10)}
     if init_method is not None:
         kwargs.update(init_method=init_method, rank=rank, world_size=world_size)
@@ -248,14 +253,18 @@ def _unpack_stats(row: torch.Tensor, dim: int, classes: int):
     return FeatureStats(int(a[1]), mu.copy(), second.copy(), hist.copy(), mean_probs.copy(), float(a[2]))
 
 
-def make_world(workers: Workers, exchange: str = "sync", max_staleness: int | None = None, nbr=None):
+def make_world(workers: Workers, exchange: str = "sync", max_staleness: int | None = None, nbr=None, store=None):
     """A :class:`trainer.world.World` whose gathers are torch.distributed collectives.
 
-    ``exchange="async"`` (with the grid's neighbour table ``nbr``) gives an :class:`AsyncWorld`:
-    during the generations the centres and statistics travel through the store instead.
+    ``exchange="async"`` (with the grid's neighbour table ``nbr`` and the job's ``store``) gives a
+    :class:`trainer.store_world.StoreWorld`: no process group, every exchange through the store.
     """
     if exchange == "async" and workers.distributed:
-        return AsyncWorld(workers, nbr, max_staleness)
+        from trainer.store_world import StoreWorld
+
+        if store is None:
+            raise ValueError("an async world needs the job's store (trainer.store_world.join_store)")
+        return StoreWorld(workers, nbr, max_staleness, store)
     return DistWorld(workers)
 
 
@@ -312,111 +321,3 @@ class DistWorld(World):
     def take_comm_stats(self) -> dict:
         """Bytes/milliseconds/collectives of the exchange since the last call (this rank)."""
         return CommStats.take()
-
-
-class AsyncWorld(DistWorld):
-    """``distribution.exchange: async``: between :meth:`start` and :meth:`finish` no rank waits for
-    another's current generation; the centres and generator statistics of neighbouring cells come
-    from a :class:`trainer.exchange.StoreExchange` (the freshest copy each neighbour published) and
-    per-generation records stay on their rank. Before :meth:`start` and after :meth:`finish` (set-up,
-    the final scores and the pool, when every rank has trained every generation) it is a
-    :class:`DistWorld`.
-    """
-
-    asynchronous = True
-
-    def __init__(self, workers: Workers, nbr: torch.Tensor, max_staleness: int | None = None):
-        super().__init__(workers)
-        self.nbr, self.max_staleness = nbr, max_staleness
-        self.live = False
-        self.generation = 0
-        self.lags: dict[int, int] = {}       # remote cell -> generations its last copy lagged
-        self.exchange = None
-        self.lineages: tuple[torch.Tensor, torch.Tensor] | None = None  # of the centres last gathered live
-
-    def start(self, block) -> None:
-        """Publish the block's centres, wait until every rank has (a collective: set-up), go live."""
-        from trainer.exchange import StoreExchange
-
-        store = dist.distributed_c10d._get_default_store()   # the rendezvous store: no extra port
-        self.exchange = StoreExchange(store, self.rank, self.workers.blocks, self.nbr)
-        self.published(block)
-        dist.barrier()
-        self.live = True
-
-    def published(self, block) -> None:
-        """Publish the block's centres (after each generation); its generation becomes the clock."""
-        self.generation = block.generation
-        self.exchange.publish("centres", block.generation, self._centre_rows(block.G, block.D, block))
-
-    @staticmethod
-    def _centre_rows(G, D, block) -> dict:
-        """What a rank publishes per generation: the centres and their founder lineages (one payload,
-        so a neighbour's lineage always belongs to the copy of its weights that was read)."""
-        return {**{f"G.{k}": t for k, t in G.tensors().items()}, **{f"D.{k}": t for k, t in D.tensors().items()},
-                "L.g": block.lineage_g, "L.d": block.lineage_d}
-
-    def finish(self) -> float:
-        """This rank is done; wait (no timeout) for every rank, then act as a :class:`DistWorld`."""
-        self.exchange.mark_done(self.generation)
-        waited = self.exchange.wait_all_done()
-        self.live = False
-        dist.barrier()
-        return waited
-
-    def staleness(self, cells: list[int]) -> list[int]:
-        """For one neighbourhood: how many generations old each member's copy was (0: this rank's own)."""
-        return [int(self.lags.get(int(c), 0)) for c in cells]
-
-    def gather_centres(self, G, D, block=None):
-        if not self.live:
-            return super().gather_centres(G, D)
-        from trainer.batched import NetState
-
-        rows = self._centre_rows(G, D, block) if block is not None else \
-            {**{f"G.{k}": t for k, t in G.tensors().items()}, **{f"D.{k}": t for k, t in D.tensors().items()}}
-        full, self.lags = self.exchange.gather("centres", self.generation, rows, self.max_staleness)
-        self.lineages = (full["L.g"], full["L.d"]) if "L.g" in full else None
-        part = lambda p: NetState.from_tensors({k[2:]: t for k, t in full.items() if k.startswith(p)})  # noqa: E731
-        return part("G."), part("D.")
-
-    def gather_lineages(self, lineage_g, lineage_d):
-        if not self.live:
-            return super().gather_lineages(lineage_g, lineage_d)
-        if self.lineages is None:
-            raise RuntimeError("gather_centres(..., block) must come before gather_lineages in an async run")
-        return self.lineages
-
-    def lineage_weights(self, state):
-        """Live, a rank measures the genome distance over its own cells (no rank waits for another)."""
-        return state if self.live else super().lineage_weights(state)
-
-    def gather_stats(self, stats):
-        if not self.live:
-            return super().gather_stats(stats)
-        known = next(((s.mu.shape[0], s.hist.shape[0]) for s in stats if s is not None), None)
-        if known is None:
-            return [None] * len(self.nbr)
-        dim, classes = known
-        rows = {"stats": torch.stack([_pack_stats(s, dim, classes) for s in stats])}
-        self.exchange.publish("stats", self.generation + 1, rows)   # scored after this generation's training
-        full, _ = self.exchange.gather("stats", self.generation + 1, rows)
-        return [_unpack_stats(r, dim, classes) for r in full["stats"]]
-
-    def gather_objects(self, items):
-        return list(items) if self.live else super().gather_objects(items)
-
-    def gather_weights(self, state):
-        if self.live:
-            raise RuntimeError("live neighbour adversaries need distribution.exchange=sync")
-        return super().gather_weights(state)
-
-    def barrier(self) -> None:
-        if not self.live:
-            super().barrier()
-
-    def take_comm_stats(self) -> dict:
-        out = CommStats.take()
-        if self.exchange is not None:
-            out["store"] = self.exchange.take()
-        return out

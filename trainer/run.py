@@ -129,6 +129,10 @@ class Run:
             if self.resume:
                 self.log(f"note: nothing to resume in {out}; starting a new run")
             return None
+        if getattr(self.world, "rejoining", False):   # a restarted async rank: the folder is its running job's
+            print(f"note: rank {self.world.rank} rejoins {out} before any checkpoint; its cells start from "
+                  f"generation 0", file=sys.stderr, flush=True)
+            return None
         foreign = foreign_files(out)
         if foreign:
             raise UserError(f"{out} already holds files that are not an unfinished Mustangs run ({', '.join(foreign)}); "

@@ -65,6 +65,11 @@ def register(sub) -> None:
                    help="worker processes on this machine (torch.distributed ranks: gloo on CPU, NCCL with one "
                         "GPU each); each trains a block of cells. Under torchrun leave it at 1: ranks come "
                         "from torchrun")
+    p.add_argument("--max-restarts", type=int_range(0, 1000), default=0, metavar="K",
+                   help="with --workers and distribution.exchange=async: restart a rank that dies, alone, from its "
+                        "own last checkpoint, up to K times in all, while the other ranks keep training (as "
+                        "torchrun --max-restarts with one agent per rank, docs/scale-out.md); 0 = a death stops "
+                        "the run")
     p.set_defaults(func=run)
     _intermixed(p)
 
@@ -184,6 +189,10 @@ def run(args) -> int:
         raise UserError("--workers is for runs without torchrun; under torchrun the number of ranks is "
                         "--nnodes x --nproc-per-node")
     split_cells(cells, int(os.environ.get("WORLD_SIZE", args.workers)))  # refuse impossible layouts early
+    if args.max_restarts and (args.workers < 2 or cfg.distribution.exchange != "async"):
+        raise UserError("--max-restarts restarts one rank of an async run while the others keep training: it needs "
+                        "--workers 2 or more and distribution.exchange=async (a sync rank cannot rejoin its group; "
+                        "rerun a stopped sync run with --resume)")
     from mustangs.io.safety import human_bytes
     from trainer.sizes import check_train_memory
 
@@ -197,7 +206,7 @@ def run(args) -> int:
     if launched_by_torchrun():
         _leave(_rank_main(None, None, None, job))
     if args.workers > 1:
-        return _spawn(args.workers, job)
+        return _spawn(args.workers, job, args.max_restarts)
     try:
         train(cfg, out, resume=args.resume, progress=False if args.quiet else None, config_path=again,
               quiet=args.quiet)
@@ -206,33 +215,84 @@ def run(args) -> int:
     return 0
 
 
-def _spawn(n: int, job) -> int:
-    """Start ``n`` ranks on this machine (rendezvous on 127.0.0.1) and wait for them.
+def _spawn(n: int, job, max_restarts: int = 0) -> int:
+    """Start ``n`` ranks on this machine and wait for them; restart a dead async rank on its own.
 
-    A rank ticks its slot in ``finished`` once it has passed the final barrier, which no rank
-    passes before the writer has written the pool. A rank that dies after any tick (a crash
-    while a communication library tears down its threads) cannot lose anything, so the run
-    counts as done, with a warning; a death before it is a failed run.
+    Sync ranks meet in a gloo/NCCL group (rank 0 hosts its rendezvous on 127.0.0.1); async ranks
+    meet only in a TCPStore that this launcher hosts, so it outlives any rank. A rank ticks its
+    slot in ``finished`` once it has passed the final barrier, which no rank passes before the
+    writer has written the pool. A rank that dies after any tick (a crash while a communication
+    library tears down its threads) cannot lose anything, so the run counts as done, with a
+    warning. A death before it is a failed run, unless the run is async and restarts are left
+    (``--max-restarts``): then only that rank starts again, with ``--resume``, from its own last
+    checkpoint, and rejoins the ranks that kept training.
     """
+    import multiprocessing.connection as mpc
+
     import torch.multiprocessing as mp
 
     from trainer.distributed import free_port
 
+    cfg, out, resume, quiet, again = job
+    asynchronous = cfg.distribution.exchange == "async"
+    ctx = mp.get_context("spawn")
     port = free_port()
-    finished = mp.get_context("spawn").Array("b", n, lock=False)
+    store = None
+    if asynchronous:   # the launcher holds the store: it survives any rank
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        store = dist.TCPStore("127.0.0.1", port, None, True, timedelta(minutes=10), wait_for_workers=False)
+    finished = ctx.Array("b", n, lock=False)
+    init = f"tcp://127.0.0.1:{port}"
+
+    def start(rank: int, again_job) -> object:
+        proc = ctx.Process(target=_rank_process, args=(rank, n, init, again_job, finished), daemon=False)
+        proc.start()
+        return proc
+
+    procs = {r: start(r, job) for r in range(n)}
+    restarts = 0
+
+    def stop_all() -> None:
+        for proc in procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs.values():
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+
     try:
-        ctx = mp.start_processes(_rank_process, args=(n, f"tcp://127.0.0.1:{port}", job, finished), nprocs=n,
-                                 join=False, start_method="spawn")
-        while not ctx.join():
-            pass
-    except mp.ProcessExitedException as exc:
-        if any(finished):
-            print(f"warning: worker {exc.error_index} died while shutting down (exit {exc.exit_code}) after "
-                  "the run had completed; the results are complete", file=sys.stderr, flush=True)
-            return 0
-        return 2 if exc.exit_code == 2 else (130 if exc.exit_code == 130 else 1)
+        while procs:
+            mpc.wait([p.sentinel for p in procs.values()])
+            for rank, proc in list(procs.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                code = proc.exitcode
+                del procs[rank]
+                if code == 0:
+                    continue
+                if any(finished):
+                    print(f"warning: worker {rank} died while shutting down (exit {code}) after the run had "
+                          "completed; the results are complete", file=sys.stderr, flush=True)
+                    continue
+                if asynchronous and restarts < max_restarts and code not in (2, 130):
+                    restarts += 1
+                    print(f"rank {rank} died (exit {code}); restarting it from its last checkpoint "
+                          f"(restart {restarts} of {max_restarts}); the other ranks keep training",
+                          file=sys.stderr, flush=True)
+                    procs[rank] = start(rank, (cfg, out, True, quiet, again))
+                    continue
+                stop_all()
+                return 2 if code == 2 else (130 if code == 130 else 1)
     except KeyboardInterrupt:
+        stop_all()
         return 130
+    finally:
+        del store
     return 0
 
 
@@ -243,6 +303,8 @@ def _rank_process(rank: int, world_size: int, init_method: str, job, finished) -
     """
     def done() -> None:
         finished[rank] = 1
+
+    os.environ["RANK"] = str(rank)   # as under torchrun: names this rank to fault injection in tests
 
     code = _rank_main(rank, world_size, init_method, job, on_finished=done)
     if code == 0 and os.environ.get("MUSTANGS_TEST_ABORT_AT_EXIT") == str(rank):
@@ -271,25 +333,29 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
     import torch.distributed as dist
 
     from mustangs.errors import UserError
-    from trainer.distributed import init_process_group, layout_from_group, make_world
+    from trainer.distributed import Workers, init_process_group, layout_from_group, make_world, split_cells
     from trainer.run import train
 
     cfg, out, resume, quiet, again = job
-    init_process_group(rank=rank, world_size=world_size, init_method=init_method)
-    workers = layout_from_group(cfg.grid.height * cfg.grid.width)
-    if cfg.threads is None:  # share this process's cores between the machine's ranks
-        from mustangs.threads import auto_threads
+    cells = cfg.grid.height * cfg.grid.width
+    store = None
+    if cfg.distribution.exchange == "async" and int(world_size or os.environ.get("WORLD_SIZE", 1)) > 1:
+        from trainer.store_world import join_store
 
-        torch.set_num_threads(auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", workers.world_size))))
+        rank, world_size, store = join_store(rank, world_size, init_method)   # no process group: see store_world
+        workers = Workers(rank, world_size, split_cells(cells, world_size))
+    else:
+        init_process_group(rank=rank, world_size=world_size, init_method=init_method)
+        workers = layout_from_group(cells)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if workers.is_writer else (lambda msg: None)
     try:
         from trainer.grid import Grid
 
         nbr = Grid(cfg.grid.height, cfg.grid.width).neighbour_table(cfg.coevolution.exchange)
-        world = make_world(workers, cfg.distribution.exchange, cfg.distribution.max_staleness, nbr)
+        world = make_world(workers, cfg.distribution.exchange, cfg.distribution.max_staleness, nbr, store)
         train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again, world=world, log=log,
               quiet=quiet)
-        dist.barrier()  # the writer has written the pool: everyone leaves together
+        world.barrier()  # the writer has written the pool: everyone leaves together
         if on_finished is not None:
             on_finished()
     except UserError as exc:
