@@ -9,11 +9,14 @@ metrics.jsonl). Example::
     python benchmarks/bench_distributed.py --workers 1 2 4 8 --grid 4 4   # a bigger machine
 
 ``--straggler`` compares the two exchanges (``distribution.exchange``, docs/scale-out.md) instead:
-4 gloo ranks on one machine, the last one slowed ``--slow`` times (MUSTANGS_TEST_STRAGGLER), one
-cell per rank on a 2x2 rings grid, and prints the generations/s of the ranks that are *not* slowed,
-sync vs async, for each seed::
+``--ranks`` ranks on one machine (4 by default, one cell each on a 2x2 rings grid), each exchange
+run twice per seed, with the last rank slowed ``--slow`` times (MUSTANGS_TEST_STRAGGLER) and
+without; it prints the generations/s of the ranks that are *not* slowed in both runs and their
+ratio (what they keep), and the pool's quality at equal generations (best mixture, re-purposed
+TVD) per exchange, mean ± sd over the seeds::
 
-    nice -n 10 python benchmarks/bench_distributed.py --straggler --seeds 1 2
+    python benchmarks/bench_distributed.py --straggler --seeds 1 2 3 --generations 10 --batches 40
+    python benchmarks/bench_distributed.py --straggler --ranks 2 --seeds 1 2 3   # one rank per core on 2 cores
 """
 
 from __future__ import annotations
@@ -50,22 +53,26 @@ def run(workers: int, args, out: Path) -> dict:
             "collectives": statistics.median(e.get("collectives", 0) for e in ex)}
 
 
-def straggler_run(exchange: str, seed: int, args, out: Path) -> dict:
-    """One 4-rank run with rank ``ranks-1`` slowed ``args.slow`` times; generations/s per rank.
+def straggler_run(exchange: str, seed: int, args, out: Path, slow: float) -> dict:
+    """One run with rank ``ranks-1`` slowed ``slow`` times (1 = not slowed); generations/s per rank
+    and the pool's quality.
 
     A rank's rate is (generations - 1) / the sum of its own per-generation seconds after the first
     (warm-up); in sync the fast ranks' seconds include waiting for the straggler, in async they do not.
+    Quality: the pool's best mixture (trainer's final scores) and the re-purposed ensemble's verified
+    TVD (``ensembler optimize --objective tvd``), the same for every exchange.
     """
     ranks = args.ranks
-    slow = ranks - 1
+    last = ranks - 1
     cmd = [sys.executable, "-m", "trainer", "train", args.straggler_config, "--out", str(out), "--quiet",
            "--workers", str(ranks), "grid.height=2", "grid.width=2", "threads=1", "batching=loop",
            f"seed={seed}", f"coevolution.generations={args.generations}",
            f"coevolution.batches_per_generation={args.batches}", "output.report=false",
-           "output.sample_every=null", "mixture.eval_samples=200", "eval.fid_samples=500",
+           "output.sample_every=null", "mixture.eval_samples=200", "eval.fid_samples=2000",
            f"distribution.exchange={exchange}", *args.overrides]
-    env = dict(os.environ, MUSTANGS_OFFLINE="1", OMP_NUM_THREADS="1",
-               MUSTANGS_TEST_STRAGGLER=f"{slow}:slow={args.slow}")
+    env = dict(os.environ, MUSTANGS_OFFLINE="1", OMP_NUM_THREADS="1")
+    if slow != 1:
+        env["MUSTANGS_TEST_STRAGGLER"] = f"{last}:slow={slow}"
     env.pop("WORLD_SIZE", None)
     env.pop("RANK", None)
     t0 = time.perf_counter()
@@ -80,33 +87,80 @@ def straggler_run(exchange: str, seed: int, args, out: Path) -> dict:
         secs = [json.loads(x)["seconds"] for x in (out / "metrics.jsonl").read_text().splitlines()]
         per_rank = {0: secs}
     rate = {r: (len(v) - 1) / sum(v[1:]) for r, v in per_rank.items() if len(v) > 1 and sum(v[1:]) > 0}
-    fast = [g for r, g in rate.items() if r != slow]
+    fast = [g for r, g in rate.items() if r != last]
     stale = []
     if exchange == "async":
         for x in (out / "metrics.jsonl").read_text().splitlines():
             stale += [lag for c in json.loads(x)["cells"] for lag in c.get("staleness", [])]
-    return {"exchange": exchange, "seed": seed, "fast_gens_per_s": statistics.median(fast),
-            "slow_gens_per_s": rate.get(slow), "wall_s": wall,
+    best = json.loads((out / "pool" / "manifest.json").read_text())["summary"]["best_mixture"]
+    ens = out / "ensemble.json"
+    opt = subprocess.run([sys.executable, "-m", "ensembler", "optimize", str(out / "pool"), "--objective", "tvd",
+                          "--diversity-samples", "0", "--out", str(ens)], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    if opt.returncode:
+        sys.exit(f"ensembler optimize failed:\n{opt.stderr[-2000:]}")
+    verified = json.loads(ens.read_text())["metrics"]["verified"]
+    fid_key = next(k for k in best if k.startswith("fid_"))
+    return {"exchange": exchange, "seed": seed, "slow": slow, "fast_gens_per_s": statistics.median(fast),
+            "slow_gens_per_s": rate.get(last), "wall_s": wall,
             "per_rank_s": {r: [round(x, 2) for x in v] for r, v in per_rank.items()},
-            "staleness_max": max(stale) if stale else None, "staleness_min": min(stale) if stale else None}
+            "staleness_max": max(stale) if stale else None, "staleness_min": min(stale) if stale else None,
+            "best_mixture_fid": best[fid_key], "best_mixture_modes": best.get("modes_covered5k",
+                                                                                best.get("modes_covered2k")),
+            "best_mixture_hq": best.get("high_quality5k", best.get("high_quality2k")),
+            "repurposed_tvd": verified["tvd_cls10k"]}
+
+
+def _mean_sd(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
 def straggler(args) -> None:
-    """``--straggler``: sync vs async with one slowed rank (see the module docstring)."""
+    """``--straggler``: sync vs async, each with and without one slowed rank (see the module docstring)."""
     rows = []
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for exchange in ("sync", "async"):
-                rows.append(straggler_run(exchange, seed, args, Path(tmp) / f"{exchange}-{seed}"))
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(f"{args.ranks} gloo ranks, 2x2 grid, rank {args.ranks - 1} slowed {args.slow}x, {args.generations} "
-          f"generations x {args.batches} batches, config {args.straggler_config}, load {os.getloadavg()[0]:.2f}")
-    print("| exchange | seed | fast ranks gen/s (median) | slowed rank gen/s | wall s (whole run) | staleness min..max |")
+                for slow in (1.0, args.slow):
+                    rows.append(straggler_run(exchange, seed, args, Path(tmp) / f"{exchange}-{seed}-{slow}", slow))
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(f"{args.ranks} gloo ranks, 2x2 grid, rank {args.ranks - 1} slowed {args.slow}x or not, {args.generations} "
+          f"generations x {args.batches} batches, config {args.straggler_config}, seeds {args.seeds}, "
+          f"load {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print()
+    print("| exchange | seed | fast ranks gen/s, none slowed | fast ranks gen/s, one slowed | kept | slowed rank gen/s "
+          "| staleness min..max | wall s (slowed run) |")
+    print("|---|---|---|---|---|---|---|---|")
+    kept: dict[str, list[float]] = {"sync": [], "async": []}
+    for seed in args.seeds:
+        for exchange in ("sync", "async"):
+            base = next(r for r in rows if r["seed"] == seed and r["exchange"] == exchange and r["slow"] == 1.0)
+            hit = next(r for r in rows if r["seed"] == seed and r["exchange"] == exchange and r["slow"] != 1.0)
+            k = hit["fast_gens_per_s"] / base["fast_gens_per_s"]
+            kept[exchange].append(k)
+            slow = "-" if hit["slow_gens_per_s"] is None else f"{hit['slow_gens_per_s']:.2f}"
+            st = "-" if hit["staleness_max"] is None else f"{hit['staleness_min']}..{hit['staleness_max']}"
+            print(f"| {exchange} | {seed} | {base['fast_gens_per_s']:.2f} | {hit['fast_gens_per_s']:.2f} | "
+                  f"**{k:.0%}** | {slow} | {st} | {hit['wall_s']:.0f} |")
+    print()
+    for exchange in ("sync", "async"):
+        print(f"{exchange}: the fast ranks keep {_mean_sd(kept[exchange])} of their rate when one rank is slowed")
+    print()
+    print("Pool quality at equal generations (mean ± sd over seeds):")
+    print()
+    print("| exchange | straggler | best mixture fid | best mixture modes | best mixture high-quality | re-purposed tvd |")
     print("|---|---|---|---|---|---|")
-    for r in rows:
-        slow = "-" if r["slow_gens_per_s"] is None else f"{r['slow_gens_per_s']:.2f}"
-        st = "-" if r["staleness_max"] is None else f"{r['staleness_min']}..{r['staleness_max']}"
-        print(f"| {r['exchange']} | {r['seed']} | {r['fast_gens_per_s']:.2f} | {slow} | {r['wall_s']:.0f} | {st} |")
+    for exchange in ("sync", "async"):
+        for slow in (1.0, args.slow):
+            sel = [r for r in rows if r["exchange"] == exchange and r["slow"] == slow]
+            print(f"| {exchange} | {'none' if slow == 1.0 else f'{slow}x'} | "
+                  f"{_mean_sd([r['best_mixture_fid'] for r in sel])} | {_mean_sd([r['best_mixture_modes'] for r in sel])} | "
+                  f"{_mean_sd([r['best_mixture_hq'] for r in sel])} | {_mean_sd([r['repurposed_tvd'] for r in sel])} |")
 
 
 def main() -> None:
@@ -119,9 +173,9 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=60, help="Adam steps per cell per generation")
     p.add_argument("--straggler", action="store_true", help="sync vs async with one slowed rank (4 gloo ranks)")
     p.add_argument("--straggler-config", default="configs/rings-3x3.yaml", help="--straggler: the config")
-    p.add_argument("--ranks", type=int, default=4, help="--straggler: gloo ranks, one cell each (2x2 grid)")
+    p.add_argument("--ranks", type=int, default=4, help="--straggler: ranks (2x2 grid: 4 = one cell each)")
     p.add_argument("--slow", type=float, default=2.0, help="--straggler: the last rank is this many times slower")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="--straggler: one sync and one async run each")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="--straggler: per seed, each exchange with and without the straggler")
     p.add_argument("overrides", nargs="*", help="extra config overrides (key=value)")
     args = p.parse_args()
     if args.straggler:

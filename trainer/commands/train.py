@@ -305,7 +305,13 @@ def _rank_process(rank: int, world_size: int, init_method: str, job, finished) -
         finished[rank] = 1
 
     os.environ["RANK"] = str(rank)   # as under torchrun: names this rank to fault injection in tests
+    import threading
 
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore; a rank leaves with os._exit, so it would
+    # never be released and the launcher's resource tracker would warn about it at exit
+    tqdm.set_lock(threading.RLock())
     code = _rank_main(rank, world_size, init_method, job, on_finished=done)
     if code == 0 and os.environ.get("MUSTANGS_TEST_ABORT_AT_EXIT") == str(rank):
         os.abort()  # tests only: stands in for a library crashing at teardown, after the run
