@@ -57,8 +57,9 @@ def straggler_run(exchange: str, seed: int, args, out: Path, slow: float) -> dic
     """One run with rank ``ranks-1`` slowed ``slow`` times (1 = not slowed); generations/s per rank
     and the pool's quality.
 
-    A rank's rate is (generations - 1) / the sum of its own per-generation seconds after the first
-    (warm-up); in sync the fast ranks' seconds include waiting for the straggler, in async they do not.
+    A rank's rate is (generations - 1) / the wall time between the ends of its generations 1 and G
+    (when its metrics lines appear); in sync rank 0 stands for the fast ranks (it waits for every
+    rank each generation), in async every rank writes its own lines.
     Quality: the pool's best mixture (trainer's final scores) and the re-purposed ensemble's verified
     TVD (``ensembler optimize --objective tvd``), the same for every exchange.
     """
@@ -76,17 +77,12 @@ def straggler_run(exchange: str, seed: int, args, out: Path, slow: float) -> dic
     env.pop("WORLD_SIZE", None)
     env.pop("RANK", None)
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    seen = _watch_generations(cmd, env, out, ranks if exchange == "async" else 1, exchange)
     wall = time.perf_counter() - t0
-    if res.returncode:
-        sys.exit(f"exchange={exchange} seed={seed} failed:\n{res.stderr[-2000:]}")
-    if exchange == "async":
-        per_rank = {r: [json.loads(x)["seconds"] for x in (out / "metrics" / f"rank-{r}.jsonl").read_text().splitlines()]
-                    for r in range(ranks)}
-    else:   # sync: one line per generation, timed on rank 0 (a fast rank: it waits for the straggler)
-        secs = [json.loads(x)["seconds"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-        per_rank = {0: secs}
-    rate = {r: (len(v) - 1) / sum(v[1:]) for r, v in per_rank.items() if len(v) > 1 and sum(v[1:]) > 0}
+    # a rank's rate: generations 2..G over the wall time between the ends of generation 1 and G, as
+    # seen by polling its metrics file (so checkpoints, scoring and waits between generations count)
+    per_rank = {r: [round(b - a, 3) for a, b in zip(ts, ts[1:])] for r, ts in seen.items()}
+    rate = {r: (len(ts) - 1) / (ts[-1] - ts[0]) for r, ts in seen.items() if len(ts) > 1 and ts[-1] > ts[0]}
     fast = [g for r, g in rate.items() if r != last]
     stale = []
     if exchange == "async":
@@ -109,6 +105,34 @@ def straggler_run(exchange: str, seed: int, args, out: Path, slow: float) -> dic
                                                                                 best.get("modes_covered2k")),
             "best_mixture_hq": best.get("high_quality5k", best.get("high_quality2k")),
             "repurposed_tvd": verified["tvd_cls10k"]}
+
+
+def _watch_generations(cmd: list[str], env: dict, out: Path, files: int, exchange: str) -> dict[int, list[float]]:
+    """Run ``cmd``; per rank, the wall-clock moment each of its metrics lines appeared (20 ms polling).
+
+    Sync runs write one ``metrics.jsonl`` (rank 0, which waits for every rank each generation);
+    async ranks each write ``metrics/rank-R.jsonl``.
+    """
+    paths = {r: out / "metrics" / f"rank-{r}.jsonl" for r in range(files)} if exchange == "async" else \
+        {0: out / "metrics.jsonl"}
+    seen: dict[int, list[float]] = {r: [] for r in paths}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while True:
+        done = proc.poll() is not None
+        now = time.perf_counter()
+        for r, path in paths.items():
+            try:
+                n = path.read_bytes().count(b"\n")
+            except OSError:
+                continue
+            seen[r] += [now] * max(0, n - len(seen[r]))
+        if done:
+            break
+        time.sleep(0.02)
+    err = proc.stderr.read()
+    if proc.returncode:
+        sys.exit(f"exchange={exchange} failed:\n{err[-2000:]}")
+    return seen
 
 
 def _mean_sd(values: list[float]) -> str:
