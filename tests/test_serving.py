@@ -210,7 +210,7 @@ def test_sampler_png_and_npy(mlp_model):
     png = s.sample_png(16, seed=1)
     assert png == s.sample_png(16, seed=1)
     img = Image.open(io.BytesIO(png))
-    assert img.format == "PNG" and img.size == (4 * 30 + 2, 4 * 30 + 2)
+    assert img.format == "PNG" and img.size == (4 * 58 + 2, 4 * 58 + 2)   # 28x28 samples at 2x, 2 px gaps
     arr = np.load(io.BytesIO(s.sample_npy(6, seed=2)), allow_pickle=False)
     assert np.array_equal(arr, s.sample(6, seed=2))
     with pytest.raises(UserError):
@@ -224,6 +224,14 @@ def test_numpy_grid_equals_trainer_grid():
     assert np.array_equal(grid_uint8(x3.numpy(), nrow=2), np.asarray(grid_image(x3, nrow=2)))
     p = torch.randn(300, 2)
     assert np.array_equal(scatter_uint8(p.numpy()), np.asarray(scatter_image(p)))
+
+
+def test_small_samples_are_drawn_at_twice_their_size():
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    big, plain = grid_uint8(x.numpy(), nrow=2), grid_uint8(x.numpy(), nrow=2, scale=1)
+    assert big.shape == (2 * 58 + 2, 2 * 58 + 2, 1) and plain.shape == (2 * 30 + 2, 2 * 30 + 2, 1)
+    assert np.array_equal(big[2:58:2, 2:58:2], plain[2:30, 2:30])   # every sample pixel, repeated 2x2
+    assert grid_uint8(np.zeros((1, 3, 64, 64), np.float32)).shape == (68, 68, 3)   # 64x64 stays 1x
 
 
 def test_pick_providers_names_them_explicitly():
@@ -250,7 +258,7 @@ def test_sampler_refuses_foreign_files(tmp_path, mlp_model):
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_sample_and_info(mlp_model, tmp_path, capsys):
     assert main(["sample", str(mlp_model), "-n", "9", "--seed", "1", "--out", str(tmp_path / "g.png")]) == 0
-    assert Image.open(tmp_path / "g.png").size == (3 * 30 + 2, 3 * 30 + 2)
+    assert Image.open(tmp_path / "g.png").size == (3 * 58 + 2, 3 * 58 + 2)
     assert main(["sample", str(mlp_model), "-n", "4", "--seed", "1", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy", allow_pickle=False).shape == (4, 1, 28, 28)
     capsys.readouterr()

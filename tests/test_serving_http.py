@@ -52,7 +52,7 @@ def test_png_grid(client):
     r = post(client, {"n": 16, "seed": 1})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     img = Image.open(io.BytesIO(r.content))
-    assert img.format == "PNG" and img.size == (4 * 30 + 2, 4 * 30 + 2)
+    assert img.format == "PNG" and img.size == (4 * 58 + 2, 4 * 58 + 2)
 
 
 def test_npy_matches_sampler(client, model):
@@ -74,7 +74,7 @@ def test_same_seed_same_bytes_and_no_seed_is_random(client):
 
 def test_defaults(client):
     r = post(client, {})
-    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (4 * 30 + 2,) * 2  # n = 16
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (4 * 58 + 2,) * 2  # n = 16
 
 
 @pytest.mark.parametrize("body, field", [
@@ -328,7 +328,7 @@ def test_real_bentoml_serve_subprocess(model, tmp_path):
         body = json.dumps({"n": 16, "seed": 1}).encode()
         status, ctype, png = _http(port, "/sample", body)
         assert status == 200 and ctype == "image/png"
-        assert Image.open(io.BytesIO(png)).size == (4 * 30 + 2,) * 2
+        assert Image.open(io.BytesIO(png)).size == (4 * 58 + 2,) * 2
         assert _http(port, "/sample", body)[2] == png  # same seed, same bytes
         assert _http(port, "/sample", b'{"n": 32}')[0] == 200
         for bad in (b'{"n": 0}', b'{"n": 33}', b'{"n": 100000}', b"{bad json"):

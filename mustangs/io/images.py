@@ -34,9 +34,20 @@ def to_pil_images(x) -> list[Image.Image]:
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in to_uint8(x)]
 
 
-def grid_pixels(x, nrow: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile image samples ``[N, C, H, W]`` in [-1, 1] into one uint8 picture ``[H', W', C]``."""
+def grid_scale(height: int, width: int) -> int:
+    """How many screen pixels per sample pixel a grid uses: 2 for small images (28x28, 32x32),
+    which are too small to judge by eye at 1x, else 1."""
+    return 2 if max(height, width) <= 32 else 1
+
+
+def grid_pixels(x, nrow: int | None = None, padding: int = 2, scale: int | None = None) -> np.ndarray:
+    """Tile image samples ``[N, C, H, W]`` in [-1, 1] into one uint8 picture ``[H', W', C]``.
+
+    ``scale`` enlarges every sample by pixel repetition (None: :func:`grid_scale`)."""
     arr = to_uint8(x)
+    scale = scale or grid_scale(arr.shape[1], arr.shape[2])
+    if scale > 1:
+        arr = arr.repeat(scale, axis=1).repeat(scale, axis=2)
     n, h, w, c = arr.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / nrow)
