@@ -64,6 +64,32 @@ def test_max_staleness_waits_for_a_fresh_enough_copy():
     assert a.take()["waited_s"] >= 0.1
 
 
+def test_a_rank_that_stops_beating_is_reported_lost_and_a_beating_one_is_not():
+    import time
+
+    from trainer.exchange import Heartbeat, RankLost, Watch
+
+    store = dist.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+    beat = Heartbeat(store, 1, every=0.05)
+    watch = Watch(store, lost_after=0.4)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:          # alive: its beat keeps moving, however long we wait
+        watch.check(1, "a test")
+        time.sleep(0.05)
+    beat.stop()
+    time.sleep(0.2)                              # let the last beat land
+    with pytest.raises(RankLost, match="rank 1 has shown no sign of life for 0 s while this rank waited for x"):
+        while time.monotonic() - t0 < 5.0:
+            watch.check(1, "x")
+            time.sleep(0.05)
+    assert time.monotonic() - t0 < 2.5
+    never = Watch(store, lost_after=0.2)         # a rank that never beat gets the same grace from the first look
+    never.check(2, "y")
+    time.sleep(0.3)
+    with pytest.raises(RankLost):
+        never.check(2, "y")
+
+
 def test_done_marks():
     store = dist.HashStore()
     (a, b), _ = _pair(store)
@@ -93,6 +119,8 @@ def test_straggler_switch(monkeypatch):
 @pytest.mark.parametrize("overrides,words", [
     (["distribution.exchange=async", "coevolution.adversary=neighbour"], "set distribution.exchange=sync"),
     (["distribution.max_staleness=2"], "set distribution.exchange=async"),
+    (["distribution.lost_after=30"], "set distribution.exchange=async"),
+    (["distribution.exchange=async", "distribution.lost_after=0"], "lost_after"),
     (["distribution.exchange=maybe"], "legal values: sync, async"),
 ])
 def test_impossible_async_configs_are_refused(overrides, words):

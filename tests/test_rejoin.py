@@ -116,3 +116,30 @@ def test_max_restarts_is_refused_where_a_rank_cannot_rejoin(tmp_path):
                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
         assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (tmp_path / "r").exists()
+
+
+def test_a_rank_lost_for_good_ends_the_others_with_one_line_instead_of_a_hang(tmp_path):
+    """torchrun with one agent per rank and no restarts left: rank 1 dies, nothing restarts it; rank 0
+    trains to its end, sees rank 1's heartbeat stand still for ``distribution.lost_after`` seconds,
+    and stops with a one-line error (exit 1) instead of waiting for it forever."""
+    run, hold = tmp_path / "run", tmp_path / "hold"
+    env = dict(_env(), **{HOLD_ENV: f"generation:3@1={hold}"})
+    port = str(free_port())
+    agents = [subprocess.Popen([*_torchrun(), "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(n),
+                                "--rdzv-backend", "static", "--master-addr", "127.0.0.1", "--master-port", port,
+                                "--max-restarts", "0", "--monitor-interval", "0.1",
+                                *_train_cmd(run, *ASYNC, "distribution.lost_after=3")],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for n in (0, 1)]
+    try:
+        _kill_held_rank1(agents, run, hold)
+        outs = [a.communicate(timeout=240)[0] for a in agents]
+    finally:
+        for a in agents:
+            if a.poll() is None:
+                a.kill()
+    assert agents[0].returncode != 0 and agents[1].returncode != 0
+    assert re.search(r"error: rank 0: rank 1 has shown no sign of life for 3 s while this rank waited for "
+                     r"the end of its last generation, and no restart replaced it; .* --resume", outs[0]), outs[0][-3000:]
+    assert 'exchange.py", line' not in outs[0]   # our one line; torchrun's agent adds its own traceback
+    assert not (run / "pool").exists()

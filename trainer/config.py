@@ -122,6 +122,7 @@ class DistributionConfig:
 
     exchange: str = option("sync", choices=EXCHANGES)  # sync (default: every generation waits for all ranks; reproducible, equal to one process) | async (a rank trains against the freshest neighbour centres it has received and never waits for their current generation; not reproducible)
     max_staleness: int | None = option(None, ge=0)     # async only: wait while a neighbour copy is more than this many generations behind (None = never wait); >= 0
+    lost_after: float | None = option(None, gt=0.0)    # async only: seconds without a heartbeat after which a waiting rank gives up on another (dead and not restarted: a one-line error, rerun with --resume); None = 120; > 0
 
 
 @dataclass
@@ -199,6 +200,9 @@ class TrainConfig:
         if self.distribution.exchange == "async" and co.adversary == "neighbour":
             raise ConfigError("coevolution.adversary=neighbour trains against live neighbours every mini-batch, "
                               "which needs lockstep ranks; set distribution.exchange=sync")
+        if self.distribution.lost_after is not None and self.distribution.exchange != "async":
+            raise ConfigError("distribution.lost_after is how long an async rank waits for a silent one; "
+                              "set distribution.exchange=async or distribution.lost_after=null")
         if self.distribution.max_staleness is not None and self.distribution.exchange != "async":
             raise ConfigError("distribution.max_staleness bounds the async exchange only; "
                               "set distribution.exchange=async or distribution.max_staleness=null")

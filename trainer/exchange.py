@@ -26,6 +26,7 @@ Payloads are safetensors bytes (no pickle), with the generation and the cell ids
 
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
@@ -34,6 +35,58 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 PREFIX = "mustangs/exchange/"
+
+
+class RankLost(RuntimeError):
+    """Another rank stopped for good (no heartbeat, no restart) while this one waited for it."""
+
+
+class Heartbeat:
+    """Bumps ``beat/RANK`` in the store every ``every`` seconds from a daemon thread, on its own
+    connection, so that the other ranks can tell a slow rank (it still beats, whatever it computes)
+    from a dead one. A restarted process of the rank beats on the same key."""
+
+    def __init__(self, store: dist.Store, rank: int, every: float = 1.0):
+        self._store = dist.PrefixStore(PREFIX, store.clone())
+        self._key, self._every = f"beat/{rank}", every
+        self._stop = threading.Event()
+        self._store.add(self._key, 1)
+        self._thread = threading.Thread(target=self._run, name=f"mustangs-heartbeat-{rank}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._store.add(self._key, 1)
+            except Exception:   # the store's host is gone: the waits will say so
+                return
+
+    def stop(self) -> None:
+        """Stop beating (the process is leaving)."""
+        self._stop.set()
+
+
+class Watch:
+    """Whether other ranks still beat: :meth:`check` raises :class:`RankLost` when a rank's heartbeat
+    has not moved for ``lost_after`` seconds (counted from the first look, so a rank still starting
+    up gets the same grace)."""
+
+    def __init__(self, store: dist.Store, lost_after: float):
+        self._store = dist.PrefixStore(PREFIX, store)
+        self.lost_after = lost_after
+        self._seen: dict[int, tuple[int, float]] = {}
+
+    def check(self, rank: int, what: str) -> None:
+        """Raise :class:`RankLost` if ``rank`` has shown no sign of life for ``lost_after`` seconds."""
+        beats = int(self._store.add(f"beat/{rank}", 0))
+        now = time.monotonic()
+        last = self._seen.get(rank)
+        if last is None or last[0] != beats:
+            self._seen[rank] = (beats, now)
+        elif now - last[1] > self.lost_after:
+            raise RankLost(f"rank {rank} has shown no sign of life for {self.lost_after:.0f} s while this rank "
+                           f"waited for {what}, and no restart replaced it; the checkpoints are kept: rerun the "
+                           f"same command with --resume")
 
 
 def owners(blocks: tuple[tuple[int, int], ...]) -> list[int]:
@@ -52,8 +105,9 @@ class StoreExchange:
     """
 
     def __init__(self, store: dist.Store, rank: int, blocks: tuple[tuple[int, int], ...], nbr: torch.Tensor,
-                 poll: float = 0.02):
+                 poll: float = 0.02, watch: Watch | None = None):
         self.store = dist.PrefixStore(PREFIX, store)
+        self.watch = watch
         self.rank, self.blocks, self.poll = rank, blocks, poll
         self.owner = owners(blocks)
         start, stop = blocks[rank]
@@ -87,6 +141,7 @@ class StoreExchange:
         if not self.store.check([key]):     # never published yet (start of a run): wait once
             t0 = time.perf_counter()
             while not self.store.check([key]):
+                self._check(source, f"its first {kind} copy")
                 time.sleep(self.poll)
             self.waited += time.perf_counter() - t0
         return st_load(self.store.get(key))
@@ -112,6 +167,7 @@ class StoreExchange:
             if max_staleness is not None and generation - gen > max_staleness:
                 t1 = time.perf_counter()
                 while generation - gen > max_staleness:
+                    self._check(source, f"a {kind} copy at most {max_staleness} generations old")
                     time.sleep(self.poll)
                     payload = self._read(kind, source)
                     gen = int(payload["__generation__"][0])
@@ -131,15 +187,23 @@ class StoreExchange:
         self.store.set(f"done/{self.rank}", str(generation))
 
     def wait_all_done(self) -> float:
-        """Wait (polling, no timeout) until every rank has marked done; returns the seconds waited.
+        """Wait until every rank has marked done; returns the seconds waited.
 
-        A slow rank may be hours behind, longer than any collective's timeout, hence the polling.
+        A slow rank may be hours behind, longer than any collective's timeout, hence the polling
+        with no timeout; only a rank that stopped beating (see :class:`Watch`) ends the wait.
         """
         t0 = time.perf_counter()
         keys = [f"done/{r}" for r in range(len(self.blocks))]
         while not self.store.check(keys):
+            for r, key in enumerate(keys):
+                if not self.store.check([key]):
+                    self._check(r, "the end of its last generation")
             time.sleep(max(self.poll, 0.1))
         return time.perf_counter() - t0
+
+    def _check(self, rank: int, what: str) -> None:
+        if self.watch is not None:
+            self.watch.check(rank, what)
 
     def take(self) -> dict:
         """Bytes through the store, milliseconds in it and seconds waited since the last call, then reset."""

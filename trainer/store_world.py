@@ -9,6 +9,11 @@ one agent per rank and ``--max-restarts``, or ``trainer train --workers N --max-
 connects to the store again, resumes from its own checkpoint and trains against whatever its
 neighbours last published, while they never stopped.
 
+Liveness: every process beats a counter in the store from a thread (:class:`trainer.exchange.Heartbeat`);
+a rank that waits for another gives up with a one-line :class:`~trainer.exchange.RankLost` once that
+rank's beat has stood still for ``distribution.lost_after`` seconds (dead, and not restarted in time),
+instead of waiting forever.
+
 Incarnations: every process of a rank bumps ``incarnation/RANK`` when it connects. The first
 incarnation of every rank takes part in the set-up barriers; a later one (a restart) skips
 them, and marks itself ``rejoined/RANK`` so that ranks still waiting at a set-up barrier for its
@@ -29,14 +34,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from trainer.distributed import Workers, _pack_stats, _unpack_stats, split_cells
+from trainer.exchange import Heartbeat, RankLost, Watch  # noqa: F401 - RankLost: what a lost rank raises here
 from trainer.world import World
 
 PREFIX = "mustangs/run/"
-FINAL_TIMEOUT_S = 1800.0   # end of the run: how long a rank waits for another's part before it gives up
-
-
-class RankLost(RuntimeError):
-    """Another rank did not deliver its part of an end-of-run gather in time."""
 
 
 def _to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
@@ -53,20 +54,22 @@ class StoreWorld(World):
     asynchronous = True
 
     def __init__(self, workers: Workers, nbr: torch.Tensor, max_staleness: int | None, store: dist.Store,
-                 *, poll: float = 0.02, final_timeout: float = FINAL_TIMEOUT_S):
+                 *, poll: float = 0.02, lost_after: float = 120.0):
         from trainer.exchange import StoreExchange
 
         self.workers, self.nbr, self.max_staleness = workers, nbr, max_staleness
         self.rank, self.size = workers.rank, workers.world_size
         self.raw_store = store
         self.store = dist.PrefixStore(PREFIX, store)
-        self.poll, self.final_timeout = poll, final_timeout
+        self.poll = poll
         #: 1 for the rank's first process, 2 for its first restart, ...
         self.incarnation = int(self.store.add(f"incarnation/{self.rank}", 1))
         self.rejoining = self.incarnation > 1
         if self.rejoining:   # a predecessor died: free any set-up barrier that still waits for it
             self.store.set(f"rejoined/{self.rank}", str(self.incarnation))
-        self.exchange = StoreExchange(store, self.rank, workers.blocks, nbr, poll=poll)
+        self.heartbeat = Heartbeat(store, self.rank)
+        self.watch = Watch(store, lost_after)
+        self.exchange = StoreExchange(store, self.rank, workers.blocks, nbr, poll=poll, watch=self.watch)
         self.live = False
         self.generation = 0
         self.lags: dict[int, int] = {}
@@ -108,8 +111,7 @@ class StoreWorld(World):
         return parts
 
     def _wait_part(self, key: str, r: int) -> bytes:
-        """Rank ``r``'s part of meeting point ``key``, from its current incarnation."""
-        deadline = time.monotonic() + self.final_timeout
+        """Rank ``r``'s part of meeting point ``key``, from its current incarnation (while ``r`` lives)."""
         name = f"{key}/{r}"
         while True:
             if self.store.check([name]):
@@ -119,9 +121,7 @@ class StoreWorld(World):
                     return body
             elif self._phase == "setup" and self.store.check([f"rejoined/{r}"]):
                 return b""   # its first process died during set-up; its restart went live without us
-            if time.monotonic() > deadline:
-                raise RankLost(f"rank {r} did not reach {key} within {self.final_timeout:.0f} s; the run's "
-                               f"checkpoints are kept: rerun the same command with --resume")
+            self.watch.check(r, f"its part of {key}")
             time.sleep(self.poll)
 
     def barrier(self) -> None:

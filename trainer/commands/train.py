@@ -340,6 +340,7 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
 
     from mustangs.errors import UserError
     from trainer.distributed import Workers, init_process_group, layout_from_group, make_world, split_cells
+    from trainer.exchange import RankLost
     from trainer.run import train
 
     cfg, out, resume, quiet, again = job
@@ -358,7 +359,8 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
         from trainer.grid import Grid
 
         nbr = Grid(cfg.grid.height, cfg.grid.width).neighbour_table(cfg.coevolution.exchange)
-        world = make_world(workers, cfg.distribution.exchange, cfg.distribution.max_staleness, nbr, store)
+        world = make_world(workers, cfg.distribution.exchange, cfg.distribution.max_staleness, nbr, store,
+                           cfg.distribution.lost_after)
         train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again, world=world, log=log,
               quiet=quiet)
         world.barrier()  # the writer has written the pool: everyone leaves together
@@ -370,6 +372,9 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
 
             print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)   # one line, as exit_on_user_error
         return 2
+    except RankLost as exc:   # async: a rank died for good while this one waited for it
+        print(f"error: rank {workers.rank}: {exc}", file=sys.stderr, flush=True)
+        return 1
     except (OSError, MemoryError) as exc:  # disk full, read-only folder, ...: one line, like the CLI
         from mustangs.errors import environment_message
 
