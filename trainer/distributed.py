@@ -253,19 +253,11 @@ def _unpack_stats(row: torch.Tensor, dim: int, classes: int):
     return FeatureStats(int(a[1]), mu.copy(), second.copy(), hist.copy(), mean_probs.copy(), float(a[2]))
 
 
-def make_world(workers: Workers, exchange: str = "sync", max_staleness: int | None = None, nbr=None, store=None,
-               lost_after: float | None = None):
-    """A :class:`trainer.world.World` whose gathers are torch.distributed collectives.
+def make_world(workers: Workers) -> "DistWorld":
+    """A :class:`trainer.world.World` whose gathers are torch.distributed collectives (sync exchange).
 
-    ``exchange="async"`` (with the grid's neighbour table ``nbr`` and the job's ``store``) gives a
-    :class:`trainer.store_world.StoreWorld`: no process group, every exchange through the store.
+    Async runs use :class:`trainer.store_world.StoreWorld` instead (no process group).
     """
-    if exchange == "async" and workers.distributed:
-        from trainer.store_world import StoreWorld
-
-        if store is None:
-            raise ValueError("an async world needs the job's store (trainer.store_world.join_store)")
-        return StoreWorld(workers, nbr, max_staleness, store, lost_after=120.0 if lost_after is None else lost_after)
     return DistWorld(workers)
 
 

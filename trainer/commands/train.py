@@ -359,8 +359,14 @@ def _rank_main(rank, world_size, init_method, job, on_finished=None) -> int:
         from trainer.grid import Grid
 
         nbr = Grid(cfg.grid.height, cfg.grid.width).neighbour_table(cfg.coevolution.exchange)
-        world = make_world(workers, cfg.distribution.exchange, cfg.distribution.max_staleness, nbr, store,
-                           cfg.distribution.lost_after)
+        if store is not None:
+            from trainer.store_world import StoreWorld
+
+            lost = cfg.distribution.lost_after
+            world = StoreWorld(workers, nbr, cfg.distribution.max_staleness, store,
+                               lost_after=120.0 if lost is None else lost)
+        else:
+            world = make_world(workers)
         train(cfg, out, resume=resume, progress=False if quiet else None, config_path=again, world=world, log=log,
               quiet=quiet)
         world.barrier()  # the writer has written the pool: everyone leaves together
