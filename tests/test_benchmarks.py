@@ -86,3 +86,30 @@ def test_study_modes_runs_variants_in_workers_and_writes_records_and_picture(tmp
         return [{k: v for k, v in r.items() if k not in ("cpu_s", "wall_s")} for r in rs]
 
     assert measured(json.loads(js.read_text())) == measured(records)
+
+
+def test_check_conditional_serving_scores_the_asked_for_class(monkeypatch):
+    # no server: POST /sample is faked; the "judge" reads the class off the first pixel
+    import io
+
+    import numpy as np
+
+    import check_conditional_serving as ccs
+
+    calls = []
+
+    def fake_post(port, path, body, timeout=600):
+        calls.append(body)
+        x = np.zeros((body["n"], 1, 28, 28), np.float32)
+        x[: body["seed"], 0, 0, 0] = 1.0   # request `seed` has `seed` samples judged class 1, the rest class 0
+        buf = io.BytesIO()
+        np.save(buf, x)
+        return buf.getvalue(), {}
+
+    def judge(x):
+        return torch.stack([1 - x[:, 0, 0, 0], x[:, 0, 0, 0]], 1)
+
+    monkeypatch.setattr(ccs, "post", fake_post)
+    row = ccs.check_class(0, "Trouser", 1, 4, 3, judge)
+    assert [c["labels"] for c in calls] == [{"Trouser": 4}] * 3 and [c["seed"] for c in calls] == [1, 2, 3]
+    assert row["per_request"] == [0.25, 0.5, 0.75] and row["mean"] == 0.5 and row["min"] == 0.25
