@@ -11,19 +11,25 @@ Only the network classes are shared with Mustangs (``mustangs.pool.networks``).
 variant: no selection, no exchange, no mixture; BCE; batch 64; the whole train split), its
 learning-rate mutation on as in every config. ``ours-nomut``: the same with
 ``mutation_probability=0``, to tell the mutation's effect apart; ``plain-torchinit``: the plain loop
-with PyTorch's default initialisation (the trainer's), to tell the initialisation's effect apart.
+with PyTorch's default initialisation (the trainer's default), to tell the initialisation's effect
+apart; ``ours-dcganinit``: ``ours`` with ``network.init=dcgan`` (the trainer's DCGAN initialisation, which
+``network.init=auto``, the default, picks for dcgan28; ``ours`` and ``ours-nomut`` pin ``torch``).
+``--ours-overrides key=value ...`` adds trainer overrides to every ``ours*`` run (its run folder
+name gains a short hash of them, so runs with other overrides are never reused).
 
 Every generator draws 10,000 samples (eval mode, seeded latents) that ``trainer score`` judges
 against the test split — the same judge and protocol as the calibration table in RESULTS.md.
 
     python benchmarks/baseline_gan.py --arch mlp --steps 3000 --seeds 0 1 2 --json benchmarks/studies/baseline-mlp.json
     python benchmarks/baseline_gan.py --arch dcgan28 --steps 1000 --seeds 0 1 2 --json benchmarks/studies/baseline-dcgan28.json
+    python benchmarks/baseline_gan.py --arch dcgan28 --steps 1000 --seeds 0 1 2 --impls ours-dcganinit --json benchmarks/studies/baseline-dcgan28-dcganinit.json
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -58,9 +64,12 @@ def dcgan_init(module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def train_plain(arch: str, steps: int, seed: int, batch_size: int, data_dir=None, dcgan_weights: bool = True):
+def train_plain(arch: str, steps: int, seed: int, batch_size: int, data_dir=None, dcgan_weights: bool = True,
+                on_step=None, at=()):
     """The textbook GAN loop; returns the trained generator (eval mode). ``dcgan_weights=False`` keeps
-    PyTorch's default initialisation for the DCGAN too (as the trainer does), to tell its effect apart."""
+    PyTorch's default initialisation for the DCGAN too (as the trainer does), to tell its effect apart.
+    ``on_step(step, G)`` is called after each step listed in ``at`` (G in eval mode; put back into
+    train mode after), so a caller can judge the generator along the way (time_to_quality.py)."""
     import torch
     import torch.nn.functional as F
 
@@ -78,7 +87,8 @@ def train_plain(arch: str, steps: int, seed: int, batch_size: int, data_dir=None
     data = load_dataset("fashion-mnist", "train", data_dir=data_dir).data
     g = torch.Generator().manual_seed(seed)
     ones, zeros = torch.ones(batch_size), torch.zeros(batch_size)
-    for _ in range(steps):
+    at = set(at)
+    for step in range(steps):
         real = data[torch.randint(len(data), (batch_size,), generator=g)].to(torch.float32).div(127.5).sub(1.0)
         fake = G(torch.randn(batch_size, LATENT, generator=g))
         # Discriminator step: real → 1, fake → 0.
@@ -91,11 +101,23 @@ def train_plain(arch: str, steps: int, seed: int, batch_size: int, data_dir=None
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        if on_step is not None and step + 1 in at:
+            on_step(step + 1, G.eval())
+            G.train()
     return G.eval()
 
 
-def train_ours(arch: str, steps: int, seed: int, batch_size: int, out: Path, mutation: bool, data_dir=None):
-    """``trainer train`` as a 1×1 grid with the same recipe; returns the pool's generator."""
+#: The trainer overrides each ``ours*`` implementation adds to the shared 1×1 recipe.
+#: ``ours`` and ``ours-nomut`` keep PyTorch's default initialisation, as when their rows were recorded
+#: (before ``network.init=auto`` became the default).
+OURS_IMPLS = {"ours": ["network.init=torch"],
+              "ours-nomut": ["network.init=torch", "coevolution.mutation_probability=0"],
+              "ours-dcganinit": ["network.init=dcgan"]}
+
+
+def train_ours(arch: str, steps: int, seed: int, batch_size: int, out: Path, extra: list[str] = (), data_dir=None):
+    """``trainer train`` as a 1×1 grid with the same recipe plus the overrides ``extra`` (applied
+    last, so they win); returns the pool's generator."""
     from mustangs.pool.format import read_pool
     from trainer.cli import main as trainer_main
 
@@ -109,7 +131,7 @@ def train_ours(arch: str, steps: int, seed: int, batch_size: int, out: Path, mut
         "coevolution.lr_d=0.0002", "mixture.enabled=false", "eval.every=null", "eval.fid_samples=1000",
         "eval.diversity_samples=null", "output.report=false", "output.sample_every=null",
         "output.checkpoint_every=1000", "output.tensorboard=false",
-    ] + ([] if mutation else ["coevolution.mutation_probability=0"])
+    ] + list(extra)
     if data_dir:
         overrides.append(f"data.data_dir={data_dir}")
     if not (out / "pool" / "manifest.json").is_file():
@@ -164,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--impls", nargs="+", default=["plain", "ours", "ours-nomut"],
-                   choices=["plain", "plain-torchinit", "ours", "ours-nomut"])
+                   choices=["plain", "plain-torchinit", *OURS_IMPLS])
+    p.add_argument("--ours-overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="extra trainer overrides for every ours* run, e.g. network.init=dcgan")
     p.add_argument("--runs", default="runs/baseline", help="folder for the trainer's run folders")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", default=None, help="write the records here (atomic)")
@@ -181,10 +205,15 @@ def main(argv: list[str] | None = None) -> int:
                 if impl.startswith("plain"):
                     G = train_plain(args.arch, args.steps, seed, args.batch_size, args.data_dir, impl == "plain")
                 else:
-                    run = Path(args.runs) / f"{args.arch}-{args.steps}-{impl}-s{seed}"
-                    G = train_ours(args.arch, args.steps, seed, args.batch_size, run, impl == "ours", args.data_dir)
+                    extra = OURS_IMPLS[impl] + args.ours_overrides
+                    tag = f"-{hashlib.sha256(' '.join(args.ours_overrides).encode()).hexdigest()[:8]}" \
+                        if args.ours_overrides else ""
+                    run = Path(args.runs) / f"{args.arch}-{args.steps}-{impl}{tag}-s{seed}"
+                    G = train_ours(args.arch, args.steps, seed, args.batch_size, run, extra, args.data_dir)
                 train_s = cpu_seconds() - c0
                 records.append({"impl": impl, "seed": seed, "arch": args.arch, "steps": args.steps,
+                                **({"overrides": args.ours_overrides} if args.ours_overrides
+                                   and not impl.startswith("plain") else {}),
                                 "cpu_s": round(train_s, 1), "scores": judge(G, seed, Path(tmp), args.data_dir),
                                 "load": round(os.getloadavg()[0], 1)})
                 print(json.dumps(records[-1]), flush=True)

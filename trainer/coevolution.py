@@ -48,7 +48,7 @@ import torch
 
 from mustangs.data.datasets import ArrayDataset
 from mustangs.judge.metrics import FeatureStats
-from mustangs.pool.networks import NetSpec, balanced_labels, build_discriminator, build_generator
+from mustangs.pool.networks import NetSpec, balanced_labels, build_discriminator, build_generator, dcgan_init, resolve_init
 from trainer import losses, wasserstein
 from trainer.batched import NetState, StackedNet, adam_step, bmm_supported
 from trainer.config import TrainConfig
@@ -57,7 +57,8 @@ from trainer.scoring import Scorer
 from trainer.world import World
 
 # Independent per-cell streams, derived from (seed, cell, purpose) with numpy's SeedSequence.
-STREAM_INIT, STREAM_DATA, STREAM_TRAIN, STREAM_EVAL, STREAM_FINAL, STREAM_SAMPLES = range(6)
+# New purposes go at the end, so the existing streams (and every recorded run) stay as they are.
+STREAM_INIT, STREAM_DATA, STREAM_TRAIN, STREAM_EVAL, STREAM_FINAL, STREAM_SAMPLES, STREAM_WEIGHTS = range(7)
 
 
 def cell_seed(seed: int, cell: int, purpose: int) -> int:
@@ -199,15 +200,25 @@ class Coevolution:
     # ------------------------------------------------------------------ set-up
     def init_block(self, cells: list[int] | range | None = None) -> Block:
         """Fresh state for ``cells`` (default: the world's block): per-cell seeded networks,
-        data subsets and RNG streams, initial learning rates and uniform mixture weights."""
+        data subsets and RNG streams, initial learning rates and uniform mixture weights.
+
+        ``network.init``: the modules are always built with PyTorch's default initialisation
+        from the cell's ``STREAM_INIT`` seed (so ``torch`` is bit-identical to every run before
+        the key existed); ``dcgan`` then redraws G's and D's weights from the cell's own
+        ``STREAM_WEIGHTS`` generator, so they depend on (seed, cell) alone, never on the layout."""
         cfg = self.cfg
         cells = list(self.world.cells(self.grid.size) if cells is None else cells)
+        init = resolve_init(cfg.network.init, cfg.network.arch)
         gens, discs = [], []
         for c in cells:
             with torch.random.fork_rng(devices=[]):  # isolate module init from the global RNG
                 torch.manual_seed(cell_seed(cfg.seed, c, STREAM_INIT))
                 gens.append(build_generator(self.spec))
                 discs.append(build_discriminator(self.spec))
+            if init == "dcgan":
+                g = cell_generator(cfg.seed, c, STREAM_WEIGHTS)
+                dcgan_init(gens[-1], g)
+                dcgan_init(discs[-1], g)
         G = NetState.from_modules(gens).to(self.device)
         D = NetState.from_modules(discs).to(self.device)
         n = len(self.dataset)

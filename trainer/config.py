@@ -12,7 +12,7 @@ from typing import Iterable
 
 from mustangs.data.datasets import DATASETS
 from mustangs.errors import ConfigError
-from mustangs.pool.networks import ARCH_SHAPES, ARCHS, CONDITIONAL_ARCHS
+from mustangs.pool.networks import ARCH_SHAPES, ARCHS, CONDITIONAL_ARCHS, INITS
 from trainer.configio import load_config, option
 from trainer.wgan_recipe import WassersteinConfig, resolve as resolve_wasserstein
 
@@ -43,6 +43,7 @@ class NetworkConfig:
 
     arch: str = option("mlp", choices=ARCHS)  # mlp | dcgan28 (28x28x1) | dcgan64 (64x64x3) | rings-mlp (2-D points)
     latent_dim: int = option(64, ge=1)        # size of the generator's latent z; >= 1
+    init: str = option("auto", choices=INITS)  # initial weights: auto (default: dcgan for dcgan28/dcgan64, torch for the MLPs; benchmarks/RESULTS.md "A plain single GAN") | torch (PyTorch's default per module; the reference recipe, every run before this key) | dcgan (Radford et al. 2016: conv/linear weights N(0, 0.02), BatchNorm weights N(1, 0.02), biases 0; from each cell's own stream)
     conditional: bool = False                 # class-conditional G and D (labelled data: fashion-mnist | mnist; arch mlp | dcgan28; loss bce | mustangs | wgan); docs/wgan-and-conditional.md
 
 

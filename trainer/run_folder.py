@@ -33,12 +33,18 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
     A checkpoint written before a key existed holds that key at its default; a retired value name
     (e.g. ``adversary: own``) counts as its new name, so upgrading Mustangs never strands a run.
+    One exception: a checkpoint written before ``network.init`` existed was initialised the
+    ``torch`` way, which the default ``auto`` is not for the DCGAN archs; since the init acts only
+    when a run starts (a resumed run keeps its checkpoint's weights), such a checkpoint accepts
+    any ``network.init``. A checkpoint that records the key must be resumed with the same value.
     """
     from trainer.config import ADVERSARY_RENAMES
 
     a = {**_flat(to_dict(TrainConfig())), **_flat(old)}
     a["coevolution.adversary"] = ADVERSARY_RENAMES.get(a.get("coevolution.adversary"), a.get("coevolution.adversary"))
     b = _flat(new)
+    if "network.init" not in _flat(old):
+        a["network.init"] = b.get("network.init")
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
 
 

@@ -35,6 +35,13 @@ from mustangs.errors import UserError
 
 ARCHS = ("mlp", "dcgan28", "dcgan64", "rings-mlp")
 
+#: Weight initialisations a run may ask for (``network.init``): ``torch`` = PyTorch's default per
+#: module (what every run before ``network.init`` existed used) | ``dcgan`` = the DCGAN paper's |
+#: ``auto`` = ``dcgan`` for the convolutional archs, ``torch`` for the MLPs.
+INITS = ("torch", "dcgan", "auto")
+#: The archs ``network.init=auto`` initialises the DCGAN way (the convolutional ones).
+DCGAN_INIT_ARCHS = ("dcgan28", "dcgan64")
+
 #: The sample shape each architecture is built for (``None`` = any of the listed shapes).
 ARCH_SHAPES: dict[str, tuple[int, ...]] = {
     "mlp": (1, 28, 28),
@@ -300,6 +307,33 @@ _GENERATORS = {"mlp": MLPGenerator, "dcgan28": DCGAN28Generator, "dcgan64": DCGA
                "rings-mlp": RingsGenerator}
 _DISCRIMINATORS = {"mlp": MLPDiscriminator, "dcgan28": DCGAN28Discriminator,
                    "dcgan64": DCGAN64Discriminator, "rings-mlp": RingsDiscriminator}
+
+
+def resolve_init(init: str, arch: str) -> str:
+    """The initialisation ``network.init`` means for ``arch``: ``torch`` or ``dcgan`` (``auto``
+    picks ``dcgan`` for the convolutional archs, ``torch`` for the MLPs)."""
+    if init == "auto":
+        return "dcgan" if arch in DCGAN_INIT_ARCHS else "torch"
+    if init not in ("torch", "dcgan"):
+        raise ValueError(f"unknown initialisation {init!r}; legal values: {', '.join(INITS)}")
+    return init
+
+
+@torch.no_grad()
+def dcgan_init(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Re-initialise ``module`` in place the way the DCGAN paper does (Radford et al. 2016):
+    conv, transposed-conv and linear weights N(0, 0.02), BatchNorm weights N(1, 0.02), every
+    bias 0. Draws only from ``generator`` (a cell's own stream), in module order, so a cell's
+    weights depend on its seed alone. Returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02, generator=generator)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02, generator=generator)
+            nn.init.zeros_(m.bias)
+    return module
 
 
 def build_generator(spec: NetSpec) -> nn.Module:

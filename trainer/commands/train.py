@@ -84,7 +84,8 @@ def dry_run_text(cfg, out: Path, ranks: int = 1) -> str:
     lines = [to_yaml(cfg).rstrip(), "",
              f"# plan: {grid.size} cells on a {grid.height}x{grid.width} torus, sub-population {sub}, "
              f"{cfg.coevolution.generations} generations, loss={cfg.coevolution.loss}, "
-             f"selection={cfg.coevolution.selection}, exchange={cfg.coevolution.exchange}",
+             f"selection={cfg.coevolution.selection}, exchange={cfg.coevolution.exchange}, "
+             f"init={_init_plan(cfg)}",
              f"# takeover: migration every {cfg.coevolution.migration_every} generation(s), a copy of another "
              f"lineage may replace a centre with probability {cfg.coevolution.foreign_replacement}"
              + (" (the reference recipe)" if cfg.coevolution.migration_every == 1
@@ -93,6 +94,14 @@ def dry_run_text(cfg, out: Path, ranks: int = 1) -> str:
     lines.append(f"# ranks: {_ranks_plan(cfg, ranks)}")
     lines.append(f"# scoring: {_scoring_plan(cfg)}")
     return "\n".join(lines)
+
+
+def _init_plan(cfg) -> str:
+    """The initialisation the cells get (``network.init``, with ``auto`` resolved for the arch)."""
+    from mustangs.pool.networks import resolve_init
+
+    init = resolve_init(cfg.network.init, cfg.network.arch)
+    return init if cfg.network.init == init else f"{init} (network.init={cfg.network.init}, arch {cfg.network.arch})"
 
 
 def _ranks_plan(cfg, ranks: int) -> str:
