@@ -14,6 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from conftest import needs_fashion  # noqa: E402
 from floor import Floor, generation_gemms, linear_dims  # noqa: E402
 
 
@@ -132,3 +133,24 @@ def test_time_to_quality_trains_in_segments_and_judges_each(tmp_path):
     assert grid[1]["train_cpu_s"] > grid[0]["train_cpu_s"] > 0 and grid[1]["steps_per_network"] == 10
     assert all(r["ensemble_fid"] is not None for r in grid) and records[0]["ensemble_fid"] is None
     assert png.stat().st_size > 0 and "| 2x2-bce | 0 | 2 | 10 |" in done.stdout
+
+
+@needs_fashion
+def test_class_shares_counts_what_the_judge_sees_and_flags_missing_classes(tmp_path, capsys, one_thread):
+    # 200 real test Trousers: the judge calls nearly all of them Trouser; every other class is missing
+    import numpy as np
+
+    import class_shares
+    from mustangs.data.datasets import load_dataset
+
+    ds = load_dataset("fashion-mnist", "test")
+    trousers = ds.batch(torch.nonzero(ds.labels == 1).flatten()[:200]).numpy()
+    npy = tmp_path / "trousers.npy"
+    np.save(npy, trousers)
+    js = tmp_path / "shares.json"
+    assert class_shares.main([str(npy), "--json", str(js)]) == 0
+    assert class_shares.main([str(npy), "--min-share", "0.02"]) == 1
+    rec = json.loads(js.read_text())
+    assert rec["n"] == 200 and rec["shares"]["Trouser"] >= 0.9 and rec["min_share"] == 0.0
+    assert abs(sum(rec["shares"].values()) - 1.0) < 1e-3 and rec["tvd_uniform"] >= 0.8
+    assert "smallest share 0.0%" in capsys.readouterr().out
