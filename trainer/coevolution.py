@@ -176,9 +176,9 @@ class Coevolution:
         self.data = dataset.data.to(self.device)
         self.labels = dataset.labels.to(self.device) if self.K else None
         engine = engine or cfg.batching
-        if engine == "auto":   # stacked GEMMs where the arch allows (MLPs), vmap otherwise
+        if engine == "auto":   # stacked GEMMs where the arch allows (MLPs); else vmap on a GPU, the loop on a CPU
             engine = "bmm" if bmm_supported(build_generator(self.spec)) and bmm_supported(
-                build_discriminator(self.spec)) else "vmap"
+                build_discriminator(self.spec)) else ("vmap" if self.device.type == "cuda" else "loop")
         self.engine = engine
         self.fused_adam = cfg.adam == "fused"   # adam_step on PyTorch's fused kernel
         self.wgan = wasserstein.resolve(cfg.coevolution.loss, cfg.wasserstein)  # None unless wgan | wgan-gp

@@ -132,7 +132,7 @@ class TrainConfig:
 
     seed: int = option(0, ge=0, le=2**63 - 1)          # master seed; every cell derives its own streams from it; 0 ..= 2**63-1
     device: str = option("auto", choices=DEVICES)      # auto (cuda when available) | cpu | cuda
-    batching: str = option("auto", choices=BATCHING)   # auto (bmm for MLP archs, else vmap) | bmm (one stacked GEMM per layer for all cells; MLP archs only) | grouped (one grouped convolution per layer for all cells, HFTA-style; dcgan28/dcgan64 only) | vmap (all cells in one vmapped call; any arch) | loop (per-cell loop; same numbers, slower)
+    batching: str = option("auto", choices=BATCHING)   # auto (bmm for MLP archs; else loop on a CPU, where it was fastest for the DCGANs, vmap on a GPU) | bmm (one stacked GEMM per layer for all cells; MLP archs only) | grouped (one grouped convolution per layer for all cells, HFTA-style; dcgan28/dcgan64 only) | vmap (all cells in one vmapped call; any arch) | loop (per-cell loop; same numbers, slower)
     adam: str = option("fused", choices=ADAM_KERNELS)    # fused (default: PyTorch's fused kernel per cell, one pass over memory; ops where the build lacks it) | ops (the same formula op by op, other rounding; reproduces runs recorded before fused became the default)
     threads: int | None = option(None, ge=1, le=1024)  # CPU threads for torch during the run; None = every core this process may use (sched_getaffinity), shared between local ranks; OpenMP threads sleep when idle, so this stays fast on a busy machine (mustangs/threads.py); 1 ..= 1024
     grid: GridConfig = field(default_factory=GridConfig)
